@@ -1,0 +1,83 @@
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Condition types the operator maintains, in the standard metav1.Condition shape.
+pub mod condition_type {
+    pub const READY: &str = "Ready";
+    pub const PROGRESSING: &str = "Progressing";
+    pub const DEGRADED: &str = "Degraded";
+    pub const DATABASE_READY: &str = "DatabaseReady";
+    pub const API_READY: &str = "ApiReady";
+    pub const BACKUPS_HEALTHY: &str = "BackupsHealthy";
+    pub const CERTIFICATES_VALID: &str = "CertificatesValid";
+}
+
+/// What the operator last observed of a tenant. Readable by `kubectl get`, Argo CD and Flux.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DfrCountryStatus {
+    /// The metadata.generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The tenant namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Name of the pod holding the Patroni leader lock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<ApiStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup: Option<BackupStatus>,
+    /// Earliest expiry among the tenant's certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificates_not_after: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoints: Option<Endpoints>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresStatus {
+    /// PostgreSQL pods ready.
+    pub ready: i32,
+    /// PostgreSQL pods desired.
+    pub instances: i32,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiStatus {
+    pub ready: i32,
+    pub desired: i32,
+    /// "ready/desired", for the printer column.
+    pub replicas: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupStatus {
+    pub time: Time,
+    pub result: BackupResult,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum BackupResult {
+    Succeeded,
+    Failed,
+}
+
+/// In-cluster addresses of the tenant's services.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Endpoints {
+    pub api: String,
+    pub read_write: String,
+    pub read_only: String,
+}
