@@ -78,12 +78,13 @@ pub struct PostgresSpec {
     /// managed by the operator and rejected here.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[x_kube(validation = kube::core::Rule::new(concat!(
-        "!self.exists(k, k in ", forbidden_list!(), ")"
+        forbidden_list!(), ".all(k, !(k in self))"
     ))
-    .message(kube::core::Message::Expression(concat!(
-        "'postgres.parameters must not set ' + self.filter(k, k in ", forbidden_list!(),
-        ").join(', ') + ': the operator and Patroni manage these for replication, failover and TLS'"
-    ).into())))]
+    .message(concat!(
+        "postgres.parameters must not set any of ", forbidden_list!(),
+        ": the operator and Patroni manage these for replication, failover and TLS"
+    )))]
+    #[schemars(extend("maxProperties" = 64))]
     pub parameters: BTreeMap<String, String>,
 }
 

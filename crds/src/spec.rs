@@ -51,6 +51,7 @@ pub struct DfrCountrySpec {
     /// ISO 3166-1 alpha-3 country code in upper case, e.g. TON. Immutable.
     #[x_kube(validation = Rule::new("self == oldSelf").message("countryCode is immutable: create a new DfrCountry for another country"))]
     #[x_kube(validation = Rule::new("self.matches('^[A-Z]{3}$')").message("countryCode must be an ISO 3166-1 alpha-3 code in upper case, e.g. TON"))]
+    #[schemars(length(min = 3, max = 3))]
     pub country_code: String,
 
     /// Human-readable name, e.g. "Kingdom of Tonga".
@@ -63,6 +64,7 @@ pub struct DfrCountrySpec {
 
     /// Tag of the DFR API image to run.
     #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$')").message("appVersion must be an image tag: letters, digits, '_', '.', '-', at most 128 characters"))]
+    #[schemars(length(min = 1, max = 128))]
     pub app_version: String,
 
     #[serde(default)]
@@ -138,7 +140,7 @@ pub enum DeletionPolicy {
 /// The DFR API Deployment and its autoscaling.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas")
-    .message(Message::Expression("'api.minReplicas (' + string(self.minReplicas) + ') must not exceed api.maxReplicas (' + string(self.maxReplicas) + ')'".into()))
+    .message("api.minReplicas must not exceed api.maxReplicas")
     .field_path(".minReplicas"))]
 #[serde(rename_all = "camelCase")]
 pub struct ApiSpec {
@@ -177,7 +179,7 @@ fn default_max_replicas() -> i32 {
 #[serde(rename_all = "camelCase")]
 pub struct AutoscalingSpec {
     /// Average CPU utilisation of the API pods the HPA aims for, in percent of requests.
-    #[serde(default = "default_cpu_target")]
+    #[serde(default = "default_cpu_target", rename = "targetCPUUtilizationPercent")]
     #[schemars(range(min = 10, max = 100))]
     pub target_cpu_utilization_percent: i32,
     /// p95 request latency, in milliseconds, above which the HPA adds API pods.
@@ -235,6 +237,7 @@ pub struct EgressRule {
     #[schemars(length(min = 1, max = 63))]
     pub name: String,
     #[x_kube(validation = Rule::new("isCIDR(self)").message("egress cidr must be a CIDR such as 203.0.113.0/24"))]
+    #[schemars(length(min = 1, max = 43))]
     pub cidr: String,
     #[schemars(length(min = 1, max = 16))]
     pub ports: Vec<EgressPort>,
@@ -264,6 +267,7 @@ pub struct BackupSpec {
     #[serde(default = "default_backup_schedule")]
     #[x_kube(validation = Rule::new(format!("self.matches('{}')", CRON_PATTERN.replace('\\', "\\\\")))
         .message("backup.schedule must be a 5-field cron expression: minute hour day-of-month month day-of-week, e.g. '30 2 * * *'"))]
+    #[schemars(length(min = 9, max = 100))]
     pub schedule: String,
     #[serde(default)]
     pub retention: RetentionSpec,
@@ -339,6 +343,7 @@ pub struct BackupDestination {
 #[serde(rename_all = "camelCase")]
 pub struct S3Destination {
     #[x_kube(validation = Rule::new("isURL(self) && (url(self).getScheme() == 'https' || url(self).getScheme() == 'http')").message("backup.destination.s3.endpoint must be an http(s) URL"))]
+    #[schemars(length(min = 1, max = 2048))]
     pub endpoint: String,
     #[schemars(length(min = 3, max = 63))]
     pub bucket: String,
@@ -385,10 +390,12 @@ pub struct TlsSpec {
     /// Certificate lifetime as a Go duration, e.g. 2160h (90 days).
     #[serde(default = "default_tls_duration")]
     #[x_kube(validation = Rule::new("duration(self) >= duration('1h')").message("tls.duration must be a duration of at least 1h, e.g. 2160h"))]
+    #[schemars(length(min = 2, max = 32))]
     pub duration: String,
     /// How long before expiry a certificate is renewed, e.g. 720h (30 days).
     #[serde(default = "default_tls_renew_before")]
     #[x_kube(validation = Rule::new("duration(self) >= duration('5m')").message("tls.renewBefore must be a duration of at least 5m, e.g. 720h"))]
+    #[schemars(length(min = 2, max = 32))]
     pub renew_before: String,
 }
 
@@ -436,13 +443,16 @@ pub struct MaintenanceWindow {
     pub days: Vec<Weekday>,
     /// Local start time, HH:MM (24 h).
     #[x_kube(validation = Rule::new("self.matches('^([01][0-9]|2[0-3]):[0-5][0-9]$')").message("maintenanceWindow.start must be HH:MM in 24-hour time, e.g. 02:30"))]
+    #[schemars(length(min = 5, max = 5))]
     pub start: String,
     /// Length of the window as a Go duration, e.g. 2h.
     #[x_kube(validation = Rule::new("duration(self) > duration('0s') && duration(self) <= duration('24h')").message("maintenanceWindow.duration must be a duration between 1s and 24h, e.g. 2h"))]
+    #[schemars(length(min = 2, max = 32))]
     pub duration: String,
     /// IANA time zone, e.g. Pacific/Tongatapu.
     #[serde(default = "default_time_zone")]
     #[x_kube(validation = Rule::new("self.matches('^(UTC|[A-Za-z]+(/[A-Za-z0-9_+-]+){1,2})$')").message("maintenanceWindow.timeZone must be an IANA time zone such as Pacific/Tongatapu or UTC"))]
+    #[schemars(length(min = 1, max = 64))]
     pub time_zone: String,
 }
 

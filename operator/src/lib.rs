@@ -1,0 +1,17 @@
+//! dfr-operator: reconciles each DfrCountry into an isolated tenant namespace.
+
+pub mod apply;
+pub mod children;
+pub mod controller;
+pub mod diff;
+pub mod duration;
+pub mod error;
+pub mod labels;
+pub mod metrics;
+pub mod naming;
+pub mod observe;
+pub mod reconcile;
+pub mod settings;
+pub mod status;
+pub mod tenant;
+pub mod validate;

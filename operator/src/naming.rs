@@ -1,0 +1,69 @@
+//! Names of the tenant namespace and of the objects in it. Each tenant has a namespace of its
+//! own, so names inside it are fixed.
+
+use dfr_crds::DfrCountry;
+
+/// `dfr-<country>-<env>`, lower case, e.g. dfr-ton-prod.
+pub fn namespace(country: &DfrCountry) -> String {
+    format!(
+        "dfr-{}-{}",
+        country.spec.country_code.to_lowercase(),
+        country.spec.environment.as_str()
+    )
+}
+
+/// Patroni scope (cluster name) and StatefulSet name.
+pub const POSTGRES: &str = "postgres";
+/// Service selecting the Patroni leader (read-write).
+pub const POSTGRES_RW: &str = "postgres-rw";
+/// Service selecting the replicas (read-only).
+pub const POSTGRES_RO: &str = "postgres-ro";
+/// Headless Service giving each member a stable DNS name.
+pub const POSTGRES_HEADLESS: &str = "postgres-headless";
+pub const POSTGRES_CONFIG: &str = "postgres-patroni";
+pub const POSTGRES_SERVICE_ACCOUNT: &str = "postgres";
+pub const API: &str = "dfr-api";
+pub const API_SERVICE_ACCOUNT: &str = "dfr-api";
+
+/// Secrets generated once and never overwritten.
+pub const SECRET_POSTGRES_SUPERUSER: &str = "postgres-superuser";
+pub const SECRET_POSTGRES_REPLICATION: &str = "postgres-replication";
+pub const SECRET_DB_OWNER: &str = "dfr-db-owner";
+pub const SECRET_DB_APP: &str = "dfr-db-app";
+pub const SECRET_API_JWT: &str = "dfr-api-jwt";
+pub const SECRET_API_PII_KEYS: &str = "dfr-api-pii-keys";
+pub const SECRET_TENANT_CA: &str = "dfr-tenant-ca";
+pub const SECRET_POSTGRES_TLS: &str = "postgres-tls";
+pub const SECRET_API_TLS: &str = "dfr-api-tls";
+
+/// Every Secret the operator generates; when all exist, nothing is generated.
+pub const GENERATED_SECRETS: &[&str] = &[
+    SECRET_POSTGRES_SUPERUSER,
+    SECRET_POSTGRES_REPLICATION,
+    SECRET_DB_OWNER,
+    SECRET_DB_APP,
+    SECRET_API_JWT,
+    SECRET_API_PII_KEYS,
+    SECRET_TENANT_CA,
+    SECRET_POSTGRES_TLS,
+    SECRET_API_TLS,
+];
+
+pub const DATABASE_NAME: &str = "dfr";
+pub const DB_OWNER_USER: &str = "dfr_owner";
+pub const DB_APP_USER: &str = "dfr_app";
+pub const REPLICATION_USER: &str = "replicator";
+pub const SUPERUSER: &str = "postgres";
+
+pub const POSTGRES_PORT: i32 = 5432;
+pub const PATRONI_PORT: i32 = 8008;
+pub const API_PORT: i32 = 8080;
+
+/// Finalizer that lets the operator apply the deletionPolicy before a DfrCountry goes away.
+pub const FINALIZER: &str = "dfr.io/cleanup";
+/// The one field manager of every server-side apply.
+pub const FIELD_MANAGER: &str = "dfr-operator";
+
+pub fn cluster_dns(service: &str, namespace: &str, cluster_domain: &str) -> String {
+    format!("{service}.{namespace}.svc.{cluster_domain}")
+}

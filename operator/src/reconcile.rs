@@ -1,0 +1,352 @@
+//! One reconcile of one DfrCountry: read -> validate -> build -> apply -> status.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dfr_crds::condition_type as ct;
+use dfr_crds::{DfrCountry, DfrCountryStatus};
+use kube::api::{Api, Patch, PatchParams};
+use kube::core::DeserializeGuard;
+use kube::core::error_boundary::InvalidObject;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::finalizer::{self, finalizer};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::apply::{Changes, sync_namespaced};
+use crate::children::{Desired, desired_state};
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::settings::Settings;
+use crate::status::{Observed, desired_status};
+use crate::{naming, observe, tenant, validate};
+
+/// How often a healthy tenant is looked at again even without a change, to refresh status.
+const RESYNC: Duration = Duration::from_secs(300);
+
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+    /// Consecutive failures per DfrCountry, for exponential backoff.
+    failures: Mutex<HashMap<String, u32>>,
+    /// The last problem reported on an object that could not be read, so it is written once.
+    reported_invalid: Mutex<HashMap<String, String>>,
+}
+
+impl Context {
+    pub fn new(client: Client, settings: Settings, recorder: Recorder, metrics: Metrics) -> Self {
+        Self {
+            client,
+            settings,
+            recorder,
+            metrics,
+            failures: Mutex::default(),
+            reported_invalid: Mutex::default(),
+        }
+    }
+}
+
+pub async fn reconcile(guard: Arc<DeserializeGuard<DfrCountry>>, ctx: Arc<Context>) -> Result<Action> {
+    let started = Instant::now();
+    let result = match &guard.0 {
+        Ok(country) => {
+            let span = info_span!(
+                "reconcile",
+                name = %country.name_any(),
+                country = %country.spec.country_code,
+                environment = %country.spec.environment.as_str(),
+            );
+            reconcile_country(Arc::new(country.clone()), &ctx).instrument(span).await
+        }
+        Err(invalid) => report_invalid(invalid, &ctx).await,
+    };
+    let outcome = if result.is_ok() { "success" } else { "error" };
+    ctx.metrics.reconciliations.with_label_values(&[outcome]).inc();
+    ctx.metrics
+        .reconcile_duration
+        .with_label_values(&[outcome])
+        .observe(started.elapsed().as_secs_f64());
+    if result.is_ok()
+        && let Ok(mut failures) = ctx.failures.lock()
+    {
+        failures.remove(&guard.name_any());
+    }
+    result
+}
+
+/// Errors go back to the controller with a per-object exponential backoff: 5 s doubling to
+/// 5 min; problems that need a person start at 1 min.
+pub fn error_policy(guard: Arc<DeserializeGuard<DfrCountry>>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.errors.with_label_values(&[error.metric_label()]).inc();
+    warn!(name = %guard.name_any(), error = %error, reason = error.reason(), "reconcile failed");
+    let attempts = ctx
+        .failures
+        .lock()
+        .map(|mut failures| {
+            let count = failures.entry(guard.name_any()).or_insert(0);
+            *count = count.saturating_add(1);
+            *count
+        })
+        .unwrap_or(1);
+    Action::requeue(backoff(attempts, error.needs_a_person()))
+}
+
+pub fn backoff(attempts: u32, needs_a_person: bool) -> Duration {
+    let base = if needs_a_person { 60 } else { 5 };
+    let exponent = attempts.saturating_sub(1).min(10);
+    Duration::from_secs((base * 2u64.pow(exponent)).min(300))
+}
+
+async fn reconcile_country(country: Arc<DfrCountry>, ctx: &Arc<Context>) -> Result<Action> {
+    let api: Api<DfrCountry> = Api::all(ctx.client.clone());
+    let result = finalizer(&api, naming::FINALIZER, country.clone(), |event| async {
+        match event {
+            finalizer::Event::Apply(country) => apply(&country, ctx).await,
+            finalizer::Event::Cleanup(country) => cleanup(&country, ctx).await,
+        }
+    })
+    .await
+    .map_err(|error| match error {
+        finalizer::Error::ApplyFailed(error) | finalizer::Error::CleanupFailed(error) => error,
+        other => Error::Finalizer(other.to_string()),
+    });
+    if let Err(error) = &result {
+        report_problem(&country, error, ctx).await;
+    }
+    result
+}
+
+async fn apply(country: &DfrCountry, ctx: &Context) -> Result<Action> {
+    let mut changes = Changes::default();
+    if !country.spec.suspend {
+        validate::validate(country)?;
+        let desired = desired_state(country, &ctx.settings);
+        changes = apply_children(country, &desired, ctx).await?;
+    }
+    let observed = observe::observe(&ctx.client, country, &ctx.settings).await?;
+    write_status(country, &observed, ctx).await?;
+    if !changes.is_empty() {
+        let summary = summarize(&changes);
+        info!(applied = changes.applied.len(), deleted = changes.deleted.len(), "{summary}");
+        ctx.metrics
+            .child_writes
+            .with_label_values(&["apply"])
+            .inc_by(changes.applied.len() as u64);
+        ctx.metrics
+            .child_writes
+            .with_label_values(&["delete"])
+            .inc_by(changes.deleted.len() as u64);
+        publish(ctx, country, EventType::Normal, "ResourcesApplied", "Apply", summary).await;
+    }
+    Ok(Action::requeue(RESYNC))
+}
+
+/// Default-deny NetworkPolicies go in right after the namespace, before any workload.
+async fn apply_children(country: &DfrCountry, desired: &Desired, ctx: &Context) -> Result<Changes> {
+    let client = &ctx.client;
+    let mut changes = tenant::sync_namespace(client, country, &desired.namespace).await?;
+    changes.extend(sync_namespaced(client, country, &desired.network_policies).await?);
+    changes.extend(sync_namespaced(client, country, &desired.resource_quotas).await?);
+    changes.extend(sync_namespaced(client, country, &desired.limit_ranges).await?);
+    changes.extend(tenant::ensure_secrets(client, country, &ctx.settings).await?);
+    changes.extend(sync_namespaced(client, country, &desired.service_accounts).await?);
+    changes.extend(sync_namespaced(client, country, &desired.roles).await?);
+    changes.extend(sync_namespaced(client, country, &desired.role_bindings).await?);
+    changes.extend(sync_namespaced(client, country, &desired.config_maps).await?);
+    changes.extend(sync_namespaced(client, country, &desired.services).await?);
+    changes.extend(sync_namespaced(client, country, &desired.stateful_sets).await?);
+    changes.extend(sync_namespaced(client, country, &desired.deployments).await?);
+    changes.extend(sync_namespaced(client, country, &desired.pod_disruption_budgets).await?);
+    changes.extend(sync_namespaced(client, country, &desired.horizontal_pod_autoscalers).await?);
+    Ok(changes)
+}
+
+fn summarize(changes: &Changes) -> String {
+    let mut parts = Vec::new();
+    if !changes.applied.is_empty() {
+        parts.push(format!("applied {}", changes.applied.join(", ")));
+    }
+    if !changes.deleted.is_empty() {
+        parts.push(format!("deleted {} (no longer in the spec)", changes.deleted.join(", ")));
+    }
+    let summary = parts.join("; ");
+    // Event notes are limited to 1 kB.
+    if summary.len() > 1000 {
+        let mut end = 990;
+        while !summary.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{} …", &summary[..end])
+    } else {
+        summary
+    }
+}
+
+async fn cleanup(country: &DfrCountry, ctx: &Context) -> Result<Action> {
+    let outcome = tenant::apply_deletion_policy(&ctx.client, country).await?;
+    info!("{outcome}");
+    let reason = match country.spec.deletion_policy {
+        dfr_crds::DeletionPolicy::Retain => "DataRetained",
+        dfr_crds::DeletionPolicy::Delete => "TenantDeleted",
+    };
+    publish(ctx, country, EventType::Normal, reason, "Delete", outcome).await;
+    ctx.metrics.set_tenant_ready(&country.name_any(), None);
+    Ok(Action::await_change())
+}
+
+/// Writes the status only when it differs from what the object already shows.
+async fn write_status(country: &DfrCountry, observed: &Observed, ctx: &Context) -> Result<()> {
+    let now = now_seconds();
+    let previous = country.status.as_ref();
+    let status = desired_status(country, observed, previous, now);
+    let ready = ready_status(Some(&status));
+    ctx.metrics.set_tenant_ready(&country.name_any(), Some(&ready));
+    if previous == Some(&status) {
+        return Ok(());
+    }
+    patch_status(&ctx.client, &country.name_any(), json!(status)).await?;
+    let was_ready = ready_status(previous);
+    if was_ready != ready {
+        let condition = status.conditions.iter().find(|c| c.type_ == ct::READY);
+        let message = condition.map(|c| c.message.clone()).unwrap_or_default();
+        let (kind, reason) = if ready == "True" {
+            (EventType::Normal, "TenantReady")
+        } else {
+            (EventType::Warning, condition.map(|c| c.reason.as_str()).unwrap_or("NotReady"))
+        };
+        let reason = reason.to_string();
+        publish(ctx, country, kind, &reason, "Reconcile", message).await;
+    }
+    Ok(())
+}
+
+fn ready_status(status: Option<&DfrCountryStatus>) -> String {
+    status
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == ct::READY))
+        .map(|c| c.status.clone())
+        .unwrap_or_else(|| "Unknown".to_string())
+}
+
+async fn patch_status(client: &Client, name: &str, status: serde_json::Value) -> Result<()> {
+    let api: Api<DfrCountry> = Api::all(client.clone());
+    let body = json!({
+        "apiVersion": DfrCountry::api_version(&()),
+        "kind": DfrCountry::kind(&()),
+        "status": status,
+    });
+    api.patch_status(name, &PatchParams::apply(naming::FIELD_MANAGER).force(), &Patch::Apply(&body))
+        .await
+        .map_err(Error::kube(format!("writing the status of DfrCountry {name}")))?;
+    Ok(())
+}
+
+/// Puts a failed reconcile on the object's status (Degraded, with the reason and what to do)
+/// and as a Warning Event, once per distinct problem.
+async fn report_problem(country: &DfrCountry, error: &Error, ctx: &Context) {
+    let observed = Observed {
+        problem: Some((error.reason().to_string(), error.to_string())),
+        ..observed_from_status(country, &ctx.settings)
+    };
+    let previous = country.status.as_ref();
+    let status = desired_status(country, &observed, previous, now_seconds());
+    ctx.metrics.set_tenant_ready(&country.name_any(), Some(&ready_status(Some(&status))));
+    if previous == Some(&status) {
+        return;
+    }
+    if let Err(write_error) = patch_status(&ctx.client, &country.name_any(), json!(status)).await {
+        warn!(error = %write_error, "could not report the problem on the status");
+    }
+    publish(ctx, country, EventType::Warning, error.reason(), "Reconcile", error.to_string()).await;
+}
+
+/// The last observation the status holds, for reporting a problem without reading the cluster.
+fn observed_from_status(country: &DfrCountry, settings: &Settings) -> Observed {
+    let status = country.status.clone().unwrap_or_default();
+    Observed {
+        namespace: naming::namespace(country),
+        postgres_ready: status.postgres.as_ref().map(|p| p.ready).unwrap_or(0),
+        postgres_desired: country.spec.postgres.instances,
+        primary: status.primary.clone(),
+        api_available: status.api.as_ref().map(|a| a.ready).unwrap_or(0),
+        api_desired: status
+            .api
+            .as_ref()
+            .map(|a| a.desired)
+            .unwrap_or(country.spec.api.min_replicas),
+        api_deployment_available: status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == ct::API_READY && c.status == "True"),
+        certificates_not_after: status.certificates_not_after.map(|t| t.0),
+        problem: None,
+        suspended: country.spec.suspend,
+        cluster_domain: settings.cluster_domain.clone(),
+    }
+}
+
+/// An object the operator cannot parse (for example written for a newer CRD) is reported on its
+/// status and left alone; the watch of every other object goes on.
+async fn report_invalid(invalid: &InvalidObject, ctx: &Context) -> Result<Action> {
+    let name = invalid.metadata.name.clone().unwrap_or_default();
+    let message = format!("the operator cannot read this DfrCountry: {}", invalid.error);
+    let already_reported = ctx
+        .reported_invalid
+        .lock()
+        .map(|mut reported| reported.insert(name.clone(), message.clone()) == Some(message.clone()))
+        .unwrap_or(false);
+    if !already_reported {
+        let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now_seconds());
+        let condition = |type_: &str, status: &str| {
+            json!({
+                "type": type_, "status": status, "reason": "InvalidObject", "message": message,
+                "observedGeneration": invalid.metadata.generation, "lastTransitionTime": now,
+            })
+        };
+        let status = json!({
+            "observedGeneration": invalid.metadata.generation,
+            "conditions": [condition(ct::READY, "False"), condition(ct::DEGRADED, "True")],
+        });
+        if let Err(error) = patch_status(&ctx.client, &name, status).await {
+            warn!(%name, error = %error, "could not report the unreadable object on its status");
+        }
+    }
+    Err(Error::InvalidObject(message))
+}
+
+async fn publish(ctx: &Context, country: &DfrCountry, type_: EventType, reason: &str, action: &str, note: String) {
+    let event = Event {
+        type_,
+        reason: reason.to_string(),
+        note: Some(note),
+        action: action.to_string(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &country.object_ref(&())).await {
+        warn!(error = %error, reason, "could not publish an Event");
+    }
+}
+
+fn now_seconds() -> k8s_openapi::jiff::Timestamp {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    k8s_openapi::jiff::Timestamp::from_second(now.as_second()).unwrap_or(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backoff;
+    use std::time::Duration;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        assert_eq!(backoff(1, false), Duration::from_secs(5));
+        assert_eq!(backoff(2, false), Duration::from_secs(10));
+        assert_eq!(backoff(7, false), Duration::from_secs(300));
+        assert_eq!(backoff(1, true), Duration::from_secs(60));
+        assert_eq!(backoff(u32::MAX, true), Duration::from_secs(300));
+    }
+}

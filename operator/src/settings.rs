@@ -1,0 +1,40 @@
+//! Operator-wide settings that are not part of any DfrCountry: images, cluster facts.
+
+/// What the builders need to know about the cluster and the operator's installation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    /// Image repository of the DFR API; the tag is the DfrCountry's appVersion.
+    pub api_image_repository: String,
+    /// Image of PostgreSQL with Patroni, pgBackRest and pgAudit; `{version}` is replaced by the
+    /// PostgreSQL major version.
+    pub postgres_image: String,
+    pub image_pull_policy: String,
+    /// Where the Kubernetes API server can be reached from pods (Patroni uses it as its DCS).
+    /// NetworkPolicies are evaluated after the Service's DNAT, so these are endpoint addresses.
+    pub kubernetes_api_cidrs: Vec<String>,
+    pub kubernetes_api_ports: Vec<i32>,
+    pub cluster_domain: String,
+    /// The name of the custom metric carrying each API pod's p95 request latency, in ms.
+    pub latency_metric_name: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            api_image_repository: "dfr-api".into(),
+            postgres_image: "dfr-postgres:{version}".into(),
+            image_pull_policy: "IfNotPresent".into(),
+            kubernetes_api_cidrs: Vec::new(),
+            kubernetes_api_ports: vec![443, 6443],
+            cluster_domain: "cluster.local".into(),
+            latency_metric_name: "dfr_http_request_duration_p95_milliseconds".into(),
+        }
+    }
+}
+
+impl Settings {
+    pub fn postgres_image_for(&self, major_version: i32) -> String {
+        self.postgres_image
+            .replace("{version}", &major_version.to_string())
+    }
+}

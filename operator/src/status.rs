@@ -1,0 +1,330 @@
+//! The status a DfrCountry should show for what the operator observed. Pure: the reconciler
+//! gathers [`Observed`] and writes the result only when it differs from the current status.
+
+use dfr_crds::condition_type as ct;
+use dfr_crds::{ApiStatus, DfrCountry, DfrCountryStatus, Endpoints, PostgresStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+
+use crate::naming;
+
+/// What the operator saw of a tenant in one reconcile.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Observed {
+    pub namespace: String,
+    pub postgres_ready: i32,
+    pub postgres_desired: i32,
+    /// The pod Patroni labelled leader, if it is Ready.
+    pub primary: Option<String>,
+    pub api_available: i32,
+    pub api_desired: i32,
+    /// The Deployment's Available condition is True.
+    pub api_deployment_available: bool,
+    pub certificates_not_after: Option<Timestamp>,
+    /// A problem that needs a person: (reason, message).
+    pub problem: Option<(String, String)>,
+    pub suspended: bool,
+    pub cluster_domain: String,
+}
+
+pub fn desired_status(
+    country: &DfrCountry,
+    observed: &Observed,
+    previous: Option<&DfrCountryStatus>,
+    now: Timestamp,
+) -> DfrCountryStatus {
+    let generation = country.metadata.generation;
+    let previous_conditions = previous.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let condition = |type_: &str, status: bool, reason: &str, message: String| {
+        let status = if status { "True" } else { "False" };
+        make_condition(previous_conditions, type_, status, reason, message, generation, now)
+    };
+
+    let database = database_condition(observed);
+    let api = api_condition(observed);
+    let database_ready = database.0;
+    let api_ready = api.0;
+    let ready = database_ready && api_ready && observed.problem.is_none();
+
+    let (ready_reason, ready_message) = match (&observed.problem, database_ready, api_ready) {
+        (Some((reason, message)), _, _) => (reason.clone(), message.clone()),
+        (None, false, _) => (database.1.to_string(), database.2.clone()),
+        (None, true, false) => (api.1.to_string(), api.2.clone()),
+        (None, true, true) => (
+            "TenantAvailable".to_string(),
+            format!(
+                "PostgreSQL leader {} is up and the API is available ({}/{})",
+                observed.primary.as_deref().unwrap_or("?"),
+                observed.api_available,
+                observed.api_desired
+            ),
+        ),
+    };
+
+    let (progressing, progressing_reason, progressing_message) = if observed.suspended {
+        (
+            false,
+            "Suspended",
+            "spec.suspend is true: the operator is not changing this tenant's resources, only reporting status".to_string(),
+        )
+    } else if observed.problem.is_some() {
+        (false, "Blocked", "the operator cannot make progress until the Degraded problem is fixed".to_string())
+    } else if ready {
+        (false, "ReconcileComplete", "all resources match the spec and are available".to_string())
+    } else {
+        (true, "WaitingForResources", "resources are applied; waiting for them to become ready".to_string())
+    };
+
+    let (degraded, degraded_reason, degraded_message) = match &observed.problem {
+        Some((reason, message)) => (true, reason.as_str(), message.clone()),
+        None => (false, "NoProblems", "no problem needs attention".to_string()),
+    };
+
+    let certificates = certificates_condition(country, observed.certificates_not_after, now);
+
+    let conditions = vec![
+        condition(ct::READY, ready, &ready_reason, ready_message),
+        condition(ct::PROGRESSING, progressing, progressing_reason, progressing_message),
+        condition(ct::DEGRADED, degraded, degraded_reason, degraded_message),
+        condition(ct::DATABASE_READY, database_ready, database.1, database.2),
+        condition(ct::API_READY, api_ready, api.1, api.2),
+        make_condition(
+            previous_conditions,
+            ct::BACKUPS_HEALTHY,
+            "Unknown",
+            "NoBackupRecorded",
+            "no backup has completed yet".to_string(),
+            generation,
+            now,
+        ),
+        make_condition(
+            previous_conditions,
+            ct::CERTIFICATES_VALID,
+            certificates.0,
+            certificates.1,
+            certificates.2,
+            generation,
+            now,
+        ),
+    ];
+
+    let namespace = &observed.namespace;
+    let domain = &observed.cluster_domain;
+    DfrCountryStatus {
+        observed_generation: generation,
+        conditions,
+        namespace: Some(namespace.clone()),
+        primary: observed.primary.clone(),
+        postgres: Some(PostgresStatus {
+            ready: observed.postgres_ready,
+            instances: observed.postgres_desired,
+        }),
+        api: Some(ApiStatus {
+            ready: observed.api_available,
+            desired: observed.api_desired,
+            replicas: format!("{}/{}", observed.api_available, observed.api_desired),
+        }),
+        last_backup: previous.and_then(|s| s.last_backup.clone()),
+        certificates_not_after: observed.certificates_not_after.map(Time),
+        endpoints: Some(Endpoints {
+            api: format!(
+                "http://{}:{}",
+                naming::cluster_dns(naming::API, namespace, domain),
+                naming::API_PORT
+            ),
+            read_write: format!(
+                "{}:{}",
+                naming::cluster_dns(naming::POSTGRES_RW, namespace, domain),
+                naming::POSTGRES_PORT
+            ),
+            read_only: format!(
+                "{}:{}",
+                naming::cluster_dns(naming::POSTGRES_RO, namespace, domain),
+                naming::POSTGRES_PORT
+            ),
+        }),
+    }
+}
+
+fn database_condition(observed: &Observed) -> (bool, &'static str, String) {
+    match &observed.primary {
+        Some(primary) => (
+            true,
+            "PrimaryAvailable",
+            format!(
+                "{primary} is the Patroni leader; {}/{} PostgreSQL pods ready",
+                observed.postgres_ready, observed.postgres_desired
+            ),
+        ),
+        None => (
+            false,
+            "WaitingForPrimary",
+            format!(
+                "{}/{} PostgreSQL pods ready, no Patroni leader yet",
+                observed.postgres_ready, observed.postgres_desired
+            ),
+        ),
+    }
+}
+
+fn api_condition(observed: &Observed) -> (bool, &'static str, String) {
+    let counts = format!("{}/{} API pods available", observed.api_available, observed.api_desired);
+    if observed.api_deployment_available && observed.api_available > 0 {
+        (true, "MinimumReplicasAvailable", counts)
+    } else {
+        (false, "WaitingForApi", counts)
+    }
+}
+
+fn certificates_condition(
+    country: &DfrCountry,
+    not_after: Option<Timestamp>,
+    now: Timestamp,
+) -> (&'static str, &'static str, String) {
+    let Some(not_after) = not_after else {
+        return ("Unknown", "NoCertificate", "no certificate has been issued yet".to_string());
+    };
+    if not_after <= now {
+        return ("False", "CertificateExpired", format!("a certificate expired at {not_after}"));
+    }
+    let renew_before = crate::duration::parse_go_duration(&country.spec.tls.renew_before)
+        .unwrap_or(std::time::Duration::ZERO);
+    let renewal_due = not_after
+        .checked_sub(jiff_span(renew_before))
+        .map(|due| due <= now)
+        .unwrap_or(false);
+    if renewal_due {
+        ("True", "RenewalDue", format!("valid until {not_after}; renewal is due"))
+    } else {
+        ("True", "CertificatesCurrent", format!("valid until {not_after}"))
+    }
+}
+
+fn jiff_span(duration: std::time::Duration) -> k8s_openapi::jiff::SignedDuration {
+    k8s_openapi::jiff::SignedDuration::try_from(duration).unwrap_or(k8s_openapi::jiff::SignedDuration::MAX)
+}
+
+/// A condition that keeps its lastTransitionTime while its status does not change, as
+/// metav1.Condition consumers (kubectl wait, Argo CD, Flux) expect.
+fn make_condition(
+    previous: &[Condition],
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: String,
+    observed_generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(Time(now));
+    Condition {
+        type_: type_.to_string(),
+        status: status.to_string(),
+        reason: reason.to_string(),
+        message,
+        observed_generation,
+        last_transition_time,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use dfr_crds::DfrCountrySpec;
+
+    fn country() -> DfrCountry {
+        let spec: DfrCountrySpec = serde_yaml::from_str(
+            "countryCode: TON\ndisplayName: Tonga\nenvironment: dev\nappVersion: '1.0'\n",
+        )
+        .unwrap();
+        let mut c = DfrCountry::new("ton-dev", spec);
+        c.metadata.generation = Some(3);
+        c
+    }
+
+    fn find<'a>(status: &'a DfrCountryStatus, type_: &str) -> &'a Condition {
+        status.conditions.iter().find(|c| c.type_ == type_).unwrap()
+    }
+
+    fn waiting() -> Observed {
+        Observed {
+            namespace: "dfr-ton-dev".into(),
+            postgres_desired: 2,
+            api_desired: 2,
+            cluster_domain: "cluster.local".into(),
+            ..Observed::default()
+        }
+    }
+
+    #[test]
+    fn without_a_leader_the_tenant_is_not_ready_and_says_why() {
+        let status = desired_status(&country(), &waiting(), None, Timestamp::UNIX_EPOCH);
+        let ready = find(&status, ct::READY);
+        assert_eq!(ready.status, "False");
+        assert_eq!(ready.reason, "WaitingForPrimary");
+        assert_eq!(ready.message, "0/2 PostgreSQL pods ready, no Patroni leader yet");
+        assert_eq!(ready.observed_generation, Some(3));
+        assert_eq!(status.observed_generation, Some(3));
+        assert_eq!(find(&status, ct::PROGRESSING).status, "True");
+        assert_eq!(status.api.as_ref().unwrap().replicas, "0/2");
+    }
+
+    #[test]
+    fn ready_needs_both_the_leader_and_an_available_api() {
+        let mut observed = waiting();
+        observed.primary = Some("postgres-0".into());
+        observed.postgres_ready = 2;
+        let status = desired_status(&country(), &observed, None, Timestamp::UNIX_EPOCH);
+        assert_eq!(find(&status, ct::READY).reason, "WaitingForApi");
+        observed.api_available = 2;
+        observed.api_deployment_available = true;
+        let status = desired_status(&country(), &observed, None, Timestamp::UNIX_EPOCH);
+        assert_eq!(find(&status, ct::READY).status, "True");
+        assert_eq!(find(&status, ct::PROGRESSING).status, "False");
+        assert_eq!(status.primary.as_deref(), Some("postgres-0"));
+    }
+
+    #[test]
+    fn a_problem_makes_the_tenant_degraded_and_not_ready() {
+        let mut observed = waiting();
+        observed.problem = Some(("NamespaceConflict".into(), "namespace taken".into()));
+        let status = desired_status(&country(), &observed, None, Timestamp::UNIX_EPOCH);
+        assert_eq!(find(&status, ct::DEGRADED).status, "True");
+        assert_eq!(find(&status, ct::DEGRADED).reason, "NamespaceConflict");
+        assert_eq!(find(&status, ct::READY).reason, "NamespaceConflict");
+    }
+
+    #[test]
+    fn transition_time_is_kept_while_the_status_does_not_change() {
+        let first = desired_status(&country(), &waiting(), None, Timestamp::UNIX_EPOCH);
+        let later = Timestamp::from_second(1_000).unwrap();
+        let second = desired_status(&country(), &waiting(), Some(&first), later);
+        assert_eq!(first, second, "an unchanged observation must produce an identical status");
+        let mut observed = waiting();
+        observed.primary = Some("postgres-1".into());
+        let third = desired_status(&country(), &observed, Some(&second), later);
+        assert_eq!(find(&third, ct::DATABASE_READY).last_transition_time, Time(later));
+    }
+
+    #[test]
+    fn suspended_tenants_say_so() {
+        let mut observed = waiting();
+        observed.suspended = true;
+        let status = desired_status(&country(), &observed, None, Timestamp::UNIX_EPOCH);
+        assert_eq!(find(&status, ct::PROGRESSING).reason, "Suspended");
+    }
+
+    #[test]
+    fn certificates_near_expiry_are_due_for_renewal() {
+        let now = Timestamp::from_second(1_000_000).unwrap();
+        let soon = Timestamp::from_second(1_000_000 + 3600).unwrap();
+        assert_eq!(certificates_condition(&country(), Some(soon), now).1, "RenewalDue");
+        let far = Timestamp::from_second(1_000_000 + 200 * 24 * 3600).unwrap();
+        assert_eq!(certificates_condition(&country(), Some(far), now).1, "CertificatesCurrent");
+        assert_eq!(certificates_condition(&country(), Some(now), now).0, "False");
+    }
+}

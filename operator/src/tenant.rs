@@ -1,0 +1,206 @@
+//! The tenant namespace and the generated Secrets: the two children with rules of their own
+//! (adoption of retained data, never overwriting credentials), and the deletion policy.
+
+use std::collections::BTreeSet;
+
+use dfr_crds::{DeletionPolicy, DfrCountry};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Secret};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::apply::{Changes, apply_if_changed, owned_by, retained_for};
+use crate::children::secrets::{SecretMaterial, desired_secrets};
+use crate::error::{Error, Result};
+use crate::settings::Settings;
+use crate::{labels, naming};
+
+/// Creates or updates the tenant namespace, taking back one this tenant retained earlier.
+pub async fn sync_namespace(client: &Client, country: &DfrCountry, desired: &Namespace) -> Result<Changes> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let name = naming::namespace(country);
+    let live = api
+        .get_opt(&name)
+        .await
+        .map_err(Error::kube(format!("reading namespace {name}")))?;
+    let mut changes = Changes::default();
+    match live {
+        Some(ns) if ns.metadata.deletion_timestamp.is_some() => {
+            return Err(Error::NamespaceTerminating(name));
+        }
+        Some(ns) if owned_by(&ns, country) => {
+            if apply_if_changed(&api, desired, Some(&ns)).await? {
+                changes.applied.push(format!("Namespace/{name}"));
+            }
+        }
+        Some(ns) if retained_for(&ns, country) => {
+            apply_if_changed(&api, desired, None).await?;
+            release_retained_label::<Namespace>(&api, &name).await?;
+            adopt_retained(client, country).await?;
+            changes.applied.push(format!("Namespace/{name} (retained data taken back)"));
+        }
+        Some(ns) => {
+            return Err(Error::NamespaceConflict {
+                namespace: name,
+                detail: foreign_owner(&ns),
+            });
+        }
+        None => {
+            apply_if_changed(&api, desired, None).await?;
+            changes.applied.push(format!("Namespace/{name}"));
+        }
+    }
+    Ok(changes)
+}
+
+fn foreign_owner(ns: &Namespace) -> String {
+    let labels = ns.labels();
+    match (labels.get(labels::MANAGED_BY), labels.get(labels::TENANT)) {
+        (Some(manager), Some(tenant)) if manager == labels::OPERATOR_NAME => {
+            format!("it belongs to DfrCountry {tenant}")
+        }
+        (Some(manager), _) => format!("it is managed by {manager}"),
+        _ => "it was not created by the dfr-operator".to_string(),
+    }
+}
+
+/// Secrets and volumes left by a Retain deletion lose their `retained` mark once taken back.
+async fn adopt_retained(client: &Client, country: &DfrCountry) -> Result<()> {
+    let namespace = naming::namespace(country);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &namespace);
+    let selector = format!("{},{}=true", labels::children_selector(country), labels::RETAINED);
+    for secret in list(&secrets, &selector).await? {
+        release_retained_label(&secrets, &secret.name_any()).await?;
+    }
+    for claim in list(&claims, &selector).await? {
+        release_retained_label(&claims, &claim.name_any()).await?;
+    }
+    Ok(())
+}
+
+async fn list<K>(api: &Api<K>, selector: &str) -> Result<Vec<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    Ok(api
+        .list(&ListParams::default().labels(selector))
+        .await
+        .map_err(Error::kube(format!("listing {}", K::plural(&()))))?
+        .items)
+}
+
+async fn release_retained_label<K>(api: &Api<K>, name: &str) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let patch = json!({"metadata": {"labels": {labels::RETAINED: null}}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(Error::kube(format!("taking back retained {} {name}", K::kind(&()))))?;
+    Ok(())
+}
+
+/// Creates the generated Secrets that do not exist yet. An existing Secret is never rewritten:
+/// its passwords and keys are already in use.
+pub async fn ensure_secrets(client: &Client, country: &DfrCountry, settings: &Settings) -> Result<Changes> {
+    let namespace = naming::namespace(country);
+    let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let existing: BTreeSet<String> = list(&api, &labels::children_selector(country))
+        .await?
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect();
+    let mut changes = Changes::default();
+    if naming::GENERATED_SECRETS.iter().all(|name| existing.contains(*name)) {
+        return Ok(changes);
+    }
+    let material = SecretMaterial::generate(country, settings)
+        .map_err(|error| Error::SecretGeneration(error.to_string()))?;
+    let params = PostParams {
+        field_manager: Some(naming::FIELD_MANAGER.to_string()),
+        ..PostParams::default()
+    };
+    for secret in desired_secrets(country, &material) {
+        let name = secret.name_any();
+        if existing.contains(&name) {
+            continue;
+        }
+        match api.create(&params, &secret).await {
+            Ok(_) => changes.applied.push(format!("Secret/{name}")),
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                return Err(Error::ForeignObject {
+                    kind: "Secret".into(),
+                    namespace: namespace.clone(),
+                    name,
+                });
+            }
+            Err(error) => {
+                return Err(Error::Kube {
+                    action: format!("creating Secret {name}"),
+                    source: error,
+                });
+            }
+        }
+    }
+    Ok(changes)
+}
+
+/// What deleting the DfrCountry does: Retain keeps the namespace, its volumes and Secrets
+/// (dropping the owner references that would let the garbage collector remove them); Delete
+/// removes the namespace and everything in it.
+pub async fn apply_deletion_policy(client: &Client, country: &DfrCountry) -> Result<String> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let name = naming::namespace(country);
+    let Some(namespace) = namespaces
+        .get_opt(&name)
+        .await
+        .map_err(Error::kube(format!("reading namespace {name}")))?
+    else {
+        return Ok(format!("namespace {name} does not exist; nothing to keep or delete"));
+    };
+    if !owned_by(&namespace, country) {
+        return Ok(format!("namespace {name} is not this DfrCountry's; left untouched"));
+    }
+    match country.spec.deletion_policy {
+        DeletionPolicy::Delete => {
+            namespaces
+                .delete(&name, &DeleteParams::background())
+                .await
+                .map_err(Error::kube(format!("deleting namespace {name}")))?;
+            Ok(format!("deletionPolicy Delete: namespace {name} and all its data are being deleted"))
+        }
+        DeletionPolicy::Retain => {
+            let secrets: Api<Secret> = Api::namespaced(client.clone(), &name);
+            let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &name);
+            let selector = labels::children_selector(country);
+            let kept_secrets = list(&secrets, &selector).await?;
+            let kept_claims = list(&claims, &selector).await?;
+            for secret in &kept_secrets {
+                mark_retained(&secrets, &secret.name_any()).await?;
+            }
+            for claim in &kept_claims {
+                mark_retained(&claims, &claim.name_any()).await?;
+            }
+            mark_retained(&namespaces, &name).await?;
+            Ok(format!(
+                "deletionPolicy Retain: kept namespace {name} with {} PersistentVolumeClaims and {} Secrets; apply a DfrCountry named {} again to take them back",
+                kept_claims.len(),
+                kept_secrets.len(),
+                country.name_any()
+            ))
+        }
+    }
+}
+
+async fn mark_retained<K>(api: &Api<K>, name: &str) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let patch = json!({"metadata": {"ownerReferences": null, "labels": {labels::RETAINED: "true"}}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(Error::kube(format!("retaining {} {name}", K::kind(&()))))?;
+    Ok(())
+}
