@@ -2,6 +2,7 @@
 
 pub mod apply;
 pub mod children;
+pub mod client;
 pub mod controller;
 pub mod diff;
 pub mod duration;

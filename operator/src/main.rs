@@ -112,9 +112,11 @@ fn init_tracing(format: &str) {
 async fn run(args: RunArgs) -> Result<(), String> {
     let metrics = Metrics::new().map_err(|e| format!("metrics registry: {e}"))?;
     let server = tokio::spawn(dfr_operator::metrics::serve(args.metrics_addr, metrics.clone()));
-    let client = Client::try_default()
+    let config = kube::Config::infer()
         .await
         .map_err(|e| format!("cannot configure a Kubernetes client: {e}"))?;
+    let client = dfr_operator::client::counting_client(config, metrics.kube_requests.clone())
+        .map_err(|e| format!("cannot build the Kubernetes client: {e}"))?;
     client
         .apiserver_version()
         .await

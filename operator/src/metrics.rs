@@ -20,6 +20,7 @@ pub struct Metrics {
     pub reconcile_duration: HistogramVec,
     pub errors: IntCounterVec,
     pub child_writes: IntCounterVec,
+    pub kube_requests: IntCounterVec,
     tenants: IntGaugeVec,
     tenant_ready: Arc<Mutex<BTreeMap<String, String>>>,
     pub ready: Arc<AtomicBool>,
@@ -45,6 +46,13 @@ impl Metrics {
             Opts::new("dfr_operator_child_writes_total", "Child objects applied or deleted"),
             &["operation"],
         )?;
+        let kube_requests = IntCounterVec::new(
+            Opts::new(
+                "dfr_operator_kube_api_requests_total",
+                "Requests the operator sent to the Kubernetes API server, by verb",
+            ),
+            &["verb"],
+        )?;
         let tenants = IntGaugeVec::new(
             Opts::new("dfr_operator_tenants", "DfrCountry objects by their Ready condition"),
             &["ready"],
@@ -53,6 +61,7 @@ impl Metrics {
         registry.register(Box::new(reconcile_duration.clone()))?;
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(child_writes.clone()))?;
+        registry.register(Box::new(kube_requests.clone()))?;
         registry.register(Box::new(tenants.clone()))?;
         Ok(Self {
             registry,
@@ -60,6 +69,7 @@ impl Metrics {
             reconcile_duration,
             errors,
             child_writes,
+            kube_requests,
             tenants,
             tenant_ready: Arc::default(),
             ready: Arc::default(),

@@ -1,0 +1,412 @@
+//! The operator against a real control plane (kube-apiserver, etcd, kube-controller-manager),
+//! authenticated as a ServiceAccount bound to exactly config/rbac/cluster_role.yaml.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use dfr_crds::DfrCountry;
+use dfr_operator::{labels, naming};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, LimitRange, Namespace, Pod, ResourceQuota, Secret, Service, ServiceAccount,
+};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::core::ObjectMeta;
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use support::*;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+struct Tenant {
+    admin: Client,
+    id: String,
+    country: DfrCountry,
+    namespace: String,
+}
+
+async fn tenant(sample: &str) -> Tenant {
+    let admin = admin().await;
+    install_crd(&admin).await;
+    let id = unique_id();
+    let country = country_from_sample(sample, &id);
+    let namespace = naming::namespace(&country);
+    Tenant { admin, id, country, namespace }
+}
+
+impl Tenant {
+    fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.admin.clone(), &self.namespace)
+    }
+
+    fn countries(&self) -> Api<DfrCountry> {
+        Api::all(self.admin.clone())
+    }
+
+    async fn live(&self) -> DfrCountry {
+        self.countries().get(&self.country.name_any()).await.unwrap()
+    }
+
+    async fn wait_for_condition(&self, type_: &str, status: &str, reason: &str) -> DfrCountry {
+        let api = self.countries();
+        let name = self.country.name_any();
+        eventually(WAIT, &format!("condition {type_}={status} ({reason})"), || {
+            let api = api.clone();
+            let name = name.clone();
+            async move {
+                let country = api.get(&name).await.ok()?;
+                let status_ = country.status.as_ref()?;
+                status_
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == type_ && c.status == status && c.reason == reason)
+                    .then_some(country)
+            }
+        })
+        .await
+    }
+
+    async fn wait_for<K>(&self, name: &str) -> K
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let api: Api<K> = self.api();
+        eventually(WAIT, &format!("{} {name}", K::kind(&())), || {
+            let api = api.clone();
+            async move { api.get_opt(name).await.ok().flatten() }
+        })
+        .await
+    }
+
+    /// Resource versions of every object of these kinds in the tenant namespace.
+    async fn resource_versions(&self) -> BTreeMap<String, String> {
+        let mut versions = BTreeMap::new();
+        macro_rules! collect {
+            ($($kind:ty),*) => {$(
+                for object in self.api::<$kind>().list(&ListParams::default()).await.unwrap() {
+                    versions.insert(
+                        format!("{}/{}", <$kind>::kind(&()), object.name_any()),
+                        object.resource_version().unwrap(),
+                    );
+                }
+            )*};
+        }
+        collect!(NetworkPolicy, ConfigMap, Service, Secret, ServiceAccount, Role, RoleBinding, LimitRange);
+        let country = self.live().await;
+        versions.insert("DfrCountry".into(), country.resource_version().unwrap());
+        versions
+    }
+}
+
+fn assert_owned_and_labelled<K: Resource>(object: &K, country: &DfrCountry) {
+    let name = object.meta().name.clone().unwrap_or_default();
+    let owner = object
+        .owner_references()
+        .iter()
+        .find(|o| o.uid == country.uid().unwrap())
+        .unwrap_or_else(|| panic!("{name} has no owner reference to the DfrCountry"));
+    assert_eq!(owner.kind, "DfrCountry");
+    assert_eq!(owner.controller, Some(true));
+    let labels = object.labels();
+    assert_eq!(labels.get(labels::MANAGED_BY).map(String::as_str), Some("dfr-operator"), "{name}");
+    assert_eq!(labels.get(labels::PART_OF).map(String::as_str), Some("dfr"), "{name}");
+    assert_eq!(labels.get(labels::TENANT), Some(&country.name_any()), "{name}");
+}
+
+#[tokio::test]
+async fn a_sample_becomes_a_tenant_with_every_child_and_honest_status() {
+    let t = tenant("ton-dev.yaml").await;
+    let operator = RunningOperator::start(&t.admin, &t.id).await;
+    apply_country(&t.admin, &t.country).await;
+
+    let country = t
+        .wait_for_condition("Ready", "False", "WaitingForPrimary")
+        .await;
+    let status = country.status.clone().unwrap();
+    assert_eq!(status.observed_generation, country.metadata.generation);
+    assert_eq!(status.namespace.as_deref(), Some(t.namespace.as_str()));
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(ready.message, "0/2 PostgreSQL pods ready, no Patroni leader yet");
+    for type_ in ["Progressing", "Degraded", "DatabaseReady", "ApiReady", "BackupsHealthy", "CertificatesValid"] {
+        let condition = status.conditions.iter().find(|c| c.type_ == type_).unwrap();
+        assert!(!condition.reason.is_empty(), "{type_} has no reason");
+    }
+    assert_eq!(
+        status.conditions.iter().find(|c| c.type_ == "CertificatesValid").unwrap().reason,
+        "CertificatesCurrent"
+    );
+    assert!(country.finalizers().contains(&naming::FINALIZER.to_string()));
+
+    let namespace = Api::<Namespace>::all(t.admin.clone()).get(&t.namespace).await.unwrap();
+    assert_owned_and_labelled(&namespace, &country);
+    assert_eq!(namespace.labels()["pod-security.kubernetes.io/enforce"], "restricted");
+
+    assert_owned_and_labelled(&t.wait_for::<StatefulSet>(naming::POSTGRES).await, &country);
+    assert_owned_and_labelled(&t.wait_for::<Deployment>(naming::API).await, &country);
+    assert_owned_and_labelled(&t.wait_for::<HorizontalPodAutoscaler>(naming::API).await, &country);
+    assert_owned_and_labelled(&t.wait_for::<ConfigMap>(naming::POSTGRES_CONFIG).await, &country);
+    assert_owned_and_labelled(&t.wait_for::<Role>(naming::POSTGRES).await, &country);
+    assert_owned_and_labelled(&t.wait_for::<RoleBinding>(naming::POSTGRES).await, &country);
+    assert_owned_and_labelled(&t.wait_for::<ServiceAccount>(naming::POSTGRES_SERVICE_ACCOUNT).await, &country);
+    for service in [naming::POSTGRES_RW, naming::POSTGRES_RO, naming::POSTGRES_HEADLESS, naming::API] {
+        assert_owned_and_labelled(&t.wait_for::<Service>(service).await, &country);
+    }
+    let rw: Service = t.wait_for(naming::POSTGRES_RW).await;
+    assert_eq!(rw.spec.unwrap().selector.unwrap()["role"], "primary");
+    let quotas = t.api::<ResourceQuota>().list(&ListParams::default()).await.unwrap();
+    assert_eq!(quotas.items.len(), 1);
+    assert_owned_and_labelled(&quotas.items[0], &country);
+    let limits = t.api::<LimitRange>().list(&ListParams::default()).await.unwrap();
+    assert_eq!(limits.items.len(), 1);
+    let pdbs = t.api::<PodDisruptionBudget>().list(&ListParams::default()).await.unwrap();
+    assert!(pdbs.items.iter().any(|p| p.labels()[labels::NAME] == labels::APP_POSTGRES));
+    let policies = t.api::<NetworkPolicy>().list(&ListParams::default()).await.unwrap();
+    assert!(policies.items.len() >= 4, "only {} NetworkPolicies", policies.items.len());
+    for policy in &policies.items {
+        assert_owned_and_labelled(policy, &country);
+    }
+    let secrets = t.api::<Secret>().list(&ListParams::default().labels(&labels::children_selector(&country))).await.unwrap();
+    let names: Vec<String> = secrets.items.iter().map(ResourceExt::name_any).collect();
+    for wanted in naming::GENERATED_SECRETS {
+        assert!(names.contains(&wanted.to_string()), "Secret {wanted} missing from {names:?}");
+    }
+    // The restricted Pod Security level admitted the workloads: the StatefulSet controller made pods.
+    let pods: Api<Pod> = t.api();
+    eventually(WAIT, "PostgreSQL pods admitted under Pod Security restricted", || {
+        let pods = pods.clone();
+        async move {
+            let list = pods.list(&ListParams::default().labels("app.kubernetes.io/name=postgres")).await.ok()?;
+            (list.items.len() == 2).then_some(())
+        }
+    })
+    .await;
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn spec_changes_reach_the_children_and_deleted_children_come_back() {
+    let t = tenant("wsm-staging.yaml").await;
+    let operator = RunningOperator::start(&t.admin, &t.id).await;
+    apply_country(&t.admin, &t.country).await;
+    t.wait_for_condition("Ready", "False", "WaitingForPrimary").await;
+    let statefulsets: Api<StatefulSet> = t.api();
+    let hpas: Api<HorizontalPodAutoscaler> = t.api();
+
+    t.countries()
+        .patch(
+            &t.country.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {
+                "postgres": {"instances": 3},
+                "api": {"maxReplicas": 9, "autoscaling": {"targetCPUUtilizationPercent": 55}}
+            }})),
+        )
+        .await
+        .unwrap();
+    eventually(WAIT, "3 PostgreSQL replicas", || {
+        let api = statefulsets.clone();
+        async move { (api.get(naming::POSTGRES).await.ok()?.spec?.replicas == Some(3)).then_some(()) }
+    })
+    .await;
+    let hpa = eventually(WAIT, "the HPA to follow the spec", || {
+        let api = hpas.clone();
+        async move {
+            let hpa = api.get(naming::API).await.ok()?;
+            (hpa.spec.as_ref()?.max_replicas == 9).then_some(hpa)
+        }
+    })
+    .await;
+    let cpu = hpa
+        .spec
+        .unwrap()
+        .metrics
+        .unwrap()
+        .into_iter()
+        .find_map(|m| m.resource.filter(|r| r.name == "cpu"))
+        .unwrap();
+    assert_eq!(cpu.target.average_utilization, Some(55));
+
+    let policies: Api<NetworkPolicy> = t.api();
+    let victim = policies.list(&ListParams::default()).await.unwrap().items[0].name_any();
+    let old_uid = policies.get(&victim).await.unwrap().uid();
+    policies.delete(&victim, &DeleteParams::default()).await.unwrap();
+    eventually(WAIT, &format!("NetworkPolicy {victim} to be recreated"), || {
+        let api = policies.clone();
+        let victim = victim.clone();
+        let old_uid = old_uid.clone();
+        async move { api.get_opt(&victim).await.ok()?.filter(|p| p.uid() != old_uid).map(|_| ()) }
+    })
+    .await;
+    let generation = t.live().await.metadata.generation;
+    let country = t.wait_for_condition("Ready", "False", "WaitingForPrimary").await;
+    assert_eq!(country.status.unwrap().observed_generation, generation);
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn reconciling_an_unchanged_tenant_writes_nothing() {
+    let t = tenant("vut-test.yaml").await;
+    let first = RunningOperator::start(&t.admin, &t.id).await;
+    apply_country(&t.admin, &t.country).await;
+    t.wait_for_condition("Ready", "False", "WaitingForPrimary").await;
+    t.wait_for::<HorizontalPodAutoscaler>(naming::API).await;
+    // Let the first operator settle (its last status write and Events), then replace it.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    first.stop().await;
+    let before = t.resource_versions().await;
+
+    let second = RunningOperator::start(&t.admin, &t.id).await;
+    eventually(WAIT, "the new operator to reconcile the tenant", || {
+        let done = second.successful_reconciles();
+        async move { (done >= 1).then_some(()) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(second.writes(), 0, "the operator wrote to the API server for an unchanged tenant");
+    let after = t.resource_versions().await;
+    assert_eq!(before, after, "resourceVersions changed without a spec change");
+    assert!(before.len() > 15, "too few objects compared: {before:?}");
+    second.stop().await;
+}
+
+#[tokio::test]
+async fn deletion_with_retain_keeps_the_data_and_reapplying_takes_it_back() {
+    let t = tenant("cok-staging.yaml").await;
+    assert_eq!(t.country.spec.deletion_policy, dfr_crds::DeletionPolicy::Retain);
+    let operator = RunningOperator::start(&t.admin, &t.id).await;
+    apply_country(&t.admin, &t.country).await;
+    t.wait_for_condition("Ready", "False", "WaitingForPrimary").await;
+    let secrets: Api<Secret> = t.api();
+    let password_before = t.wait_for::<Secret>(naming::SECRET_DB_APP).await.data.unwrap()["password"].clone();
+
+    t.countries().delete(&t.country.name_any(), &DeleteParams::default()).await.unwrap();
+    let countries = t.countries();
+    let name = t.country.name_any();
+    eventually(WAIT, "the DfrCountry to be gone", || {
+        let api = countries.clone();
+        let name = name.clone();
+        async move { api.get_opt(&name).await.ok()?.is_none().then_some(()) }
+    })
+    .await;
+    // Give the garbage collector time to act on anything still owned.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let namespace = Api::<Namespace>::all(t.admin.clone()).get(&t.namespace).await.unwrap();
+    assert!(namespace.metadata.deletion_timestamp.is_none(), "the namespace is being deleted");
+    assert!(namespace.owner_references().is_empty());
+    assert_eq!(namespace.labels()[labels::RETAINED], "true");
+    let kept = secrets.get(naming::SECRET_DB_APP).await.unwrap();
+    assert!(kept.owner_references().is_empty());
+    assert_eq!(kept.labels()[labels::RETAINED], "true");
+
+    let again = apply_country(&t.admin, &t.country).await;
+    t.wait_for_condition("Ready", "False", "WaitingForPrimary").await;
+    let namespace = Api::<Namespace>::all(t.admin.clone()).get(&t.namespace).await.unwrap();
+    assert!(!namespace.labels().contains_key(labels::RETAINED));
+    assert_eq!(namespace.owner_references()[0].uid, again.uid().unwrap());
+    let password_after = secrets.get(naming::SECRET_DB_APP).await.unwrap().data.unwrap()["password"].clone();
+    assert_eq!(password_before, password_after, "re-applying must reuse the retained credentials");
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn deletion_with_delete_removes_the_namespace() {
+    let t = tenant("ton-dev.yaml").await;
+    assert_eq!(t.country.spec.deletion_policy, dfr_crds::DeletionPolicy::Delete);
+    let operator = RunningOperator::start(&t.admin, &t.id).await;
+    apply_country(&t.admin, &t.country).await;
+    t.wait_for_condition("Ready", "False", "WaitingForPrimary").await;
+    t.countries().delete(&t.country.name_any(), &DeleteParams::default()).await.unwrap();
+    let namespaces: Api<Namespace> = Api::all(t.admin.clone());
+    let name = t.namespace.clone();
+    eventually(Duration::from_secs(120), "the tenant namespace to be deleted", || {
+        let api = namespaces.clone();
+        let name = name.clone();
+        async move {
+            match api.get_opt(&name).await.ok()? {
+                None => Some(()),
+                Some(ns) => ns.metadata.deletion_timestamp.map(|_| ()),
+            }
+        }
+    })
+    .await;
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn a_namespace_of_another_owner_is_left_alone_and_the_tenant_is_degraded() {
+    let t = tenant("slb-dev.yaml").await;
+    let namespaces: Api<Namespace> = Api::all(t.admin.clone());
+    let foreign = Namespace {
+        metadata: ObjectMeta {
+            name: Some(t.namespace.clone()),
+            labels: Some(BTreeMap::from([("team".to_string(), "someone-else".to_string())])),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+    let created = namespaces.create(&PostParams::default(), &foreign).await.unwrap();
+    let operator = RunningOperator::start(&t.admin, &t.id).await;
+    apply_country(&t.admin, &t.country).await;
+    let country = t.wait_for_condition("Degraded", "True", "NamespaceConflict").await;
+    let degraded = country.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Degraded").unwrap();
+    assert!(degraded.message.contains(&t.namespace), "{}", degraded.message);
+    assert!(degraded.message.contains("never adopts"), "{}", degraded.message);
+    let after = namespaces.get(&t.namespace).await.unwrap();
+    assert_eq!(after.resource_version(), created.resource_version(), "the foreign namespace was modified");
+    assert!(t.api::<ConfigMap>().get_opt(naming::POSTGRES_CONFIG).await.unwrap().is_none());
+    operator.stop().await;
+    namespaces.delete(&t.namespace, &DeleteParams::default()).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_suspended_tenant_is_not_touched_and_says_so() {
+    let t = tenant("slb-dev.yaml").await;
+    let operator = RunningOperator::start(&t.admin, &t.id).await;
+    apply_country(&t.admin, &t.country).await;
+    t.wait_for_condition("Ready", "False", "WaitingForPrimary").await;
+    t.countries()
+        .patch(&t.country.name_any(), &PatchParams::default(), &Patch::Merge(json!({"spec": {"suspend": true}})))
+        .await
+        .unwrap();
+    t.wait_for_condition("Progressing", "False", "Suspended").await;
+    let configs: Api<ConfigMap> = t.api();
+    configs.delete(naming::POSTGRES_CONFIG, &DeleteParams::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(configs.get_opt(naming::POSTGRES_CONFIG).await.unwrap().is_none(), "a suspended tenant was changed");
+    t.countries()
+        .patch(&t.country.name_any(), &PatchParams::default(), &Patch::Merge(json!({"spec": {"suspend": false}})))
+        .await
+        .unwrap();
+    t.wait_for::<ConfigMap>(naming::POSTGRES_CONFIG).await;
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn the_operator_account_is_not_an_admin() {
+    let admin = admin().await;
+    let id = unique_id();
+    let client = operator_client(&admin, &id).await;
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    match nodes.list(&ListParams::default()).await {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 403),
+        other => panic!("the operator's account may list nodes: {other:?}"),
+    }
+    let secrets: Api<Secret> = Api::namespaced(client, "kube-system");
+    match secrets.delete("anything", &DeleteParams::default()).await {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 403),
+        other => panic!("the operator's account may delete secrets: {other:?}"),
+    }
+}
