@@ -1,8 +1,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -11,9 +11,12 @@ use crate::postgres::PostgresSpec;
 use crate::status::DfrCountryStatus;
 
 /// Five space-separated cron fields: minute hour day-of-month month day-of-week.
-pub const CRON_PATTERN: &str = r"^\s*[0-9*,/-]+\s+[0-9*,/-]+\s+[0-9*,/?LW-]+\s+[0-9A-Za-z*,/-]+\s+[0-9A-Za-z*,/?L#-]+\s*$";
+pub const CRON_PATTERN: &str =
+    r"^\s*[0-9*,/-]+\s+[0-9*,/-]+\s+[0-9*,/?LW-]+\s+[0-9A-Za-z*,/-]+\s+[0-9A-Za-z*,/?L#-]+\s*$";
 
 /// A Digital Farmer Registry for one country and environment, run in its own namespace.
+// kube's printcolumn(...) attributes repeat `type_ = ...`, which clippy mistakes for duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "dfr.io",
@@ -28,11 +31,28 @@ pub const CRON_PATTERN: &str = r"^\s*[0-9*,/-]+\s+[0-9*,/-]+\s+[0-9*,/?LW-]+\s+[
     printcolumn(name = "Country", type_ = "string", json_path = ".spec.countryCode"),
     printcolumn(name = "Env", type_ = "string", json_path = ".spec.environment"),
     printcolumn(name = "Version", type_ = "string", json_path = ".spec.appVersion"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
     printcolumn(name = "Primary", type_ = "string", json_path = ".status.primary"),
-    printcolumn(name = "API", type_ = "string", json_path = ".status.api.replicas", description = "API pods ready/desired"),
-    printcolumn(name = "Last Backup", type_ = "date", json_path = ".status.lastBackup.time"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "API",
+        type_ = "string",
+        json_path = ".status.api.replicas",
+        description = "API pods ready/desired"
+    ),
+    printcolumn(
+        name = "Last Backup",
+        type_ = "date",
+        json_path = ".status.lastBackup.time"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = Rule::new("self.environment != 'prod' || self.deletionPolicy == 'Retain'")
     .message("environment prod requires deletionPolicy Retain: a production registry's data is never deleted with its DfrCountry")
@@ -474,7 +494,13 @@ pub enum Weekday {
 /// Labels every object of a tenant carries.
 pub fn tenant_labels(spec: &DfrCountrySpec) -> BTreeMap<String, String> {
     BTreeMap::from([
-        ("dfr.io/country".to_string(), spec.country_code.to_lowercase()),
-        ("dfr.io/environment".to_string(), spec.environment.as_str().to_string()),
+        (
+            "dfr.io/country".to_string(),
+            spec.country_code.to_lowercase(),
+        ),
+        (
+            "dfr.io/environment".to_string(),
+            spec.environment.as_str().to_string(),
+        ),
     ])
 }

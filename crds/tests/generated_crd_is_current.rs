@@ -8,7 +8,8 @@ fn copies() -> Vec<PathBuf> {
     vec![
         root.join(dfr_crds::CRD_FILE),
         root.join("../config/crd").join(dfr_crds::CRD_FILE),
-        root.join("../charts/dfr-operator/crds").join(dfr_crds::CRD_FILE),
+        root.join("../charts/dfr-operator/crds")
+            .join(dfr_crds::CRD_FILE),
     ]
 }
 

@@ -101,7 +101,10 @@ where
     let listed = api
         .list(&ListParams::default().labels(&labels::children_selector(country)))
         .await
-        .map_err(Error::kube(format!("listing {} in {namespace}", K::kind(&()))))?;
+        .map_err(Error::kube(format!(
+            "listing {} in {namespace}",
+            K::kind(&())
+        )))?;
     let mut live: BTreeMap<String, K> = listed
         .items
         .into_iter()
@@ -188,7 +191,10 @@ mod tests {
         let mut object = ConfigMap::default();
         let mut tenant_labels = BTreeMap::from([
             (labels::TENANT.to_string(), "ton-dev".to_string()),
-            (labels::MANAGED_BY.to_string(), labels::OPERATOR_NAME.to_string()),
+            (
+                labels::MANAGED_BY.to_string(),
+                labels::OPERATOR_NAME.to_string(),
+            ),
         ]);
         object.metadata.labels = Some(tenant_labels.clone());
         assert!(!retained_for(&object, &country()));

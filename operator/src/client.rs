@@ -37,9 +37,13 @@ mod tests {
 
     #[test]
     fn watches_are_told_apart_from_reads() {
-        let watch = Request::get("/api/v1/pods?labelSelector=a&watch=true").body(()).unwrap();
+        let watch = Request::get("/api/v1/pods?labelSelector=a&watch=true")
+            .body(())
+            .unwrap();
         assert_eq!(verb(&watch), "watch");
-        let list = Request::get("/api/v1/pods?labelSelector=a").body(()).unwrap();
+        let list = Request::get("/api/v1/pods?labelSelector=a")
+            .body(())
+            .unwrap();
         assert_eq!(verb(&list), "get_or_list");
         let apply = Request::patch("/api/v1/namespaces/x").body(()).unwrap();
         assert_eq!(verb(&apply), "patch");

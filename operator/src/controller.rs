@@ -72,8 +72,11 @@ pub async fn run(
     if let Some(selector) = &options.tenant_selector {
         tenants = tenants.labels(selector);
     }
-    let children = watcher::Config::default()
-        .labels(&format!("{}={}", labels::MANAGED_BY, labels::OPERATOR_NAME));
+    let children = watcher::Config::default().labels(&format!(
+        "{}={}",
+        labels::MANAGED_BY,
+        labels::OPERATOR_NAME
+    ));
 
     let controller = Controller::new(countries, tenants);
     let controller = owns::<Namespace>(controller, &client, &children);

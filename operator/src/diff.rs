@@ -7,12 +7,12 @@ use serde_json::Value;
 /// map or null in `desired` also matches an absent field, since the API server drops those.
 pub fn is_subset(desired: &Value, live: &Value) -> bool {
     match (desired, live) {
-        (Value::Object(want), Value::Object(have)) => want.iter().all(|(key, value)| {
-            match have.get(key) {
+        (Value::Object(want), Value::Object(have)) => {
+            want.iter().all(|(key, value)| match have.get(key) {
                 Some(live_value) => is_subset(value, live_value),
                 None => is_empty(value),
-            }
-        }),
+            })
+        }
         (Value::Array(want), Value::Array(have)) => {
             want.len() == have.len() && want.iter().zip(have).all(|(w, h)| is_subset(w, h))
         }
@@ -38,7 +38,8 @@ mod tests {
 
     #[test]
     fn server_defaults_and_status_do_not_count_as_drift() {
-        let desired = json!({"spec": {"ports": [{"port": 5432}]}, "metadata": {"labels": {"a": "1"}}});
+        let desired =
+            json!({"spec": {"ports": [{"port": 5432}]}, "metadata": {"labels": {"a": "1"}}});
         let live = json!({
             "spec": {"ports": [{"port": 5432, "protocol": "TCP"}], "clusterIP": "10.96.0.5"},
             "metadata": {"labels": {"a": "1", "b": "2"}, "resourceVersion": "7"},
@@ -50,9 +51,18 @@ mod tests {
     #[test]
     fn a_changed_or_missing_value_is_drift() {
         let desired = json!({"spec": {"replicas": 3, "ports": [{"port": 5432}]}});
-        assert!(!is_subset(&desired, &json!({"spec": {"replicas": 2, "ports": [{"port": 5432}]}})));
-        assert!(!is_subset(&desired, &json!({"spec": {"ports": [{"port": 5432}]}})));
-        assert!(!is_subset(&desired, &json!({"spec": {"replicas": 3, "ports": []}})));
+        assert!(!is_subset(
+            &desired,
+            &json!({"spec": {"replicas": 2, "ports": [{"port": 5432}]}})
+        ));
+        assert!(!is_subset(
+            &desired,
+            &json!({"spec": {"ports": [{"port": 5432}]}})
+        ));
+        assert!(!is_subset(
+            &desired,
+            &json!({"spec": {"replicas": 3, "ports": []}})
+        ));
     }
 
     #[test]

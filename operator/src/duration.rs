@@ -38,7 +38,10 @@ mod tests {
 
     #[test]
     fn parses_the_formats_the_crd_accepts() {
-        assert_eq!(parse_go_duration("2160h"), Some(Duration::from_secs(2160 * 3600)));
+        assert_eq!(
+            parse_go_duration("2160h"),
+            Some(Duration::from_secs(2160 * 3600))
+        );
         assert_eq!(parse_go_duration("1h30m"), Some(Duration::from_secs(5400)));
         assert_eq!(parse_go_duration("90s"), Some(Duration::from_secs(90)));
         assert_eq!(parse_go_duration("250ms"), Some(Duration::from_millis(250)));

@@ -61,5 +61,8 @@ pub fn selector(country: &DfrCountry, name: &str) -> BTreeMap<String, String> {
 
 /// The label selector string that finds every child of a tenant.
 pub fn children_selector(country: &DfrCountry) -> String {
-    format!("{MANAGED_BY}={OPERATOR_NAME},{TENANT}={}", country.name_any())
+    format!(
+        "{MANAGED_BY}={OPERATOR_NAME},{TENANT}={}",
+        country.name_any()
+    )
 }

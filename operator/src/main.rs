@@ -15,7 +15,11 @@ use kube_lease_manager::LeaseManagerBuilder;
 use tracing::{error, info, warn};
 
 #[derive(Parser)]
-#[command(name = "dfr-operator", version, about = "Runs one isolated Digital Farmer Registry per DfrCountry")]
+#[command(
+    name = "dfr-operator",
+    version,
+    about = "Runs one isolated Digital Farmer Registry per DfrCountry"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -26,7 +30,7 @@ enum Command {
     /// Print the DfrCountry CustomResourceDefinition as YAML.
     Crd,
     /// Run the controller.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 #[derive(clap::Args)]
@@ -50,7 +54,11 @@ struct RunArgs {
     #[arg(long, env = "DFR_API_IMAGE_REPOSITORY", default_value = "dfr-api")]
     api_image_repository: String,
     /// PostgreSQL image; `{version}` becomes the PostgreSQL major version.
-    #[arg(long, env = "DFR_POSTGRES_IMAGE", default_value = "dfr-postgres:{version}")]
+    #[arg(
+        long,
+        env = "DFR_POSTGRES_IMAGE",
+        default_value = "dfr-postgres:{version}"
+    )]
     postgres_image: String,
     #[arg(long, env = "DFR_IMAGE_PULL_POLICY", default_value = "IfNotPresent")]
     image_pull_policy: String,
@@ -58,7 +66,11 @@ struct RunArgs {
     cluster_domain: String,
     /// Addresses of the Kubernetes API server for the Patroni egress NetworkPolicy; discovered
     /// from the `kubernetes` Service's EndpointSlice when not given.
-    #[arg(long = "kubernetes-api-cidr", env = "DFR_KUBERNETES_API_CIDRS", value_delimiter = ',')]
+    #[arg(
+        long = "kubernetes-api-cidr",
+        env = "DFR_KUBERNETES_API_CIDRS",
+        value_delimiter = ','
+    )]
     kubernetes_api_cidrs: Vec<String>,
     /// Log format: json or text.
     #[arg(long, env = "DFR_LOG_FORMAT", default_value = "json")]
@@ -87,7 +99,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(run(args)) {
+            match runtime.block_on(run(*args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(message) => {
                     error!("{message}");
@@ -105,13 +117,20 @@ fn init_tracing(format: &str) {
     if format == "text" {
         builder.init();
     } else {
-        builder.json().with_current_span(true).with_span_list(false).init();
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
     }
 }
 
 async fn run(args: RunArgs) -> Result<(), String> {
     let metrics = Metrics::new().map_err(|e| format!("metrics registry: {e}"))?;
-    let server = tokio::spawn(dfr_operator::metrics::serve(args.metrics_addr, metrics.clone()));
+    let server = tokio::spawn(dfr_operator::metrics::serve(
+        args.metrics_addr,
+        metrics.clone(),
+    ));
     let config = kube::Config::infer()
         .await
         .map_err(|e| format!("cannot configure a Kubernetes client: {e}"))?;
@@ -121,7 +140,9 @@ async fn run(args: RunArgs) -> Result<(), String> {
         .apiserver_version()
         .await
         .map_err(|e| format!("the Kubernetes API server does not answer: {e}"))?;
-    metrics.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    metrics
+        .ready
+        .store(true, std::sync::atomic::Ordering::Relaxed);
 
     let mut kubernetes_api_cidrs = args.kubernetes_api_cidrs.clone();
     if kubernetes_api_cidrs.is_empty() {

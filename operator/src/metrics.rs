@@ -3,15 +3,17 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -30,12 +32,20 @@ impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let reconciliations = IntCounterVec::new(
-            Opts::new("dfr_operator_reconciliations_total", "Reconciliations by result"),
+            Opts::new(
+                "dfr_operator_reconciliations_total",
+                "Reconciliations by result",
+            ),
             &["result"],
         )?;
         let reconcile_duration = HistogramVec::new(
-            HistogramOpts::new("dfr_operator_reconcile_duration_seconds", "Duration of one reconcile")
-                .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            HistogramOpts::new(
+                "dfr_operator_reconcile_duration_seconds",
+                "Duration of one reconcile",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
             &["result"],
         )?;
         let errors = IntCounterVec::new(
@@ -43,7 +53,10 @@ impl Metrics {
             &["kind"],
         )?;
         let child_writes = IntCounterVec::new(
-            Opts::new("dfr_operator_child_writes_total", "Child objects applied or deleted"),
+            Opts::new(
+                "dfr_operator_child_writes_total",
+                "Child objects applied or deleted",
+            ),
             &["operation"],
         )?;
         let kube_requests = IntCounterVec::new(
@@ -54,7 +67,10 @@ impl Metrics {
             &["verb"],
         )?;
         let tenants = IntGaugeVec::new(
-            Opts::new("dfr_operator_tenants", "DfrCountry objects by their Ready condition"),
+            Opts::new(
+                "dfr_operator_tenants",
+                "DfrCountry objects by their Ready condition",
+            ),
             &["ready"],
         )?;
         registry.register(Box::new(reconciliations.clone()))?;
@@ -102,7 +118,11 @@ impl Metrics {
 
 async fn metrics_handler(State(metrics): State<Metrics>) -> impl IntoResponse {
     match metrics.render() {
-        Ok(body) => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body),
+        Ok(body) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            body,
+        ),
         Err(error) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             [(header::CONTENT_TYPE, "text/plain")],
@@ -115,7 +135,10 @@ async fn readyz(State(metrics): State<Metrics>) -> impl IntoResponse {
     if metrics.ready.load(Ordering::Relaxed) {
         (StatusCode::OK, "ok")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: the Kubernetes API has not answered yet")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the Kubernetes API has not answered yet",
+        )
     }
 }
 

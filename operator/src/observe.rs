@@ -3,15 +3,19 @@
 use dfr_crds::DfrCountry;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{Api, ListParams};
 use kube::Client;
+use kube::api::{Api, ListParams};
 
 use crate::error::{Error, Result};
 use crate::settings::Settings;
 use crate::status::Observed;
 use crate::{labels, naming};
 
-pub async fn observe(client: &Client, country: &DfrCountry, settings: &Settings) -> Result<Observed> {
+pub async fn observe(
+    client: &Client,
+    country: &DfrCountry,
+    settings: &Settings,
+) -> Result<Observed> {
     let namespace = naming::namespace(country);
     let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), &namespace);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
@@ -47,13 +51,14 @@ pub async fn observe(client: &Client, country: &DfrCountry, settings: &Settings)
         .find_map(|pod| pod.metadata.name.clone());
 
     let api_status = api.as_ref().and_then(|d| d.status.as_ref());
-    let api_deployment_available = api_status
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|conditions| {
-            conditions
-                .iter()
-                .any(|c| c.type_ == "Available" && c.status == "True")
-        });
+    let api_deployment_available =
+        api_status
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|conditions| {
+                conditions
+                    .iter()
+                    .any(|c| c.type_ == "Available" && c.status == "True")
+            });
 
     let certificates_not_after = secrets
         .get_opt(naming::SECRET_POSTGRES_TLS)

@@ -51,7 +51,10 @@ impl Context {
     }
 }
 
-pub async fn reconcile(guard: Arc<DeserializeGuard<DfrCountry>>, ctx: Arc<Context>) -> Result<Action> {
+pub async fn reconcile(
+    guard: Arc<DeserializeGuard<DfrCountry>>,
+    ctx: Arc<Context>,
+) -> Result<Action> {
     let started = Instant::now();
     let result = match &guard.0 {
         Ok(country) => {
@@ -61,12 +64,17 @@ pub async fn reconcile(guard: Arc<DeserializeGuard<DfrCountry>>, ctx: Arc<Contex
                 country = %country.spec.country_code,
                 environment = %country.spec.environment.as_str(),
             );
-            reconcile_country(Arc::new(country.clone()), &ctx).instrument(span).await
+            reconcile_country(Arc::new(country.clone()), &ctx)
+                .instrument(span)
+                .await
         }
         Err(invalid) => report_invalid(invalid, &ctx).await,
     };
     let outcome = if result.is_ok() { "success" } else { "error" };
-    ctx.metrics.reconciliations.with_label_values(&[outcome]).inc();
+    ctx.metrics
+        .reconciliations
+        .with_label_values(&[outcome])
+        .inc();
     ctx.metrics
         .reconcile_duration
         .with_label_values(&[outcome])
@@ -81,8 +89,15 @@ pub async fn reconcile(guard: Arc<DeserializeGuard<DfrCountry>>, ctx: Arc<Contex
 
 /// Errors go back to the controller with a per-object exponential backoff: 5 s doubling to
 /// 5 min; problems that need a person start at 1 min.
-pub fn error_policy(guard: Arc<DeserializeGuard<DfrCountry>>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.errors.with_label_values(&[error.metric_label()]).inc();
+pub fn error_policy(
+    guard: Arc<DeserializeGuard<DfrCountry>>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    ctx.metrics
+        .errors
+        .with_label_values(&[error.metric_label()])
+        .inc();
     warn!(name = %guard.name_any(), error = %error, reason = error.reason(), "reconcile failed");
     let attempts = ctx
         .failures
@@ -132,7 +147,11 @@ async fn apply(country: &DfrCountry, ctx: &Context) -> Result<Action> {
     write_status(country, &observed, ctx).await?;
     if !changes.is_empty() {
         let summary = summarize(&changes);
-        info!(applied = changes.applied.len(), deleted = changes.deleted.len(), "{summary}");
+        info!(
+            applied = changes.applied.len(),
+            deleted = changes.deleted.len(),
+            "{summary}"
+        );
         ctx.metrics
             .child_writes
             .with_label_values(&["apply"])
@@ -141,7 +160,15 @@ async fn apply(country: &DfrCountry, ctx: &Context) -> Result<Action> {
             .child_writes
             .with_label_values(&["delete"])
             .inc_by(changes.deleted.len() as u64);
-        publish(ctx, country, EventType::Normal, "ResourcesApplied", "Apply", summary).await;
+        publish(
+            ctx,
+            country,
+            EventType::Normal,
+            "ResourcesApplied",
+            "Apply",
+            summary,
+        )
+        .await;
     }
     Ok(Action::requeue(RESYNC))
 }
@@ -172,7 +199,10 @@ fn summarize(changes: &Changes) -> String {
         parts.push(format!("applied {}", changes.applied.join(", ")));
     }
     if !changes.deleted.is_empty() {
-        parts.push(format!("deleted {} (no longer in the spec)", changes.deleted.join(", ")));
+        parts.push(format!(
+            "deleted {} (no longer in the spec)",
+            changes.deleted.join(", ")
+        ));
     }
     let summary = parts.join("; ");
     // Event notes are limited to 1 kB.
@@ -205,7 +235,8 @@ async fn write_status(country: &DfrCountry, observed: &Observed, ctx: &Context) 
     let previous = country.status.as_ref();
     let status = desired_status(country, observed, previous, now);
     let ready = ready_status(Some(&status));
-    ctx.metrics.set_tenant_ready(&country.name_any(), Some(&ready));
+    ctx.metrics
+        .set_tenant_ready(&country.name_any(), Some(&ready));
     if previous == Some(&status) {
         return Ok(());
     }
@@ -217,7 +248,10 @@ async fn write_status(country: &DfrCountry, observed: &Observed, ctx: &Context) 
         let (kind, reason) = if ready == "True" {
             (EventType::Normal, "TenantReady")
         } else {
-            (EventType::Warning, condition.map(|c| c.reason.as_str()).unwrap_or("NotReady"))
+            (
+                EventType::Warning,
+                condition.map(|c| c.reason.as_str()).unwrap_or("NotReady"),
+            )
         };
         let reason = reason.to_string();
         publish(ctx, country, kind, &reason, "Reconcile", message).await;
@@ -239,9 +273,15 @@ async fn patch_status(client: &Client, name: &str, status: serde_json::Value) ->
         "kind": DfrCountry::kind(&()),
         "status": status,
     });
-    api.patch_status(name, &PatchParams::apply(naming::FIELD_MANAGER).force(), &Patch::Apply(&body))
-        .await
-        .map_err(Error::kube(format!("writing the status of DfrCountry {name}")))?;
+    api.patch_status(
+        name,
+        &PatchParams::apply(naming::FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(Error::kube(format!(
+        "writing the status of DfrCountry {name}"
+    )))?;
     Ok(())
 }
 
@@ -254,14 +294,23 @@ async fn report_problem(country: &DfrCountry, error: &Error, ctx: &Context) {
     };
     let previous = country.status.as_ref();
     let status = desired_status(country, &observed, previous, now_seconds());
-    ctx.metrics.set_tenant_ready(&country.name_any(), Some(&ready_status(Some(&status))));
+    ctx.metrics
+        .set_tenant_ready(&country.name_any(), Some(&ready_status(Some(&status))));
     if previous == Some(&status) {
         return;
     }
     if let Err(write_error) = patch_status(&ctx.client, &country.name_any(), json!(status)).await {
         warn!(error = %write_error, "could not report the problem on the status");
     }
-    publish(ctx, country, EventType::Warning, error.reason(), "Reconcile", error.to_string()).await;
+    publish(
+        ctx,
+        country,
+        EventType::Warning,
+        error.reason(),
+        "Reconcile",
+        error.to_string(),
+    )
+    .await;
 }
 
 /// The last observation the status holds, for reporting a problem without reading the cluster.
@@ -293,7 +342,10 @@ fn observed_from_status(country: &DfrCountry, settings: &Settings) -> Observed {
 /// status and left alone; the watch of every other object goes on.
 async fn report_invalid(invalid: &InvalidObject, ctx: &Context) -> Result<Action> {
     let name = invalid.metadata.name.clone().unwrap_or_default();
-    let message = format!("the operator cannot read this DfrCountry: {}", invalid.error);
+    let message = format!(
+        "the operator cannot read this DfrCountry: {}",
+        invalid.error
+    );
     let already_reported = ctx
         .reported_invalid
         .lock()
@@ -318,7 +370,14 @@ async fn report_invalid(invalid: &InvalidObject, ctx: &Context) -> Result<Action
     Err(Error::InvalidObject(message))
 }
 
-async fn publish(ctx: &Context, country: &DfrCountry, type_: EventType, reason: &str, action: &str, note: String) {
+async fn publish(
+    ctx: &Context,
+    country: &DfrCountry,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
     let event = Event {
         type_,
         reason: reason.to_string(),

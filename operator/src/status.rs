@@ -34,10 +34,20 @@ pub fn desired_status(
     now: Timestamp,
 ) -> DfrCountryStatus {
     let generation = country.metadata.generation;
-    let previous_conditions = previous.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let previous_conditions = previous
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
     let condition = |type_: &str, status: bool, reason: &str, message: String| {
         let status = if status { "True" } else { "False" };
-        make_condition(previous_conditions, type_, status, reason, message, generation, now)
+        make_condition(
+            previous_conditions,
+            type_,
+            status,
+            reason,
+            message,
+            generation,
+            now,
+        )
     };
 
     let database = database_condition(observed);
@@ -68,23 +78,44 @@ pub fn desired_status(
             "spec.suspend is true: the operator is not changing this tenant's resources, only reporting status".to_string(),
         )
     } else if observed.problem.is_some() {
-        (false, "Blocked", "the operator cannot make progress until the Degraded problem is fixed".to_string())
+        (
+            false,
+            "Blocked",
+            "the operator cannot make progress until the Degraded problem is fixed".to_string(),
+        )
     } else if ready {
-        (false, "ReconcileComplete", "all resources match the spec and are available".to_string())
+        (
+            false,
+            "ReconcileComplete",
+            "all resources match the spec and are available".to_string(),
+        )
     } else {
-        (true, "WaitingForResources", "resources are applied; waiting for them to become ready".to_string())
+        (
+            true,
+            "WaitingForResources",
+            "resources are applied; waiting for them to become ready".to_string(),
+        )
     };
 
     let (degraded, degraded_reason, degraded_message) = match &observed.problem {
         Some((reason, message)) => (true, reason.as_str(), message.clone()),
-        None => (false, "NoProblems", "no problem needs attention".to_string()),
+        None => (
+            false,
+            "NoProblems",
+            "no problem needs attention".to_string(),
+        ),
     };
 
     let certificates = certificates_condition(country, observed.certificates_not_after, now);
 
     let conditions = vec![
         condition(ct::READY, ready, &ready_reason, ready_message),
-        condition(ct::PROGRESSING, progressing, progressing_reason, progressing_message),
+        condition(
+            ct::PROGRESSING,
+            progressing,
+            progressing_reason,
+            progressing_message,
+        ),
         condition(ct::DEGRADED, degraded, degraded_reason, degraded_message),
         condition(ct::DATABASE_READY, database_ready, database.1, database.2),
         condition(ct::API_READY, api_ready, api.1, api.2),
@@ -168,7 +199,10 @@ fn database_condition(observed: &Observed) -> (bool, &'static str, String) {
 }
 
 fn api_condition(observed: &Observed) -> (bool, &'static str, String) {
-    let counts = format!("{}/{} API pods available", observed.api_available, observed.api_desired);
+    let counts = format!(
+        "{}/{} API pods available",
+        observed.api_available, observed.api_desired
+    );
     if observed.api_deployment_available && observed.api_available > 0 {
         (true, "MinimumReplicasAvailable", counts)
     } else {
@@ -182,10 +216,18 @@ fn certificates_condition(
     now: Timestamp,
 ) -> (&'static str, &'static str, String) {
     let Some(not_after) = not_after else {
-        return ("Unknown", "NoCertificate", "no certificate has been issued yet".to_string());
+        return (
+            "Unknown",
+            "NoCertificate",
+            "no certificate has been issued yet".to_string(),
+        );
     };
     if not_after <= now {
-        return ("False", "CertificateExpired", format!("a certificate expired at {not_after}"));
+        return (
+            "False",
+            "CertificateExpired",
+            format!("a certificate expired at {not_after}"),
+        );
     }
     let renew_before = crate::duration::parse_go_duration(&country.spec.tls.renew_before)
         .unwrap_or(std::time::Duration::ZERO);
@@ -194,14 +236,23 @@ fn certificates_condition(
         .map(|due| due <= now)
         .unwrap_or(false);
     if renewal_due {
-        ("True", "RenewalDue", format!("valid until {not_after}; renewal is due"))
+        (
+            "True",
+            "RenewalDue",
+            format!("valid until {not_after}; renewal is due"),
+        )
     } else {
-        ("True", "CertificatesCurrent", format!("valid until {not_after}"))
+        (
+            "True",
+            "CertificatesCurrent",
+            format!("valid until {not_after}"),
+        )
     }
 }
 
 fn jiff_span(duration: std::time::Duration) -> k8s_openapi::jiff::SignedDuration {
-    k8s_openapi::jiff::SignedDuration::try_from(duration).unwrap_or(k8s_openapi::jiff::SignedDuration::MAX)
+    k8s_openapi::jiff::SignedDuration::try_from(duration)
+        .unwrap_or(k8s_openapi::jiff::SignedDuration::MAX)
 }
 
 /// A condition that keeps its lastTransitionTime while its status does not change, as
@@ -266,7 +317,10 @@ mod tests {
         let ready = find(&status, ct::READY);
         assert_eq!(ready.status, "False");
         assert_eq!(ready.reason, "WaitingForPrimary");
-        assert_eq!(ready.message, "0/2 PostgreSQL pods ready, no Patroni leader yet");
+        assert_eq!(
+            ready.message,
+            "0/2 PostgreSQL pods ready, no Patroni leader yet"
+        );
         assert_eq!(ready.observed_generation, Some(3));
         assert_eq!(status.observed_generation, Some(3));
         assert_eq!(find(&status, ct::PROGRESSING).status, "True");
@@ -303,11 +357,17 @@ mod tests {
         let first = desired_status(&country(), &waiting(), None, Timestamp::UNIX_EPOCH);
         let later = Timestamp::from_second(1_000).unwrap();
         let second = desired_status(&country(), &waiting(), Some(&first), later);
-        assert_eq!(first, second, "an unchanged observation must produce an identical status");
+        assert_eq!(
+            first, second,
+            "an unchanged observation must produce an identical status"
+        );
         let mut observed = waiting();
         observed.primary = Some("postgres-1".into());
         let third = desired_status(&country(), &observed, Some(&second), later);
-        assert_eq!(find(&third, ct::DATABASE_READY).last_transition_time, Time(later));
+        assert_eq!(
+            find(&third, ct::DATABASE_READY).last_transition_time,
+            Time(later)
+        );
     }
 
     #[test]
@@ -322,9 +382,18 @@ mod tests {
     fn certificates_near_expiry_are_due_for_renewal() {
         let now = Timestamp::from_second(1_000_000).unwrap();
         let soon = Timestamp::from_second(1_000_000 + 3600).unwrap();
-        assert_eq!(certificates_condition(&country(), Some(soon), now).1, "RenewalDue");
+        assert_eq!(
+            certificates_condition(&country(), Some(soon), now).1,
+            "RenewalDue"
+        );
         let far = Timestamp::from_second(1_000_000 + 200 * 24 * 3600).unwrap();
-        assert_eq!(certificates_condition(&country(), Some(far), now).1, "CertificatesCurrent");
-        assert_eq!(certificates_condition(&country(), Some(now), now).0, "False");
+        assert_eq!(
+            certificates_condition(&country(), Some(far), now).1,
+            "CertificatesCurrent"
+        );
+        assert_eq!(
+            certificates_condition(&country(), Some(now), now).0,
+            "False"
+        );
     }
 }

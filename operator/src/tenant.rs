@@ -17,7 +17,11 @@ use crate::settings::Settings;
 use crate::{labels, naming};
 
 /// Creates or updates the tenant namespace, taking back one this tenant retained earlier.
-pub async fn sync_namespace(client: &Client, country: &DfrCountry, desired: &Namespace) -> Result<Changes> {
+pub async fn sync_namespace(
+    client: &Client,
+    country: &DfrCountry,
+    desired: &Namespace,
+) -> Result<Changes> {
     let api: Api<Namespace> = Api::all(client.clone());
     let name = naming::namespace(country);
     let live = api
@@ -38,7 +42,9 @@ pub async fn sync_namespace(client: &Client, country: &DfrCountry, desired: &Nam
             apply_if_changed(&api, desired, None).await?;
             release_retained_label::<Namespace>(&api, &name).await?;
             adopt_retained(client, country).await?;
-            changes.applied.push(format!("Namespace/{name} (retained data taken back)"));
+            changes
+                .applied
+                .push(format!("Namespace/{name} (retained data taken back)"));
         }
         Some(ns) => {
             return Err(Error::NamespaceConflict {
@@ -70,7 +76,11 @@ async fn adopt_retained(client: &Client, country: &DfrCountry) -> Result<()> {
     let namespace = naming::namespace(country);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &namespace);
-    let selector = format!("{},{}=true", labels::children_selector(country), labels::RETAINED);
+    let selector = format!(
+        "{},{}=true",
+        labels::children_selector(country),
+        labels::RETAINED
+    );
     for secret in list(&secrets, &selector).await? {
         release_retained_label(&secrets, &secret.name_any()).await?;
     }
@@ -98,13 +108,20 @@ where
     let patch = json!({"metadata": {"labels": {labels::RETAINED: null}}});
     api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
-        .map_err(Error::kube(format!("taking back retained {} {name}", K::kind(&()))))?;
+        .map_err(Error::kube(format!(
+            "taking back retained {} {name}",
+            K::kind(&())
+        )))?;
     Ok(())
 }
 
 /// Creates the generated Secrets that do not exist yet. An existing Secret is never rewritten:
 /// its passwords and keys are already in use.
-pub async fn ensure_secrets(client: &Client, country: &DfrCountry, settings: &Settings) -> Result<Changes> {
+pub async fn ensure_secrets(
+    client: &Client,
+    country: &DfrCountry,
+    settings: &Settings,
+) -> Result<Changes> {
     let namespace = naming::namespace(country);
     let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     let existing: BTreeSet<String> = list(&api, &labels::children_selector(country))
@@ -113,7 +130,10 @@ pub async fn ensure_secrets(client: &Client, country: &DfrCountry, settings: &Se
         .map(ResourceExt::name_any)
         .collect();
     let mut changes = Changes::default();
-    if naming::GENERATED_SECRETS.iter().all(|name| existing.contains(*name)) {
+    if naming::GENERATED_SECRETS
+        .iter()
+        .all(|name| existing.contains(*name))
+    {
         return Ok(changes);
     }
     let material = SecretMaterial::generate(country, settings)
@@ -158,10 +178,14 @@ pub async fn apply_deletion_policy(client: &Client, country: &DfrCountry) -> Res
         .await
         .map_err(Error::kube(format!("reading namespace {name}")))?
     else {
-        return Ok(format!("namespace {name} does not exist; nothing to keep or delete"));
+        return Ok(format!(
+            "namespace {name} does not exist; nothing to keep or delete"
+        ));
     };
     if !owned_by(&namespace, country) {
-        return Ok(format!("namespace {name} is not this DfrCountry's; left untouched"));
+        return Ok(format!(
+            "namespace {name} is not this DfrCountry's; left untouched"
+        ));
     }
     match country.spec.deletion_policy {
         DeletionPolicy::Delete => {
@@ -169,7 +193,9 @@ pub async fn apply_deletion_policy(client: &Client, country: &DfrCountry) -> Res
                 .delete(&name, &DeleteParams::background())
                 .await
                 .map_err(Error::kube(format!("deleting namespace {name}")))?;
-            Ok(format!("deletionPolicy Delete: namespace {name} and all its data are being deleted"))
+            Ok(format!(
+                "deletionPolicy Delete: namespace {name} and all its data are being deleted"
+            ))
         }
         DeletionPolicy::Retain => {
             let secrets: Api<Secret> = Api::namespaced(client.clone(), &name);
@@ -198,7 +224,8 @@ async fn mark_retained<K>(api: &Api<K>, name: &str) -> Result<()>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
 {
-    let patch = json!({"metadata": {"ownerReferences": null, "labels": {labels::RETAINED: "true"}}});
+    let patch =
+        json!({"metadata": {"ownerReferences": null, "labels": {labels::RETAINED: "true"}}});
     api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(Error::kube(format!("retaining {} {name}", K::kind(&()))))?;

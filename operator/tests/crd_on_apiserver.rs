@@ -24,7 +24,10 @@ async fn rejection(admin: &Client, sample: &str, change: Value) -> String {
     let api: Api<DfrCountry> = Api::all(admin.clone());
     let country: DfrCountry = serde_json::from_value(object).unwrap();
     match api.create(&PostParams::default(), &country).await {
-        Ok(created) => panic!("the API server accepted {} although it breaks a rule", created.name_any()),
+        Ok(created) => panic!(
+            "the API server accepted {} although it breaks a rule",
+            created.name_any()
+        ),
         Err(kube::Error::Api(status)) => {
             assert_eq!(status.code, 422, "{status:?}");
             status.message
@@ -49,30 +52,49 @@ async fn every_sample_is_accepted_and_kubectl_prints_the_columns() {
     let admin = setup().await;
     let samples = repo_root().join("config/samples");
     let applied = dfr_e2e::testing::kubectl(&["apply", "-k", samples.to_str().unwrap()]);
-    assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
     let api: Api<DfrCountry> = Api::all(admin.clone());
     for code in ["cok", "wsm", "slb", "ton", "vut"] {
         let prod = api.get(&format!("{code}-prod")).await.unwrap();
         assert_eq!(prod.spec.environment, dfr_crds::Environment::Prod);
         let others = api.list(&Default::default()).await.unwrap();
         assert!(
-            others.items.iter().any(|c| c.spec.country_code == code.to_uppercase()
-                && c.spec.environment != dfr_crds::Environment::Prod),
+            others
+                .items
+                .iter()
+                .any(|c| c.spec.country_code == code.to_uppercase()
+                    && c.spec.environment != dfr_crds::Environment::Prod),
             "{code} has no non-prod sample"
         );
     }
     let output = dfr_e2e::testing::kubectl(&["get", "dfrcountries"]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let table = String::from_utf8(output.stdout).unwrap();
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(
         header,
-        ["NAME", "COUNTRY", "ENV", "VERSION", "READY", "PRIMARY", "API", "LAST", "BACKUP", "AGE"]
+        [
+            "NAME", "COUNTRY", "ENV", "VERSION", "READY", "PRIMARY", "API", "LAST", "BACKUP", "AGE"
+        ]
     );
     let ton = table.lines().find(|l| l.starts_with("ton-prod ")).unwrap();
-    assert!(ton.contains(" TON ") && ton.contains(" prod ") && ton.contains(" 1.4.2 "), "{ton}");
+    assert!(
+        ton.contains(" TON ") && ton.contains(" prod ") && ton.contains(" 1.4.2 "),
+        "{ton}"
+    );
     let short = dfr_e2e::testing::kubectl(&["get", "dfrc", "ton-prod", "-o", "name"]);
-    assert_eq!(String::from_utf8(short.stdout).unwrap().trim(), "dfrcountry.dfr.io/ton-prod");
+    assert_eq!(
+        String::from_utf8(short.stdout).unwrap().trim(),
+        "dfrcountry.dfr.io/ton-prod"
+    );
 }
 
 #[tokio::test]
@@ -82,54 +104,102 @@ async fn country_code_cannot_change() {
     let country = apply_country(&admin, &country_from_sample("ton-dev.yaml", &id)).await;
     let api: Api<DfrCountry> = Api::all(admin.clone());
     let error = api
-        .patch(&country.name_any(), &PatchParams::default(), &Patch::Merge(json!({"spec": {"countryCode": "XYZ"}})))
+        .patch(
+            &country.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"countryCode": "XYZ"}})),
+        )
         .await
         .unwrap_err()
         .to_string();
     assert!(error.contains("spec.countryCode"), "{error}");
     assert!(error.contains("countryCode is immutable"), "{error}");
     let environment = api
-        .patch(&country.name_any(), &PatchParams::default(), &Patch::Merge(json!({"spec": {"environment": "test"}})))
+        .patch(
+            &country.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"environment": "test"}})),
+        )
         .await
         .unwrap_err()
         .to_string();
-    assert!(environment.contains("environment is immutable"), "{environment}");
+    assert!(
+        environment.contains("environment is immutable"),
+        "{environment}"
+    );
 }
 
 #[tokio::test]
 async fn prod_requires_deletion_policy_retain() {
     let admin = setup().await;
-    let message = rejection(&admin, "ton-prod.yaml", json!({"spec": {"deletionPolicy": "Delete"}})).await;
+    let message = rejection(
+        &admin,
+        "ton-prod.yaml",
+        json!({"spec": {"deletionPolicy": "Delete"}}),
+    )
+    .await;
     assert!(message.contains("spec.deletionPolicy"), "{message}");
-    assert!(message.contains("environment prod requires deletionPolicy Retain"), "{message}");
+    assert!(
+        message.contains("environment prod requires deletionPolicy Retain"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
 async fn prod_requires_two_instances_and_synchronous_replication() {
     let admin = setup().await;
-    let message = rejection(&admin, "ton-prod.yaml", json!({"spec": {"postgres": {"instances": 1}}})).await;
-    assert!(message.contains("environment prod requires postgres.instances >= 2"), "{message}");
-    let message =
-        rejection(&admin, "ton-prod.yaml", json!({"spec": {"postgres": {"synchronousMode": "off"}}})).await;
-    assert!(message.contains("environment prod requires postgres.synchronousMode on or strict"), "{message}");
+    let message = rejection(
+        &admin,
+        "ton-prod.yaml",
+        json!({"spec": {"postgres": {"instances": 1}}}),
+    )
+    .await;
+    assert!(
+        message.contains("environment prod requires postgres.instances >= 2"),
+        "{message}"
+    );
+    let message = rejection(
+        &admin,
+        "ton-prod.yaml",
+        json!({"spec": {"postgres": {"synchronousMode": "off"}}}),
+    )
+    .await;
+    assert!(
+        message.contains("environment prod requires postgres.synchronousMode on or strict"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
 async fn min_replicas_may_not_exceed_max_replicas() {
     let admin = setup().await;
-    let message =
-        rejection(&admin, "ton-dev.yaml", json!({"spec": {"api": {"minReplicas": 5, "maxReplicas": 3}}})).await;
+    let message = rejection(
+        &admin,
+        "ton-dev.yaml",
+        json!({"spec": {"api": {"minReplicas": 5, "maxReplicas": 3}}}),
+    )
+    .await;
     assert!(message.contains("spec.api.minReplicas"), "{message}");
-    assert!(message.contains("api.minReplicas must not exceed api.maxReplicas"), "{message}");
+    assert!(
+        message.contains("api.minReplicas must not exceed api.maxReplicas"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
 async fn backup_schedule_must_be_a_five_field_cron() {
     let admin = setup().await;
     for bad in ["every night", "0 2 * *", "0 2 * * * *", "@daily"] {
-        let message =
-            rejection(&admin, "ton-dev.yaml", json!({"spec": {"backup": {"schedule": bad}}})).await;
-        assert!(message.contains("backup.schedule must be a 5-field cron expression"), "{bad}: {message}");
+        let message = rejection(
+            &admin,
+            "ton-dev.yaml",
+            json!({"spec": {"backup": {"schedule": bad}}}),
+        )
+        .await;
+        assert!(
+            message.contains("backup.schedule must be a 5-field cron expression"),
+            "{bad}: {message}"
+        );
     }
 }
 
@@ -143,22 +213,40 @@ async fn replication_parameters_are_forbidden() {
     )
     .await;
     assert!(message.contains("spec.postgres.parameters"), "{message}");
-    assert!(message.contains("postgres.parameters must not set any of ['wal_level'"), "{message}");
+    assert!(
+        message.contains("postgres.parameters must not set any of ['wal_level'"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
 async fn live_data_only_in_prod_and_dr() {
     let admin = setup().await;
-    let message = rejection(&admin, "ton-dev.yaml", json!({"spec": {"dataPolicy": "live"}})).await;
+    let message = rejection(
+        &admin,
+        "ton-dev.yaml",
+        json!({"spec": {"dataPolicy": "live"}}),
+    )
+    .await;
     assert!(message.contains("dataPolicy live (real farmer data) is allowed only in environments prod and dr, not dev"), "{message}");
 }
 
 #[tokio::test]
 async fn the_schema_rejects_malformed_fields_with_their_path() {
     let admin = setup().await;
-    let message = rejection(&admin, "ton-dev.yaml", json!({"spec": {"postgres": {"instances": 9}}})).await;
+    let message = rejection(
+        &admin,
+        "ton-dev.yaml",
+        json!({"spec": {"postgres": {"instances": 9}}}),
+    )
+    .await;
     assert!(message.contains("spec.postgres.instances"), "{message}");
-    let message = rejection(&admin, "ton-dev.yaml", json!({"spec": {"countryCode": "tonga"}})).await;
+    let message = rejection(
+        &admin,
+        "ton-dev.yaml",
+        json!({"spec": {"countryCode": "tonga"}}),
+    )
+    .await;
     assert!(message.contains("spec.countryCode"), "{message}");
     let message = rejection(
         &admin,

@@ -38,7 +38,12 @@ async fn tenant(sample: &str) -> Tenant {
     let id = unique_id();
     let country = country_from_sample(sample, &id);
     let namespace = naming::namespace(&country);
-    Tenant { admin, id, country, namespace }
+    Tenant {
+        admin,
+        id,
+        country,
+        namespace,
+    }
 }
 
 impl Tenant {
@@ -54,25 +59,32 @@ impl Tenant {
     }
 
     async fn live(&self) -> DfrCountry {
-        self.countries().get(&self.country.name_any()).await.unwrap()
+        self.countries()
+            .get(&self.country.name_any())
+            .await
+            .unwrap()
     }
 
     async fn wait_for_condition(&self, type_: &str, status: &str, reason: &str) -> DfrCountry {
         let api = self.countries();
         let name = self.country.name_any();
-        eventually(WAIT, &format!("condition {type_}={status} ({reason})"), || {
-            let api = api.clone();
-            let name = name.clone();
-            async move {
-                let country = api.get(&name).await.ok()?;
-                let status_ = country.status.as_ref()?;
-                status_
-                    .conditions
-                    .iter()
-                    .any(|c| c.type_ == type_ && c.status == status && c.reason == reason)
-                    .then_some(country)
-            }
-        })
+        eventually(
+            WAIT,
+            &format!("condition {type_}={status} ({reason})"),
+            || {
+                let api = api.clone();
+                let name = name.clone();
+                async move {
+                    let country = api.get(&name).await.ok()?;
+                    let status_ = country.status.as_ref()?;
+                    status_
+                        .conditions
+                        .iter()
+                        .any(|c| c.type_ == type_ && c.status == status && c.reason == reason)
+                        .then_some(country)
+                }
+            },
+        )
         .await
     }
 
@@ -104,7 +116,16 @@ impl Tenant {
                 }
             )*};
         }
-        collect!(NetworkPolicy, ConfigMap, Service, Secret, ServiceAccount, Role, RoleBinding, LimitRange);
+        collect!(
+            NetworkPolicy,
+            ConfigMap,
+            Service,
+            Secret,
+            ServiceAccount,
+            Role,
+            RoleBinding,
+            LimitRange
+        );
         let country = self.live().await;
         versions.insert("DfrCountry".into(), country.resource_version().unwrap());
         versions
@@ -121,9 +142,21 @@ fn assert_owned_and_labelled<K: Resource>(object: &K, country: &DfrCountry) {
     assert_eq!(owner.kind, "DfrCountry");
     assert_eq!(owner.controller, Some(true));
     let labels = object.labels();
-    assert_eq!(labels.get(labels::MANAGED_BY).map(String::as_str), Some("dfr-operator"), "{name}");
-    assert_eq!(labels.get(labels::PART_OF).map(String::as_str), Some("dfr"), "{name}");
-    assert_eq!(labels.get(labels::TENANT), Some(&country.name_any()), "{name}");
+    assert_eq!(
+        labels.get(labels::MANAGED_BY).map(String::as_str),
+        Some("dfr-operator"),
+        "{name}"
+    );
+    assert_eq!(
+        labels.get(labels::PART_OF).map(String::as_str),
+        Some("dfr"),
+        "{name}"
+    );
+    assert_eq!(
+        labels.get(labels::TENANT),
+        Some(&country.name_any()),
+        "{name}"
+    );
 }
 
 #[tokio::test]
@@ -138,60 +171,142 @@ async fn a_sample_becomes_a_tenant_with_every_child_and_honest_status() {
     let status = country.status.clone().unwrap();
     assert_eq!(status.observed_generation, country.metadata.generation);
     assert_eq!(status.namespace.as_deref(), Some(t.namespace.as_str()));
-    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
-    assert_eq!(ready.message, "0/2 PostgreSQL pods ready, no Patroni leader yet");
-    for type_ in ["Progressing", "Degraded", "DatabaseReady", "ApiReady", "BackupsHealthy", "CertificatesValid"] {
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(
+        ready.message,
+        "0/2 PostgreSQL pods ready, no Patroni leader yet"
+    );
+    for type_ in [
+        "Progressing",
+        "Degraded",
+        "DatabaseReady",
+        "ApiReady",
+        "BackupsHealthy",
+        "CertificatesValid",
+    ] {
         let condition = status.conditions.iter().find(|c| c.type_ == type_).unwrap();
         assert!(!condition.reason.is_empty(), "{type_} has no reason");
     }
     assert_eq!(
-        status.conditions.iter().find(|c| c.type_ == "CertificatesValid").unwrap().reason,
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "CertificatesValid")
+            .unwrap()
+            .reason,
         "CertificatesCurrent"
     );
-    assert!(country.finalizers().contains(&naming::FINALIZER.to_string()));
+    assert!(
+        country
+            .finalizers()
+            .contains(&naming::FINALIZER.to_string())
+    );
 
-    let namespace = Api::<Namespace>::all(t.admin.clone()).get(&t.namespace).await.unwrap();
+    let namespace = Api::<Namespace>::all(t.admin.clone())
+        .get(&t.namespace)
+        .await
+        .unwrap();
     assert_owned_and_labelled(&namespace, &country);
-    assert_eq!(namespace.labels()["pod-security.kubernetes.io/enforce"], "restricted");
+    assert_eq!(
+        namespace.labels()["pod-security.kubernetes.io/enforce"],
+        "restricted"
+    );
 
     assert_owned_and_labelled(&t.wait_for::<StatefulSet>(naming::POSTGRES).await, &country);
     assert_owned_and_labelled(&t.wait_for::<Deployment>(naming::API).await, &country);
-    assert_owned_and_labelled(&t.wait_for::<HorizontalPodAutoscaler>(naming::API).await, &country);
-    assert_owned_and_labelled(&t.wait_for::<ConfigMap>(naming::POSTGRES_CONFIG).await, &country);
+    assert_owned_and_labelled(
+        &t.wait_for::<HorizontalPodAutoscaler>(naming::API).await,
+        &country,
+    );
+    assert_owned_and_labelled(
+        &t.wait_for::<ConfigMap>(naming::POSTGRES_CONFIG).await,
+        &country,
+    );
     assert_owned_and_labelled(&t.wait_for::<Role>(naming::POSTGRES).await, &country);
     assert_owned_and_labelled(&t.wait_for::<RoleBinding>(naming::POSTGRES).await, &country);
-    assert_owned_and_labelled(&t.wait_for::<ServiceAccount>(naming::POSTGRES_SERVICE_ACCOUNT).await, &country);
-    for service in [naming::POSTGRES_RW, naming::POSTGRES_RO, naming::POSTGRES_HEADLESS, naming::API] {
+    assert_owned_and_labelled(
+        &t.wait_for::<ServiceAccount>(naming::POSTGRES_SERVICE_ACCOUNT)
+            .await,
+        &country,
+    );
+    for service in [
+        naming::POSTGRES_RW,
+        naming::POSTGRES_RO,
+        naming::POSTGRES_HEADLESS,
+        naming::API,
+    ] {
         assert_owned_and_labelled(&t.wait_for::<Service>(service).await, &country);
     }
     let rw: Service = t.wait_for(naming::POSTGRES_RW).await;
     assert_eq!(rw.spec.unwrap().selector.unwrap()["role"], "primary");
-    let quotas = t.api::<ResourceQuota>().list(&ListParams::default()).await.unwrap();
+    let quotas = t
+        .api::<ResourceQuota>()
+        .list(&ListParams::default())
+        .await
+        .unwrap();
     assert_eq!(quotas.items.len(), 1);
     assert_owned_and_labelled(&quotas.items[0], &country);
-    let limits = t.api::<LimitRange>().list(&ListParams::default()).await.unwrap();
+    let limits = t
+        .api::<LimitRange>()
+        .list(&ListParams::default())
+        .await
+        .unwrap();
     assert_eq!(limits.items.len(), 1);
-    let pdbs = t.api::<PodDisruptionBudget>().list(&ListParams::default()).await.unwrap();
-    assert!(pdbs.items.iter().any(|p| p.labels()[labels::NAME] == labels::APP_POSTGRES));
-    let policies = t.api::<NetworkPolicy>().list(&ListParams::default()).await.unwrap();
-    assert!(policies.items.len() >= 4, "only {} NetworkPolicies", policies.items.len());
+    let pdbs = t
+        .api::<PodDisruptionBudget>()
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert!(
+        pdbs.items
+            .iter()
+            .any(|p| p.labels()[labels::NAME] == labels::APP_POSTGRES)
+    );
+    let policies = t
+        .api::<NetworkPolicy>()
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert!(
+        policies.items.len() >= 4,
+        "only {} NetworkPolicies",
+        policies.items.len()
+    );
     for policy in &policies.items {
         assert_owned_and_labelled(policy, &country);
     }
-    let secrets = t.api::<Secret>().list(&ListParams::default().labels(&labels::children_selector(&country))).await.unwrap();
+    let secrets = t
+        .api::<Secret>()
+        .list(&ListParams::default().labels(&labels::children_selector(&country)))
+        .await
+        .unwrap();
     let names: Vec<String> = secrets.items.iter().map(ResourceExt::name_any).collect();
     for wanted in naming::GENERATED_SECRETS {
-        assert!(names.contains(&wanted.to_string()), "Secret {wanted} missing from {names:?}");
+        assert!(
+            names.contains(&wanted.to_string()),
+            "Secret {wanted} missing from {names:?}"
+        );
     }
     // The restricted Pod Security level admitted the workloads: the StatefulSet controller made pods.
     let pods: Api<Pod> = t.api();
-    eventually(WAIT, "PostgreSQL pods admitted under Pod Security restricted", || {
-        let pods = pods.clone();
-        async move {
-            let list = pods.list(&ListParams::default().labels("app.kubernetes.io/name=postgres")).await.ok()?;
-            (list.items.len() == 2).then_some(())
-        }
-    })
+    eventually(
+        WAIT,
+        "PostgreSQL pods admitted under Pod Security restricted",
+        || {
+            let pods = pods.clone();
+            async move {
+                let list = pods
+                    .list(&ListParams::default().labels("app.kubernetes.io/name=postgres"))
+                    .await
+                    .ok()?;
+                (list.items.len() == 2).then_some(())
+            }
+        },
+    )
     .await;
     operator.stop().await;
 }
@@ -201,7 +316,8 @@ async fn spec_changes_reach_the_children_and_deleted_children_come_back() {
     let t = tenant("wsm-staging.yaml").await;
     let operator = RunningOperator::start(&t.admin, &t.id).await;
     apply_country(&t.admin, &t.country).await;
-    t.wait_for_condition("Ready", "False", "WaitingForPrimary").await;
+    t.wait_for_condition("Ready", "False", "WaitingForPrimary")
+        .await;
     let statefulsets: Api<StatefulSet> = t.api();
     let hpas: Api<HorizontalPodAutoscaler> = t.api();
 
@@ -242,16 +358,31 @@ async fn spec_changes_reach_the_children_and_deleted_children_come_back() {
     let policies: Api<NetworkPolicy> = t.api();
     let victim = policies.list(&ListParams::default()).await.unwrap().items[0].name_any();
     let old_uid = policies.get(&victim).await.unwrap().uid();
-    policies.delete(&victim, &DeleteParams::default()).await.unwrap();
-    eventually(WAIT, &format!("NetworkPolicy {victim} to be recreated"), || {
-        let api = policies.clone();
-        let victim = victim.clone();
-        let old_uid = old_uid.clone();
-        async move { api.get_opt(&victim).await.ok()?.filter(|p| p.uid() != old_uid).map(|_| ()) }
-    })
+    policies
+        .delete(&victim, &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(
+        WAIT,
+        &format!("NetworkPolicy {victim} to be recreated"),
+        || {
+            let api = policies.clone();
+            let victim = victim.clone();
+            let old_uid = old_uid.clone();
+            async move {
+                api.get_opt(&victim)
+                    .await
+                    .ok()?
+                    .filter(|p| p.uid() != old_uid)
+                    .map(|_| ())
+            }
+        },
+    )
     .await;
     let generation = t.live().await.metadata.generation;
-    let country = t.wait_for_condition("Ready", "False", "WaitingForPrimary").await;
+    let country = t
+        .wait_for_condition("Ready", "False", "WaitingForPrimary")
+        .await;
     assert_eq!(country.status.unwrap().observed_generation, generation);
     operator.stop().await;
 }
@@ -261,7 +392,8 @@ async fn reconciling_an_unchanged_tenant_writes_nothing() {
     let t = tenant("vut-test.yaml").await;
     let first = RunningOperator::start(&t.admin, &t.id).await;
     apply_country(&t.admin, &t.country).await;
-    t.wait_for_condition("Ready", "False", "WaitingForPrimary").await;
+    t.wait_for_condition("Ready", "False", "WaitingForPrimary")
+        .await;
     t.wait_for::<HorizontalPodAutoscaler>(naming::API).await;
     // Let the first operator settle (its last status write and Events), then replace it.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -275,9 +407,16 @@ async fn reconciling_an_unchanged_tenant_writes_nothing() {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(second.writes(), 0, "the operator wrote to the API server for an unchanged tenant");
+    assert_eq!(
+        second.writes(),
+        0,
+        "the operator wrote to the API server for an unchanged tenant"
+    );
     let after = t.resource_versions().await;
-    assert_eq!(before, after, "resourceVersions changed without a spec change");
+    assert_eq!(
+        before, after,
+        "resourceVersions changed without a spec change"
+    );
     assert!(before.len() > 15, "too few objects compared: {before:?}");
     second.stop().await;
 }
@@ -285,14 +424,26 @@ async fn reconciling_an_unchanged_tenant_writes_nothing() {
 #[tokio::test]
 async fn deletion_with_retain_keeps_the_data_and_reapplying_takes_it_back() {
     let t = tenant("cok-staging.yaml").await;
-    assert_eq!(t.country.spec.deletion_policy, dfr_crds::DeletionPolicy::Retain);
+    assert_eq!(
+        t.country.spec.deletion_policy,
+        dfr_crds::DeletionPolicy::Retain
+    );
     let operator = RunningOperator::start(&t.admin, &t.id).await;
     apply_country(&t.admin, &t.country).await;
-    t.wait_for_condition("Ready", "False", "WaitingForPrimary").await;
+    t.wait_for_condition("Ready", "False", "WaitingForPrimary")
+        .await;
     let secrets: Api<Secret> = t.api();
-    let password_before = t.wait_for::<Secret>(naming::SECRET_DB_APP).await.data.unwrap()["password"].clone();
+    let password_before = t
+        .wait_for::<Secret>(naming::SECRET_DB_APP)
+        .await
+        .data
+        .unwrap()["password"]
+        .clone();
 
-    t.countries().delete(&t.country.name_any(), &DeleteParams::default()).await.unwrap();
+    t.countries()
+        .delete(&t.country.name_any(), &DeleteParams::default())
+        .await
+        .unwrap();
     let countries = t.countries();
     let name = t.country.name_any();
     eventually(WAIT, "the DfrCountry to be gone", || {
@@ -303,8 +454,14 @@ async fn deletion_with_retain_keeps_the_data_and_reapplying_takes_it_back() {
     .await;
     // Give the garbage collector time to act on anything still owned.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let namespace = Api::<Namespace>::all(t.admin.clone()).get(&t.namespace).await.unwrap();
-    assert!(namespace.metadata.deletion_timestamp.is_none(), "the namespace is being deleted");
+    let namespace = Api::<Namespace>::all(t.admin.clone())
+        .get(&t.namespace)
+        .await
+        .unwrap();
+    assert!(
+        namespace.metadata.deletion_timestamp.is_none(),
+        "the namespace is being deleted"
+    );
     assert!(namespace.owner_references().is_empty());
     assert_eq!(namespace.labels()[labels::RETAINED], "true");
     let kept = secrets.get(naming::SECRET_DB_APP).await.unwrap();
@@ -312,35 +469,59 @@ async fn deletion_with_retain_keeps_the_data_and_reapplying_takes_it_back() {
     assert_eq!(kept.labels()[labels::RETAINED], "true");
 
     let again = apply_country(&t.admin, &t.country).await;
-    t.wait_for_condition("Ready", "False", "WaitingForPrimary").await;
-    let namespace = Api::<Namespace>::all(t.admin.clone()).get(&t.namespace).await.unwrap();
+    t.wait_for_condition("Ready", "False", "WaitingForPrimary")
+        .await;
+    let namespace = Api::<Namespace>::all(t.admin.clone())
+        .get(&t.namespace)
+        .await
+        .unwrap();
     assert!(!namespace.labels().contains_key(labels::RETAINED));
     assert_eq!(namespace.owner_references()[0].uid, again.uid().unwrap());
-    let password_after = secrets.get(naming::SECRET_DB_APP).await.unwrap().data.unwrap()["password"].clone();
-    assert_eq!(password_before, password_after, "re-applying must reuse the retained credentials");
+    let password_after = secrets
+        .get(naming::SECRET_DB_APP)
+        .await
+        .unwrap()
+        .data
+        .unwrap()["password"]
+        .clone();
+    assert_eq!(
+        password_before, password_after,
+        "re-applying must reuse the retained credentials"
+    );
     operator.stop().await;
 }
 
 #[tokio::test]
 async fn deletion_with_delete_removes_the_namespace() {
     let t = tenant("ton-dev.yaml").await;
-    assert_eq!(t.country.spec.deletion_policy, dfr_crds::DeletionPolicy::Delete);
+    assert_eq!(
+        t.country.spec.deletion_policy,
+        dfr_crds::DeletionPolicy::Delete
+    );
     let operator = RunningOperator::start(&t.admin, &t.id).await;
     apply_country(&t.admin, &t.country).await;
-    t.wait_for_condition("Ready", "False", "WaitingForPrimary").await;
-    t.countries().delete(&t.country.name_any(), &DeleteParams::default()).await.unwrap();
+    t.wait_for_condition("Ready", "False", "WaitingForPrimary")
+        .await;
+    t.countries()
+        .delete(&t.country.name_any(), &DeleteParams::default())
+        .await
+        .unwrap();
     let namespaces: Api<Namespace> = Api::all(t.admin.clone());
     let name = t.namespace.clone();
-    eventually(Duration::from_secs(120), "the tenant namespace to be deleted", || {
-        let api = namespaces.clone();
-        let name = name.clone();
-        async move {
-            match api.get_opt(&name).await.ok()? {
-                None => Some(()),
-                Some(ns) => ns.metadata.deletion_timestamp.map(|_| ()),
+    eventually(
+        Duration::from_secs(120),
+        "the tenant namespace to be deleted",
+        || {
+            let api = namespaces.clone();
+            let name = name.clone();
+            async move {
+                match api.get_opt(&name).await.ok()? {
+                    None => Some(()),
+                    Some(ns) => ns.metadata.deletion_timestamp.map(|_| ()),
+                }
             }
-        }
-    })
+        },
+    )
     .await;
     operator.stop().await;
 }
@@ -352,23 +533,58 @@ async fn a_namespace_of_another_owner_is_left_alone_and_the_tenant_is_degraded()
     let foreign = Namespace {
         metadata: ObjectMeta {
             name: Some(t.namespace.clone()),
-            labels: Some(BTreeMap::from([("team".to_string(), "someone-else".to_string())])),
+            labels: Some(BTreeMap::from([(
+                "team".to_string(),
+                "someone-else".to_string(),
+            )])),
             ..ObjectMeta::default()
         },
         ..Namespace::default()
     };
-    let created = namespaces.create(&PostParams::default(), &foreign).await.unwrap();
+    let created = namespaces
+        .create(&PostParams::default(), &foreign)
+        .await
+        .unwrap();
     let operator = RunningOperator::start(&t.admin, &t.id).await;
     apply_country(&t.admin, &t.country).await;
-    let country = t.wait_for_condition("Degraded", "True", "NamespaceConflict").await;
-    let degraded = country.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Degraded").unwrap();
-    assert!(degraded.message.contains(&t.namespace), "{}", degraded.message);
-    assert!(degraded.message.contains("never adopts"), "{}", degraded.message);
+    let country = t
+        .wait_for_condition("Degraded", "True", "NamespaceConflict")
+        .await;
+    let degraded = country
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Degraded")
+        .unwrap();
+    assert!(
+        degraded.message.contains(&t.namespace),
+        "{}",
+        degraded.message
+    );
+    assert!(
+        degraded.message.contains("never adopts"),
+        "{}",
+        degraded.message
+    );
     let after = namespaces.get(&t.namespace).await.unwrap();
-    assert_eq!(after.resource_version(), created.resource_version(), "the foreign namespace was modified");
-    assert!(t.api::<ConfigMap>().get_opt(naming::POSTGRES_CONFIG).await.unwrap().is_none());
+    assert_eq!(
+        after.resource_version(),
+        created.resource_version(),
+        "the foreign namespace was modified"
+    );
+    assert!(
+        t.api::<ConfigMap>()
+            .get_opt(naming::POSTGRES_CONFIG)
+            .await
+            .unwrap()
+            .is_none()
+    );
     operator.stop().await;
-    namespaces.delete(&t.namespace, &DeleteParams::default()).await.unwrap();
+    namespaces
+        .delete(&t.namespace, &DeleteParams::default())
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -376,18 +592,38 @@ async fn a_suspended_tenant_is_not_touched_and_says_so() {
     let t = tenant("slb-dev.yaml").await;
     let operator = RunningOperator::start(&t.admin, &t.id).await;
     apply_country(&t.admin, &t.country).await;
-    t.wait_for_condition("Ready", "False", "WaitingForPrimary").await;
+    t.wait_for_condition("Ready", "False", "WaitingForPrimary")
+        .await;
     t.countries()
-        .patch(&t.country.name_any(), &PatchParams::default(), &Patch::Merge(json!({"spec": {"suspend": true}})))
+        .patch(
+            &t.country.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"suspend": true}})),
+        )
         .await
         .unwrap();
-    t.wait_for_condition("Progressing", "False", "Suspended").await;
+    t.wait_for_condition("Progressing", "False", "Suspended")
+        .await;
     let configs: Api<ConfigMap> = t.api();
-    configs.delete(naming::POSTGRES_CONFIG, &DeleteParams::default()).await.unwrap();
+    configs
+        .delete(naming::POSTGRES_CONFIG, &DeleteParams::default())
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(configs.get_opt(naming::POSTGRES_CONFIG).await.unwrap().is_none(), "a suspended tenant was changed");
+    assert!(
+        configs
+            .get_opt(naming::POSTGRES_CONFIG)
+            .await
+            .unwrap()
+            .is_none(),
+        "a suspended tenant was changed"
+    );
     t.countries()
-        .patch(&t.country.name_any(), &PatchParams::default(), &Patch::Merge(json!({"spec": {"suspend": false}})))
+        .patch(
+            &t.country.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"suspend": false}})),
+        )
         .await
         .unwrap();
     t.wait_for::<ConfigMap>(naming::POSTGRES_CONFIG).await;

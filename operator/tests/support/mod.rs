@@ -10,10 +10,10 @@ use dfr_crds::DfrCountry;
 use dfr_operator::controller::{self, RunOptions};
 use dfr_operator::metrics::Metrics;
 use dfr_operator::settings::Settings;
-use k8s_openapi::api::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleRef, Subject};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Client, Config, ResourceExt};
 use tokio::sync::oneshot;
@@ -37,9 +37,16 @@ pub fn unique_id() -> String {
 
 /// A country code no other test uses, since the namespace is derived from it.
 pub fn unique_country_code(id: &str) -> String {
-    let hash = id.bytes().fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+    let hash = id
+        .bytes()
+        .fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
     let letter = |n: u32| char::from(b'A' + u8::try_from(n % 26).unwrap());
-    format!("{}{}{}", letter(hash), letter(hash / 26), letter(hash / 676))
+    format!(
+        "{}{}{}",
+        letter(hash),
+        letter(hash / 26),
+        letter(hash / 676)
+    )
 }
 
 fn apply_params() -> PatchParams {
@@ -52,7 +59,9 @@ pub async fn install_crd(admin: &Client) {
     )
     .unwrap();
     let api: Api<CustomResourceDefinition> = Api::all(admin.clone());
-    api.patch(&crd.name_any(), &apply_params(), &Patch::Apply(&crd)).await.unwrap();
+    api.patch(&crd.name_any(), &apply_params(), &Patch::Apply(&crd))
+        .await
+        .unwrap();
     eventually(Duration::from_secs(30), "the CRD to be established", || {
         let api = api.clone();
         async move {
@@ -78,7 +87,10 @@ pub async fn grant_operator_role(admin: &Client, id: &str) {
         .await
         .unwrap();
     let namespace = Namespace {
-        metadata: ObjectMeta { name: Some(TEST_NAMESPACE.into()), ..ObjectMeta::default() },
+        metadata: ObjectMeta {
+            name: Some(TEST_NAMESPACE.into()),
+            ..ObjectMeta::default()
+        },
         ..Namespace::default()
     };
     Api::<Namespace>::all(admin.clone())
@@ -87,7 +99,10 @@ pub async fn grant_operator_role(admin: &Client, id: &str) {
         .unwrap();
     let account_name = format!("operator-{id}");
     let account = ServiceAccount {
-        metadata: ObjectMeta { name: Some(account_name.clone()), ..ObjectMeta::default() },
+        metadata: ObjectMeta {
+            name: Some(account_name.clone()),
+            ..ObjectMeta::default()
+        },
         ..ServiceAccount::default()
     };
     Api::<ServiceAccount>::namespaced(admin.clone(), TEST_NAMESPACE)
@@ -95,7 +110,10 @@ pub async fn grant_operator_role(admin: &Client, id: &str) {
         .await
         .unwrap();
     let binding = ClusterRoleBinding {
-        metadata: ObjectMeta { name: Some(format!("dfr-operator-test-{id}")), ..ObjectMeta::default() },
+        metadata: ObjectMeta {
+            name: Some(format!("dfr-operator-test-{id}")),
+            ..ObjectMeta::default()
+        },
         role_ref: RoleRef {
             api_group: "rbac.authorization.k8s.io".into(),
             kind: "ClusterRole".into(),
@@ -109,7 +127,11 @@ pub async fn grant_operator_role(admin: &Client, id: &str) {
         }]),
     };
     Api::<ClusterRoleBinding>::all(admin.clone())
-        .patch(&binding.name_any(), &apply_params(), &Patch::Apply(&binding))
+        .patch(
+            &binding.name_any(),
+            &apply_params(),
+            &Patch::Apply(&binding),
+        )
         .await
         .unwrap();
 }
@@ -118,7 +140,10 @@ pub async fn grant_operator_role(admin: &Client, id: &str) {
 pub async fn operator_config(admin: &Client, id: &str) -> Config {
     let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), TEST_NAMESPACE);
     let request = TokenRequest {
-        spec: TokenRequestSpec { expiration_seconds: Some(3600), ..TokenRequestSpec::default() },
+        spec: TokenRequestSpec {
+            expiration_seconds: Some(3600),
+            ..TokenRequestSpec::default()
+        },
         ..TokenRequest::default()
     };
     let token = accounts
@@ -172,10 +197,20 @@ impl RunningOperator {
             instance: Some(format!("test-{id}")),
         };
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(controller::run(client, settings, metrics.clone(), options, async {
-            let _ = stopped.await;
-        }));
-        Self { metrics, stop: Some(stop), task: Some(task) }
+        let task = tokio::spawn(controller::run(
+            client,
+            settings,
+            metrics.clone(),
+            options,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        Self {
+            metrics,
+            stop: Some(stop),
+            task: Some(task),
+        }
     }
 
     pub async fn stop(mut self) {
@@ -183,7 +218,10 @@ impl RunningOperator {
             let _ = stop.send(());
         }
         if let Some(task) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(30), task).await.unwrap().unwrap();
+            tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .unwrap()
+                .unwrap();
         }
     }
 
@@ -231,7 +269,9 @@ pub fn country_from_sample(sample: &str, id: &str) -> DfrCountry {
 
 pub async fn apply_country(admin: &Client, country: &DfrCountry) -> DfrCountry {
     let api: Api<DfrCountry> = Api::all(admin.clone());
-    api.patch(&country.name_any(), &apply_params(), &Patch::Apply(country)).await.unwrap()
+    api.patch(&country.name_any(), &apply_params(), &Patch::Apply(country))
+        .await
+        .unwrap()
 }
 
 /// Polls `check` until it yields Some, or fails the test naming what it waited for.
@@ -245,7 +285,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
