@@ -1,0 +1,90 @@
+//! dfr-cluster: the local Kubernetes control plane for the demo and the tests.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use dfr_e2e::controlplane::ControlPlane;
+
+#[derive(Parser)]
+#[command(name = "dfr-cluster", about = "A local Kubernetes control plane built from the upstream modules")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct Target {
+    /// Several control planes can run side by side under different names.
+    #[arg(long, default_value = "dfr")]
+    name: String,
+    /// Defaults to ~/.cache/dfr/clusters/<name>.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build the components if needed, start etcd, kube-apiserver and kube-controller-manager.
+    Up(Target),
+    /// Stop what `up` started and remove its state.
+    Down(Target),
+    /// Print shell lines (for eval) that point kubectl and the tests at the control plane.
+    Env(Target),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("dfr-cluster: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("dfr-cluster: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<(), dfr_e2e::controlplane::Error> {
+    match command {
+        Command::Up(target) => {
+            let plane = ControlPlane::new(&target.name, target.state_dir)?;
+            let timings = plane.up().await?;
+            if let Some(build) = timings.build {
+                eprintln!("dfr-cluster: built the Kubernetes components in {:.1} s", build.as_secs_f64());
+            }
+            if timings.start_to_ready.is_zero() {
+                eprintln!("dfr-cluster: control plane {} is already running", plane.name);
+            } else {
+                eprintln!(
+                    "dfr-cluster: control plane {} ready in {:.1} s (etcd, kube-apiserver, kube-controller-manager)",
+                    plane.name,
+                    timings.start_to_ready.as_secs_f64()
+                );
+            }
+            eprintln!("dfr-cluster: use it with: eval \"$(dfr-cluster env --name {})\"", plane.name);
+        }
+        Command::Down(target) => {
+            let plane = ControlPlane::new(&target.name, target.state_dir)?;
+            let stopped = plane.down()?;
+            if stopped.is_empty() {
+                eprintln!("dfr-cluster: nothing of {} was running; state removed", plane.name);
+            } else {
+                eprintln!("dfr-cluster: stopped {}", stopped.join(", "));
+            }
+        }
+        Command::Env(target) => {
+            let plane = ControlPlane::new(&target.name, target.state_dir)?;
+            for line in plane.env_lines()? {
+                println!("{line}");
+            }
+        }
+    }
+    Ok(())
+}

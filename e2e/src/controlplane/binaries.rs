@@ -1,0 +1,152 @@
+//! The upstream Kubernetes components and etcd, built from their Go modules by the recipe in
+//! e2e/kube-build into one multi-call binary, cached outside the repository by version and by
+//! the recipe's content, so a recipe change rebuilds and anything else reuses the binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+
+use super::error::{Error, Result};
+
+pub const KUBERNETES_VERSION: &str = "v1.34.4";
+pub const COMPONENTS: &[&str] = &[
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubelet",
+    "kube-proxy",
+    "kubectl",
+];
+const RECIPE_FILES: &[&str] = &["go.mod", "go.sum", "main.go"];
+
+pub fn recipe_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("kube-build")
+}
+
+pub fn cache_root() -> Result<PathBuf> {
+    let home = std::env::var_os("HOME").ok_or(Error::NoHome)?;
+    Ok(PathBuf::from(home).join(".cache").join("dfr"))
+}
+
+/// `kube-<version>-<first 12 hex of the recipe hash>`.
+pub fn cache_key(recipe: &[(&str, Vec<u8>)]) -> String {
+    let mut hasher = Sha256::new();
+    for (name, content) in recipe {
+        hasher.update(name.as_bytes());
+        hasher.update([0]);
+        hasher.update(content);
+        hasher.update([0]);
+    }
+    let digest = hex::encode(hasher.finalize());
+    format!("kube-{KUBERNETES_VERSION}-{}", &digest[..12])
+}
+
+fn read_recipe(dir: &Path) -> Result<Vec<(&'static str, Vec<u8>)>> {
+    RECIPE_FILES
+        .iter()
+        .map(|name| {
+            std::fs::read(dir.join(name))
+                .map(|content| (*name, content))
+                .map_err(Error::io(format!("reading the build recipe {}", dir.join(name).display())))
+        })
+        .collect()
+}
+
+/// Where the binaries of the current recipe live, with a symlink per component name.
+pub fn bin_dir() -> Result<PathBuf> {
+    Ok(cache_root()?.join(cache_key(&read_recipe(&recipe_dir())?)))
+}
+
+pub fn go_build_args(output: &Path) -> Vec<String> {
+    let version = KUBERNETES_VERSION;
+    let ldflags = format!(
+        "-s -w -X k8s.io/component-base/version.gitVersion={version} \
+         -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=34 \
+         -X k8s.io/component-base/version.gitTreeState=clean"
+    );
+    vec![
+        "build".into(),
+        "-ldflags".into(),
+        ldflags,
+        "-o".into(),
+        output.display().to_string(),
+        ".".into(),
+    ]
+}
+
+/// Builds the binary when the cache has none for this recipe. Returns the bin dir and, when it
+/// built, how long that took.
+pub fn ensure_built() -> Result<(PathBuf, Option<std::time::Duration>)> {
+    let dir = bin_dir()?;
+    let binary = dir.join("dfr-kube");
+    let mut took = None;
+    if !binary.exists() {
+        std::fs::create_dir_all(&dir).map_err(Error::io(format!("creating {}", dir.display())))?;
+        if Command::new("go").arg("version").stdout(Stdio::null()).status().is_err() {
+            return Err(Error::GoMissing);
+        }
+        let partial = dir.join(format!("dfr-kube.partial-{}", std::process::id()));
+        let log = dir.join("build.log");
+        let log_file = std::fs::File::create(&log).map_err(Error::io(format!("creating {}", log.display())))?;
+        let log_err = log_file.try_clone().map_err(Error::io("duplicating the build log handle"))?;
+        eprintln!("dfr-cluster: building Kubernetes {KUBERNETES_VERSION} components from the Go modules (first run only; a few minutes)");
+        let started = Instant::now();
+        let status = Command::new("go")
+            .args(go_build_args(&partial))
+            .current_dir(recipe_dir())
+            .env("CGO_ENABLED", "0")
+            .stdout(log_file)
+            .stderr(log_err)
+            .status()
+            .map_err(Error::io("running go build"))?;
+        if !status.success() {
+            let _ = std::fs::remove_file(&partial);
+            return Err(Error::BuildFailed { status: status.to_string(), log });
+        }
+        std::fs::rename(&partial, &binary).map_err(Error::io(format!("installing {}", binary.display())))?;
+        took = Some(started.elapsed());
+    }
+    for component in COMPONENTS {
+        let link = dir.join(component);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink("dfr-kube", &link)
+                .map_err(Error::io(format!("linking {}", link.display())))?;
+        }
+    }
+    Ok((dir, took))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_key_changes_with_the_recipe_and_nothing_else() {
+        let recipe = vec![("go.mod", b"module a".to_vec()), ("main.go", b"package main".to_vec())];
+        let same = vec![("go.mod", b"module a".to_vec()), ("main.go", b"package main".to_vec())];
+        let changed = vec![("go.mod", b"module b".to_vec()), ("main.go", b"package main".to_vec())];
+        assert_eq!(cache_key(&recipe), cache_key(&same));
+        assert_ne!(cache_key(&recipe), cache_key(&changed));
+        assert!(cache_key(&recipe).starts_with("kube-v1.34.4-"));
+    }
+
+    #[test]
+    fn the_build_stamps_the_kubernetes_version() {
+        let args = go_build_args(Path::new("/tmp/out"));
+        let ldflags = &args[2];
+        assert!(ldflags.contains("version.gitVersion=v1.34.4"));
+        assert!(ldflags.contains("version.gitMinor=34"));
+        assert_eq!(args[4], "/tmp/out");
+    }
+
+    #[test]
+    fn the_checked_in_recipe_pins_every_staging_module() {
+        let go_mod = std::fs::read_to_string(recipe_dir().join("go.mod")).expect("go.mod");
+        assert!(go_mod.contains("k8s.io/kubernetes v1.34.4"));
+        let replaces = go_mod.lines().filter(|l| l.contains("=> k8s.io/") && l.contains("v0.34.4")).count();
+        assert_eq!(replaces, 31, "k8s.io/kubernetes v1.34.4 has 31 staging modules");
+    }
+}

@@ -1,0 +1,57 @@
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// Everything that can go wrong bringing a local control plane up or down. Each message names
+/// the component and, where there is one, its log file.
+#[derive(Error, Debug)]
+pub enum Error {
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the Go toolchain is needed to build the Kubernetes components but `go` was not found on PATH; install Go 1.24 or newer"
+    )]
+    GoMissing,
+    #[error("building the Kubernetes components failed (go build exited with {status}); see {log}")]
+    BuildFailed { status: String, log: PathBuf },
+    #[error("could not generate certificates: {0}")]
+    Certificates(#[from] rcgen::Error),
+    #[error("{component} exited during start-up ({status}); last lines of {log}:\n{tail}")]
+    ComponentExited {
+        component: String,
+        status: String,
+        log: PathBuf,
+        tail: String,
+    },
+    #[error("{component} did not become ready within {seconds} s; last lines of {log}:\n{tail}")]
+    NotReady {
+        component: String,
+        seconds: u64,
+        log: PathBuf,
+        tail: String,
+    },
+    #[error("no control plane named {0} is running (state dir {1} has no kubeconfig); run `dfr-cluster up --name {0}`")]
+    NotRunning(String, PathBuf),
+    #[error("could not signal process {pid} ({component}): {source}")]
+    Signal {
+        component: String,
+        pid: i32,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("HOME is not set; cannot find the cache directory")]
+    NoHome,
+}
+
+impl Error {
+    pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+        let what = what.into();
+        move |source| Error::Io { what, source }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,139 @@
+//! The control plane's certificates and the service-account signing key, generated fresh for
+//! every cluster with rcgen (ECDSA P-256).
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+
+use super::error::{Error, Result};
+
+pub struct CertifiedKey {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+pub struct Pki {
+    pub ca: CertifiedKey,
+    pub apiserver: CertifiedKey,
+    pub admin: CertifiedKey,
+    pub controller_manager: CertifiedKey,
+    pub scheduler: CertifiedKey,
+    pub service_account_private_pem: String,
+    pub service_account_public_pem: String,
+}
+
+fn distinguished_name(common_name: &str, organization: Option<&str>) -> DistinguishedName {
+    let mut name = DistinguishedName::new();
+    name.push(DnType::CommonName, common_name);
+    if let Some(organization) = organization {
+        name.push(DnType::OrganizationName, organization);
+    }
+    name
+}
+
+fn leaf(
+    issuer: &Issuer<'_, KeyPair>,
+    common_name: &str,
+    organization: Option<&str>,
+    names: &[SanType],
+    usage: ExtendedKeyUsagePurpose,
+) -> Result<CertifiedKey> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name = distinguished_name(common_name, organization);
+    params.subject_alt_names = names.to_vec();
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.extended_key_usages = vec![usage];
+    let cert = params.signed_by(&key, issuer)?;
+    Ok(CertifiedKey { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+}
+
+/// `advertise` is the address the API server tells clients (and, later, pods) to use.
+pub fn generate(advertise: IpAddr, service_ip: IpAddr) -> Result<Pki> {
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.distinguished_name = distinguished_name("dfr-cluster-ca", None);
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    let ca = CertifiedKey { cert_pem: ca_cert.pem(), key_pem: ca_key.serialize_pem() };
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    let mut names: Vec<SanType> = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"]
+        .iter()
+        .map(|name| Ok(SanType::DnsName((*name).try_into()?)))
+        .collect::<Result<_>>()?;
+    for ip in [IpAddr::from([127, 0, 0, 1]), advertise, service_ip] {
+        if !names.contains(&SanType::IpAddress(ip)) {
+            names.push(SanType::IpAddress(ip));
+        }
+    }
+    let server = ExtendedKeyUsagePurpose::ServerAuth;
+    let client = ExtendedKeyUsagePurpose::ClientAuth;
+    let service_account = KeyPair::generate()?;
+    Ok(Pki {
+        apiserver: leaf(&issuer, "kube-apiserver", None, &names, server)?,
+        admin: leaf(&issuer, "dfr-cluster-admin", Some("system:masters"), &[], client.clone())?,
+        controller_manager: leaf(&issuer, "system:kube-controller-manager", None, &[], client.clone())?,
+        scheduler: leaf(&issuer, "system:kube-scheduler", None, &[], client)?,
+        service_account_private_pem: service_account.serialize_pem(),
+        service_account_public_pem: service_account.public_key_pem(),
+        ca,
+    })
+}
+
+impl Pki {
+    /// Writes every file the components read, private keys readable by root only.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
+        let files: [(&str, &str, bool); 12] = [
+            ("ca.crt", &self.ca.cert_pem, false),
+            ("ca.key", &self.ca.key_pem, true),
+            ("apiserver.crt", &self.apiserver.cert_pem, false),
+            ("apiserver.key", &self.apiserver.key_pem, true),
+            ("admin.crt", &self.admin.cert_pem, false),
+            ("admin.key", &self.admin.key_pem, true),
+            ("controller-manager.crt", &self.controller_manager.cert_pem, false),
+            ("controller-manager.key", &self.controller_manager.key_pem, true),
+            ("scheduler.crt", &self.scheduler.cert_pem, false),
+            ("scheduler.key", &self.scheduler.key_pem, true),
+            ("service-account.key", &self.service_account_private_pem, true),
+            ("service-account.pub", &self.service_account_public_pem, false),
+        ];
+        for (name, content, private) in files {
+            let path = dir.join(name);
+            std::fs::write(&path, content).map_err(Error::io(format!("writing {}", path.display())))?;
+            let mode = if private { 0o600 } else { 0o644 };
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                .map_err(Error::io(format!("setting the mode of {}", path.display())))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_certificate_is_distinct_and_pem() {
+        let pki = generate(IpAddr::from([127, 0, 0, 1]), IpAddr::from([10, 96, 0, 1])).unwrap();
+        let certs = [&pki.ca, &pki.apiserver, &pki.admin, &pki.controller_manager, &pki.scheduler];
+        for cert in certs {
+            assert!(cert.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+            assert!(cert.key_pem.contains("PRIVATE KEY"));
+        }
+        assert_ne!(pki.ca.key_pem, pki.apiserver.key_pem);
+        assert!(pki.service_account_public_pem.contains("PUBLIC KEY"));
+    }
+}

@@ -1,0 +1,138 @@
+//! Starting the components as daemons that outlive `dfr-cluster up`, and stopping exactly the
+//! processes this control plane started (by the PIDs it recorded, checked against their
+//! command lines so a recycled PID is never signalled).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use super::error::{Error, Result};
+
+pub struct Started {
+    pub component: String,
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+pub fn spawn(bin_dir: &Path, component: &str, args: &[String], state_dir: &Path) -> Result<Started> {
+    use std::os::unix::process::CommandExt;
+    let logs = state_dir.join("logs");
+    let pids = state_dir.join("pids");
+    for dir in [&logs, &pids] {
+        std::fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
+    }
+    let log = logs.join(format!("{component}.log"));
+    let out = std::fs::File::create(&log).map_err(Error::io(format!("creating {}", log.display())))?;
+    let err = out.try_clone().map_err(Error::io("duplicating a log handle"))?;
+    let child = Command::new(bin_dir.join(component))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        // Its own process group: a Ctrl-C in the shell that ran `up` must not stop the cluster.
+        .process_group(0)
+        .spawn()
+        .map_err(Error::io(format!("starting {component}")))?;
+    let pid_file = pids.join(format!("{component}.pid"));
+    std::fs::write(&pid_file, child.id().to_string())
+        .map_err(Error::io(format!("writing {}", pid_file.display())))?;
+    Ok(Started { component: component.to_string(), child, log })
+}
+
+/// The last lines of a log, for error messages.
+pub fn tail(log: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+impl Started {
+    /// Fails with the log's tail if the process has already exited.
+    pub fn check_alive(&mut self) -> Result<()> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Err(Error::ComponentExited {
+                component: self.component.clone(),
+                status: status.to_string(),
+                log: self.log.clone(),
+                tail: tail(&self.log, 20),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Whether `pid` is a live process whose command line mentions `marker` (our state dir).
+fn is_ours(pid: i32, marker: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|cmdline| String::from_utf8_lossy(&cmdline).contains(marker))
+        .unwrap_or(false)
+}
+
+/// Stops every component recorded in the state dir, newest first: SIGTERM, then SIGKILL after
+/// a grace period. Safe to call twice and after a crash.
+pub fn stop_all(state_dir: &Path, order: &[&str]) -> Result<Vec<String>> {
+    let marker = state_dir.display().to_string();
+    let mut stopped = Vec::new();
+    for component in order {
+        let pid_file = state_dir.join("pids").join(format!("{component}.pid"));
+        let Ok(text) = std::fs::read_to_string(&pid_file) else {
+            continue;
+        };
+        let Ok(pid) = text.trim().parse::<i32>() else {
+            continue;
+        };
+        if is_ours(pid, &marker) {
+            signal(component, pid, Signal::SIGTERM)?;
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while is_ours(pid, &marker) && !is_zombie(pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if is_ours(pid, &marker) && !is_zombie(pid) {
+                signal(component, pid, Signal::SIGKILL)?;
+            }
+            stopped.push(format!("{component} (pid {pid})"));
+        }
+        let _ = std::fs::remove_file(&pid_file);
+    }
+    Ok(stopped)
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
+        .unwrap_or(true)
+}
+
+fn signal(component: &str, pid: i32, signal: Signal) -> Result<()> {
+    match kill(Pid::from_raw(pid), signal) {
+        Ok(()) | Err(nix::Error::ESRCH) => Ok(()),
+        Err(source) => Err(Error::Signal { component: component.to_string(), pid, source }),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        let dir = std::env::temp_dir().join(format!("dfr-tail-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("x.log");
+        std::fs::write(&log, "a\nb\nc\nd\n").unwrap();
+        assert_eq!(tail(&log, 2), "c\nd");
+        assert_eq!(tail(&dir.join("missing.log"), 2), "");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_process_that_does_not_mention_the_state_dir_is_never_ours() {
+        let me = i32::try_from(std::process::id()).unwrap();
+        assert!(!is_ours(me, "/definitely/not/a/dfr/state/dir"));
+        assert!(!is_ours(i32::MAX, "/"));
+    }
+}

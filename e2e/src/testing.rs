@@ -1,0 +1,72 @@
+//! What tests share: the control plane the test command started (one per run, named by
+//! DFR_KUBECONFIG), a client for it, kubectl, and unique names so tests run in parallel.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+const HOW_TO_RUN: &str = "DFR_KUBECONFIG is not set: these tests need the local control plane. \
+     Run the whole suite with `scripts/test`, or start one with \
+     `target/debug/dfr-cluster up && eval \"$(target/debug/dfr-cluster env)\"` and run cargo test again";
+
+pub fn kubeconfig_path() -> PathBuf {
+    match std::env::var_os("DFR_KUBECONFIG") {
+        Some(path) => PathBuf::from(path),
+        None => panic!("{HOW_TO_RUN}"),
+    }
+}
+
+pub async fn kube_client() -> kube::Client {
+    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig_path())
+        .unwrap_or_else(|e| panic!("reading DFR_KUBECONFIG: {e}"));
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("loading DFR_KUBECONFIG: {e}"));
+    kube::Client::try_from(config).unwrap_or_else(|e| panic!("building a client: {e}"))
+}
+
+/// The bundled kubectl (v1.34.4) against the test control plane.
+pub fn kubectl(args: &[&str]) -> Output {
+    let kubectl = match std::env::var_os("DFR_KUBECTL") {
+        Some(path) => PathBuf::from(path),
+        None => crate::controlplane::binaries::bin_dir()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .join("kubectl"),
+    };
+    Command::new(&kubectl)
+        .arg("--kubeconfig")
+        .arg(kubeconfig_path())
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", kubectl.display()))
+}
+
+/// Six lower-case letters and digits, different for every call in every test process.
+pub fn unique_suffix() -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let alphabet: Vec<char> = ('a'..='z').chain('0'..='9').collect();
+    let mut value = rand::random::<u32>() ^ COUNTER.fetch_add(1, Ordering::Relaxed).rotate_left(16);
+    let mut suffix = String::new();
+    for i in 0..6 {
+        // The first character is a letter so the suffix can start a DNS label.
+        let base = if i == 0 { 26 } else { alphabet.len() as u32 };
+        suffix.push(alphabet[(value % base) as usize]);
+        value /= base;
+    }
+    suffix
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unique_suffix;
+
+    #[test]
+    fn suffixes_are_dns_safe_and_differ() {
+        let a = unique_suffix();
+        let b = unique_suffix();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 6);
+        assert!(a.chars().next().is_some_and(|c| c.is_ascii_lowercase()));
+        assert!(a.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+    }
+}
