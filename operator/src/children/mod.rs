@@ -5,6 +5,7 @@ pub mod api;
 pub mod namespace;
 pub mod network_policy;
 pub mod patroni;
+pub mod quantity;
 pub mod secrets;
 
 use std::collections::BTreeMap;
@@ -81,5 +82,48 @@ pub fn child_meta(country: &DfrCountry, name: &str, labels: BTreeMap<String, Str
         labels: Some(labels),
         owner_references: country.controller_owner_ref(&()).map(|owner| vec![owner]),
         ..ObjectMeta::default()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A sample from config/samples as the API server would hand it over (with a uid).
+    pub fn sample(file: &str) -> DfrCountry {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/samples").join(file);
+        let mut country: DfrCountry = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        country.metadata.uid = Some("3f1c2a9e-0000-4000-8000-000000000001".into());
+        country
+    }
+
+    #[test]
+    fn every_object_carries_the_tenant_labels_and_an_owner() {
+        let country = sample("ton-prod.yaml");
+        let desired = desired_state(&country, &Settings::default());
+        let mut metas: Vec<&ObjectMeta> = vec![&desired.namespace.metadata];
+        metas.extend(desired.resource_quotas.iter().map(|o| &o.metadata));
+        metas.extend(desired.limit_ranges.iter().map(|o| &o.metadata));
+        metas.extend(desired.service_accounts.iter().map(|o| &o.metadata));
+        metas.extend(desired.roles.iter().map(|o| &o.metadata));
+        metas.extend(desired.role_bindings.iter().map(|o| &o.metadata));
+        metas.extend(desired.config_maps.iter().map(|o| &o.metadata));
+        metas.extend(desired.stateful_sets.iter().map(|o| &o.metadata));
+        metas.extend(desired.deployments.iter().map(|o| &o.metadata));
+        metas.extend(desired.services.iter().map(|o| &o.metadata));
+        metas.extend(desired.pod_disruption_budgets.iter().map(|o| &o.metadata));
+        metas.extend(desired.horizontal_pod_autoscalers.iter().map(|o| &o.metadata));
+        metas.extend(desired.network_policies.iter().map(|o| &o.metadata));
+        assert!(metas.len() > 20);
+        for meta in metas {
+            let name = meta.name.clone().unwrap();
+            let labels = meta.labels.as_ref().unwrap();
+            assert_eq!(labels[crate::labels::MANAGED_BY], "dfr-operator", "{name}");
+            assert_eq!(labels[crate::labels::TENANT], "ton-prod", "{name}");
+            let owner = &meta.owner_references.as_ref().unwrap()[0];
+            assert_eq!(owner.uid, "3f1c2a9e-0000-4000-8000-000000000001", "{name}");
+            assert_eq!(owner.controller, Some(true), "{name}");
+        }
     }
 }

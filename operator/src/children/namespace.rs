@@ -1,0 +1,160 @@
+//! The tenant namespace, with Pod Security `restricted`, and the quota and default limits that
+//! keep one country from starving the others.
+
+use std::collections::BTreeMap;
+
+use dfr_crds::DfrCountry;
+use k8s_openapi::api::core::v1::{
+    LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, ResourceQuota, ResourceQuotaSpec,
+    ResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
+
+use super::{child_meta, quantity};
+use crate::{labels, naming};
+
+pub const QUOTA: &str = "dfr-tenant";
+pub const LIMITS: &str = "dfr-defaults";
+
+/// Requests and limits a container gets when its spec sets none.
+pub const DEFAULT_POSTGRES_CPU: &str = "500m";
+pub const DEFAULT_POSTGRES_MEMORY: &str = "1Gi";
+pub const DEFAULT_API_CPU: &str = "250m";
+pub const DEFAULT_API_MEMORY: &str = "256Mi";
+
+pub fn desired_namespace(country: &DfrCountry) -> Namespace {
+    let mut labels = labels::tenant(country);
+    for mode in ["enforce", "audit", "warn"] {
+        labels.insert(format!("pod-security.kubernetes.io/{mode}"), "restricted".into());
+        labels.insert(format!("pod-security.kubernetes.io/{mode}-version"), "latest".into());
+    }
+    Namespace {
+        metadata: ObjectMeta {
+            name: Some(naming::namespace(country)),
+            labels: Some(labels),
+            owner_references: country.controller_owner_ref(&()).map(|owner| vec![owner]),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    }
+}
+
+/// The amount of `resource` a container asks for, from the spec or the default.
+fn amount(resources: Option<&ResourceRequirements>, kind: &str, resource: &str, default: &str) -> f64 {
+    resources
+        .and_then(|r| if kind == "limits" { r.limits.as_ref() } else { r.requests.as_ref() })
+        .and_then(|values| values.get(resource))
+        .and_then(|q| quantity::parse(&q.0))
+        .or_else(|| quantity::parse(default))
+        .unwrap_or(0.0)
+}
+
+/// Sized for the largest the tenant may become (all PostgreSQL members, the API at
+/// maxReplicas) plus headroom for a rolling update and backup jobs.
+pub fn desired_resource_quota(country: &DfrCountry) -> ResourceQuota {
+    let spec = &country.spec;
+    let instances = f64::from(spec.postgres.instances);
+    let api_pods = f64::from(spec.api.max_replicas);
+    let pg = spec.postgres.resources.as_ref();
+    let api = spec.api.resources.as_ref();
+    // One extra API pod during a rolling update; one backup job at a time.
+    let surge = 1.0;
+    let sum = |kind: &str, resource: &str, pg_default: &str, api_default: &str| {
+        instances * amount(pg, kind, resource, pg_default)
+            + (api_pods + surge) * amount(api, kind, resource, api_default)
+            + amount(pg, kind, resource, pg_default)
+    };
+    let cpu_requests = sum("requests", "cpu", DEFAULT_POSTGRES_CPU, DEFAULT_API_CPU);
+    let memory_requests = sum("requests", "memory", DEFAULT_POSTGRES_MEMORY, DEFAULT_API_MEMORY);
+    // Limits default to twice the requests when the spec gives none.
+    let cpu_limits = sum("limits", "cpu", "1", "500m").max(cpu_requests);
+    let memory_limits = sum("limits", "memory", "2Gi", "512Mi").max(memory_requests);
+    let data = quantity::parse(&spec.postgres.storage.size.0).unwrap_or(0.0) * instances;
+    let backup = spec
+        .backup
+        .as_ref()
+        .and_then(|b| b.destination.volume.as_ref())
+        .and_then(|v| quantity::parse(&v.size.0))
+        .unwrap_or(0.0);
+    let pods = spec.postgres.instances + spec.api.max_replicas + 4;
+    let claims = spec.postgres.instances + 2;
+    let hard = BTreeMap::from([
+        ("pods".to_string(), Quantity(pods.to_string())),
+        ("persistentvolumeclaims".to_string(), Quantity(claims.to_string())),
+        ("requests.storage".to_string(), quantity::bytes(data + backup)),
+        ("requests.cpu".to_string(), quantity::cores(cpu_requests)),
+        ("requests.memory".to_string(), quantity::bytes(memory_requests)),
+        ("limits.cpu".to_string(), quantity::cores(cpu_limits)),
+        ("limits.memory".to_string(), quantity::bytes(memory_limits)),
+    ]);
+    ResourceQuota {
+        metadata: child_meta(country, QUOTA, labels::tenant(country)),
+        spec: Some(ResourceQuotaSpec { hard: Some(hard), ..ResourceQuotaSpec::default() }),
+        ..ResourceQuota::default()
+    }
+}
+
+/// Defaults for containers that set no resources, so the quota admits them.
+pub fn desired_limit_range(country: &DfrCountry) -> LimitRange {
+    let values = |cpu: &str, memory: &str| {
+        BTreeMap::from([
+            ("cpu".to_string(), Quantity(cpu.into())),
+            ("memory".to_string(), Quantity(memory.into())),
+        ])
+    };
+    LimitRange {
+        metadata: child_meta(country, LIMITS, labels::tenant(country)),
+        spec: Some(LimitRangeSpec {
+            limits: vec![LimitRangeItem {
+                type_: "Container".into(),
+                default_request: Some(values("100m", "128Mi")),
+                default: Some(values("500m", "512Mi")),
+                ..LimitRangeItem::default()
+            }],
+        }),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::children::tests::sample;
+
+    #[test]
+    fn the_namespace_enforces_restricted_pod_security_and_names_the_tenant() {
+        let country = sample("ton-prod.yaml");
+        let ns = desired_namespace(&country);
+        assert_eq!(ns.metadata.name.as_deref(), Some("dfr-ton-prod"));
+        let labels = ns.metadata.labels.unwrap();
+        assert_eq!(labels["pod-security.kubernetes.io/enforce"], "restricted");
+        assert_eq!(labels[labels::COUNTRY], "ton");
+        assert_eq!(labels[labels::ENVIRONMENT], "prod");
+        assert_eq!(ns.metadata.owner_references.unwrap()[0].kind, "DfrCountry");
+    }
+
+    #[test]
+    fn the_quota_grows_with_the_spec() {
+        let mut country = sample("ton-prod.yaml");
+        let hard = |c: &DfrCountry| desired_resource_quota(c).spec.unwrap().hard.unwrap();
+        let small = hard(&country);
+        // ton-prod: 3 members of 50Gi each.
+        assert_eq!(small["requests.storage"].0, format!("{}Mi", 3 * 50 * 1024));
+        assert_eq!(small["pods"].0, (3 + 8 + 4).to_string());
+        country.spec.postgres.instances = 5;
+        country.spec.api.max_replicas = 20;
+        let large = hard(&country);
+        assert_eq!(large["pods"].0, (5 + 20 + 4).to_string());
+        let cpu = |h: &BTreeMap<String, Quantity>| quantity::parse(&h["requests.cpu"].0).unwrap();
+        assert!(cpu(&large) > cpu(&small));
+    }
+
+    #[test]
+    fn containers_without_resources_get_defaults() {
+        let limits = desired_limit_range(&sample("ton-dev.yaml")).spec.unwrap().limits;
+        assert_eq!(limits[0].type_, "Container");
+        assert!(limits[0].default_request.as_ref().unwrap().contains_key("memory"));
+    }
+}

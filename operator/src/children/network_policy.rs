@@ -1,0 +1,251 @@
+//! Default deny, then one NetworkPolicy per flow the system needs, each named for its flow.
+
+use std::collections::BTreeMap;
+
+use dfr_crds::{DfrCountry, EgressPort, Protocol};
+use k8s_openapi::api::networking::v1::{
+    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    NetworkPolicyPort, NetworkPolicySpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::child_meta;
+use crate::settings::Settings;
+use crate::{labels, naming};
+
+fn selecting(labels: BTreeMap<String, String>) -> LabelSelector {
+    LabelSelector { match_labels: Some(labels), ..LabelSelector::default() }
+}
+
+fn tcp(port: i32) -> NetworkPolicyPort {
+    NetworkPolicyPort { port: Some(IntOrString::Int(port)), protocol: Some("TCP".into()), ..NetworkPolicyPort::default() }
+}
+
+fn pods(selector: BTreeMap<String, String>) -> NetworkPolicyPeer {
+    NetworkPolicyPeer { pod_selector: Some(selecting(selector)), ..NetworkPolicyPeer::default() }
+}
+
+fn namespaces(selector: &LabelSelector) -> NetworkPolicyPeer {
+    NetworkPolicyPeer { namespace_selector: Some(selector.clone()), ..NetworkPolicyPeer::default() }
+}
+
+fn policy(
+    country: &DfrCountry,
+    name: &str,
+    target: LabelSelector,
+    ingress: Option<Vec<NetworkPolicyIngressRule>>,
+    egress: Option<Vec<NetworkPolicyEgressRule>>,
+) -> NetworkPolicy {
+    let mut types = Vec::new();
+    if ingress.is_some() {
+        types.push("Ingress".to_string());
+    }
+    if egress.is_some() {
+        types.push("Egress".to_string());
+    }
+    NetworkPolicy {
+        metadata: child_meta(country, name, labels::component(country, "network-policy", "network")),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(target),
+            policy_types: Some(types),
+            ingress,
+            egress,
+        }),
+    }
+}
+
+pub fn desired_network_policies(country: &DfrCountry, settings: &Settings) -> Vec<NetworkPolicy> {
+    let api = labels::selector(country, labels::APP_API);
+    let postgres = labels::selector(country, labels::APP_POSTGRES);
+    let everything = LabelSelector::default();
+    let mut policies = vec![
+        policy(country, "default-deny", everything.clone(), Some(vec![]), Some(vec![])),
+        policy(
+            country,
+            "allow-dns",
+            everything,
+            None,
+            Some(vec![NetworkPolicyEgressRule {
+                to: Some(vec![NetworkPolicyPeer {
+                    namespace_selector: Some(selecting(BTreeMap::from([(
+                        "kubernetes.io/metadata.name".to_string(),
+                        "kube-system".to_string(),
+                    )]))),
+                    pod_selector: Some(selecting(BTreeMap::from([("k8s-app".to_string(), "kube-dns".to_string())]))),
+                    ..NetworkPolicyPeer::default()
+                }]),
+                ports: Some(vec![
+                    NetworkPolicyPort { port: Some(IntOrString::Int(53)), protocol: Some("UDP".into()), ..NetworkPolicyPort::default() },
+                    tcp(53),
+                ]),
+            }]),
+        ),
+        policy(
+            country,
+            "api-to-postgres",
+            selecting(api.clone()),
+            None,
+            Some(vec![NetworkPolicyEgressRule {
+                to: Some(vec![pods(postgres.clone())]),
+                ports: Some(vec![tcp(naming::POSTGRES_PORT)]),
+            }]),
+        ),
+        policy(
+            country,
+            "postgres-from-api",
+            selecting(postgres.clone()),
+            Some(vec![NetworkPolicyIngressRule {
+                from: Some(vec![pods(api.clone())]),
+                ports: Some(vec![tcp(naming::POSTGRES_PORT)]),
+            }]),
+            None,
+        ),
+        policy(
+            country,
+            "postgres-replication",
+            selecting(postgres.clone()),
+            Some(vec![NetworkPolicyIngressRule {
+                from: Some(vec![pods(postgres.clone())]),
+                ports: Some(vec![tcp(naming::POSTGRES_PORT), tcp(naming::PATRONI_PORT)]),
+            }]),
+            Some(vec![NetworkPolicyEgressRule {
+                to: Some(vec![pods(postgres.clone())]),
+                ports: Some(vec![tcp(naming::POSTGRES_PORT), tcp(naming::PATRONI_PORT)]),
+            }]),
+        ),
+        policy(
+            country,
+            "patroni-to-kubernetes-api",
+            selecting(postgres.clone()),
+            None,
+            Some(vec![NetworkPolicyEgressRule {
+                // Without known addresses, any address on the API ports: Patroni must reach its
+                // DCS or the cluster cannot elect a leader.
+                to: (!settings.kubernetes_api_cidrs.is_empty()).then(|| {
+                    settings
+                        .kubernetes_api_cidrs
+                        .iter()
+                        .map(|cidr| NetworkPolicyPeer {
+                            ip_block: Some(IPBlock { cidr: cidr.clone(), except: None }),
+                            ..NetworkPolicyPeer::default()
+                        })
+                        .collect()
+                }),
+                ports: Some(settings.kubernetes_api_ports.iter().map(|port| tcp(*port)).collect()),
+            }]),
+        ),
+    ];
+    let network = &country.spec.network;
+    if let Some(ingress) = &network.ingress_namespace_selector {
+        policies.push(policy(
+            country,
+            "api-ingress",
+            selecting(api.clone()),
+            Some(vec![NetworkPolicyIngressRule {
+                from: Some(vec![namespaces(ingress)]),
+                ports: Some(vec![tcp(naming::API_PORT)]),
+            }]),
+            None,
+        ));
+    }
+    if let Some(monitoring) = &network.monitoring_namespace_selector {
+        for (name, target, port) in [
+            ("api-metrics", api.clone(), naming::API_PORT),
+            ("postgres-metrics", postgres, naming::PATRONI_PORT),
+        ] {
+            policies.push(policy(
+                country,
+                name,
+                selecting(target),
+                Some(vec![NetworkPolicyIngressRule {
+                    from: Some(vec![namespaces(monitoring)]),
+                    ports: Some(vec![tcp(port)]),
+                }]),
+                None,
+            ));
+        }
+    }
+    for rule in &network.egress {
+        policies.push(policy(
+            country,
+            &format!("egress-{}", rule.name),
+            selecting(api.clone()),
+            None,
+            Some(vec![NetworkPolicyEgressRule {
+                to: Some(vec![NetworkPolicyPeer {
+                    ip_block: Some(IPBlock { cidr: rule.cidr.clone(), except: None }),
+                    ..NetworkPolicyPeer::default()
+                }]),
+                ports: Some(rule.ports.iter().map(egress_port).collect()),
+            }]),
+        ));
+    }
+    policies
+}
+
+fn egress_port(port: &EgressPort) -> NetworkPolicyPort {
+    let protocol = match port.protocol {
+        Protocol::TCP => "TCP",
+        Protocol::UDP => "UDP",
+    };
+    NetworkPolicyPort {
+        port: Some(IntOrString::Int(port.port)),
+        protocol: Some(protocol.into()),
+        ..NetworkPolicyPort::default()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::children::tests::sample;
+
+    fn named<'a>(policies: &'a [NetworkPolicy], name: &str) -> &'a NetworkPolicySpec {
+        policies
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some(name))
+            .and_then(|p| p.spec.as_ref())
+            .unwrap_or_else(|| panic!("no NetworkPolicy {name}"))
+    }
+
+    #[test]
+    fn everything_is_denied_unless_a_flow_allows_it() {
+        let policies = desired_network_policies(&sample("ton-dev.yaml"), &Settings::default());
+        let deny = named(&policies, "default-deny");
+        assert_eq!(deny.pod_selector, Some(LabelSelector::default()));
+        assert_eq!(deny.policy_types.as_deref().unwrap(), ["Ingress", "Egress"]);
+        assert_eq!(deny.ingress.as_deref(), Some(&[][..]));
+        // ton-dev sets no ingress or monitoring selector: those flows do not exist.
+        assert!(policies.iter().all(|p| p.metadata.name.as_deref() != Some("api-ingress")));
+        assert!(policies.iter().all(|p| p.metadata.name.as_deref() != Some("api-metrics")));
+    }
+
+    #[test]
+    fn egress_lists_exactly_the_spec_destinations() {
+        let policies = desired_network_policies(&sample("ton-prod.yaml"), &Settings::default());
+        let sms = named(&policies, "egress-sms-gateway");
+        let rule = &sms.egress.as_ref().unwrap()[0];
+        assert_eq!(rule.to.as_ref().unwrap()[0].ip_block.as_ref().unwrap().cidr, "203.0.113.0/24");
+        assert_eq!(rule.ports.as_ref().unwrap()[0].port, Some(IntOrString::Int(443)));
+        let egress: Vec<_> = policies
+            .iter()
+            .filter(|p| p.metadata.name.as_deref().unwrap().starts_with("egress-"))
+            .collect();
+        assert_eq!(egress.len(), 2);
+        assert!(named(&policies, "api-ingress").ingress.is_some());
+        assert!(named(&policies, "postgres-metrics").ingress.is_some());
+    }
+
+    #[test]
+    fn patroni_reaches_only_the_api_server_addresses() {
+        let settings = Settings { kubernetes_api_cidrs: vec!["10.0.0.1/32".into()], ..Settings::default() };
+        let policies = desired_network_policies(&sample("ton-dev.yaml"), &settings);
+        let rule = &named(&policies, "patroni-to-kubernetes-api").egress.as_ref().unwrap()[0];
+        assert_eq!(rule.to.as_ref().unwrap()[0].ip_block.as_ref().unwrap().cidr, "10.0.0.1/32");
+        let replication = named(&policies, "postgres-replication");
+        let ports = replication.ingress.as_ref().unwrap()[0].ports.as_ref().unwrap();
+        assert_eq!(ports.len(), 2, "5432 and 8008");
+    }
+}

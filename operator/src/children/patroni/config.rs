@@ -1,0 +1,265 @@
+//! patroni.yml, built from typed structs so every setting is checked by the compiler and
+//! serialized with YAML 1.1-safe quoting (Patroni reads YAML 1.1, where a bare `on` is true).
+
+use std::collections::BTreeMap;
+
+use dfr_crds::{DfrCountry, FORBIDDEN_POSTGRES_PARAMETERS, SynchronousMode};
+use k8s_openapi::api::core::v1::ConfigMap;
+use serde::Serialize;
+
+use super::{metadata_labels, selector};
+use crate::children::child_meta;
+use crate::settings::Settings;
+use crate::{labels, naming};
+
+pub const PATRONI_CONFIG_KEY: &str = "patroni.yml";
+pub const DATA_DIR: &str = "/var/lib/postgresql/data/pgdata";
+pub const TLS_DIR: &str = "/etc/dfr/tls";
+pub const SOCKET_DIR: &str = "/var/run/postgresql";
+
+/// Parameters PostgreSQL requires to be equal on all members; Patroni only honours them in its
+/// DCS (bootstrap.dcs), never in the local configuration.
+const DCS_ONLY_PARAMETERS: &[&str] = &[
+    "max_connections",
+    "max_locks_per_transaction",
+    "max_worker_processes",
+    "max_prepared_transactions",
+    "track_commit_timestamp",
+];
+
+#[derive(Serialize, Debug, PartialEq)]
+pub struct PatroniConfig {
+    pub scope: String,
+    pub restapi: RestApi,
+    pub kubernetes: Kubernetes,
+    pub bootstrap: Bootstrap,
+    pub postgresql: Postgresql,
+}
+
+#[derive(Serialize, Debug, PartialEq)]
+pub struct RestApi {
+    pub listen: String,
+    pub certfile: String,
+    pub keyfile: String,
+}
+
+#[derive(Serialize, Debug, PartialEq)]
+pub struct Kubernetes {
+    /// ConfigMaps, not Endpoints: the leader lock then needs no Service of Patroni's own.
+    pub use_endpoints: bool,
+    pub bypass_api_service: bool,
+    pub labels: BTreeMap<String, String>,
+    pub role_label: String,
+    pub leader_label_value: String,
+    pub follower_label_value: String,
+    pub standby_leader_label_value: String,
+}
+
+#[derive(Serialize, Debug, PartialEq)]
+pub struct Bootstrap {
+    pub dcs: Dcs,
+    pub initdb: Vec<serde_yaml::Value>,
+}
+
+#[derive(Serialize, Debug, PartialEq)]
+pub struct Dcs {
+    pub ttl: u32,
+    pub loop_wait: u32,
+    pub retry_timeout: u32,
+    pub maximum_lag_on_failover: u64,
+    pub synchronous_mode: bool,
+    pub synchronous_mode_strict: bool,
+    pub postgresql: DcsPostgresql,
+}
+
+#[derive(Serialize, Debug, PartialEq)]
+pub struct DcsPostgresql {
+    pub use_pg_rewind: bool,
+    pub use_slots: bool,
+    pub parameters: BTreeMap<String, String>,
+}
+
+#[derive(Serialize, Debug, PartialEq)]
+pub struct Postgresql {
+    pub listen: String,
+    pub data_dir: String,
+    pub bin_dir: String,
+    pub pgpass: String,
+    pub pg_hba: Vec<String>,
+    pub parameters: BTreeMap<String, String>,
+}
+
+pub fn patroni_config(country: &DfrCountry) -> PatroniConfig {
+    let spec = &country.spec.postgres;
+    let (mut dcs_parameters, mut local_parameters): (BTreeMap<_, _>, BTreeMap<_, _>) = spec
+        .parameters
+        .iter()
+        .filter(|(key, _)| !FORBIDDEN_POSTGRES_PARAMETERS.contains(&key.as_str()))
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .partition(|(key, _)| DCS_ONLY_PARAMETERS.contains(&key.as_str()));
+    dcs_parameters.entry("max_connections".into()).or_insert_with(|| "200".into());
+    let fixed = [
+        ("ssl", "on".to_string()),
+        ("ssl_cert_file", format!("{TLS_DIR}/tls.crt")),
+        ("ssl_key_file", format!("{TLS_DIR}/tls.key")),
+        ("ssl_ca_file", format!("{TLS_DIR}/ca.crt")),
+        ("ssl_min_protocol_version", "TLSv1.2".to_string()),
+        ("password_encryption", "scram-sha-256".to_string()),
+        ("shared_preload_libraries", "pgaudit".to_string()),
+        ("pgaudit.log", "ddl, role, write".to_string()),
+        ("pgaudit.log_relation", "on".to_string()),
+        ("unix_socket_directories", SOCKET_DIR.to_string()),
+    ];
+    for (key, value) in fixed {
+        local_parameters.insert(key.to_string(), value);
+    }
+    PatroniConfig {
+        scope: naming::POSTGRES.into(),
+        restapi: RestApi {
+            listen: format!("0.0.0.0:{}", naming::PATRONI_PORT),
+            certfile: format!("{TLS_DIR}/tls.crt"),
+            keyfile: format!("{TLS_DIR}/tls.key"),
+        },
+        kubernetes: Kubernetes {
+            use_endpoints: false,
+            bypass_api_service: true,
+            labels: selector(country),
+            role_label: labels::PATRONI_ROLE.into(),
+            leader_label_value: labels::PATRONI_ROLE_PRIMARY.into(),
+            follower_label_value: labels::PATRONI_ROLE_REPLICA.into(),
+            standby_leader_label_value: labels::PATRONI_ROLE_PRIMARY.into(),
+        },
+        bootstrap: Bootstrap {
+            dcs: Dcs {
+                ttl: 30,
+                loop_wait: 10,
+                retry_timeout: 10,
+                maximum_lag_on_failover: 1024 * 1024,
+                synchronous_mode: spec.synchronous_mode != SynchronousMode::Off,
+                synchronous_mode_strict: spec.synchronous_mode == SynchronousMode::Strict,
+                postgresql: DcsPostgresql {
+                    use_pg_rewind: true,
+                    use_slots: true,
+                    parameters: dcs_parameters,
+                },
+            },
+            initdb: vec![
+                serde_yaml::Value::String("data-checksums".into()),
+                yaml_pair("encoding", "UTF8"),
+                yaml_pair("locale", "C.UTF-8"),
+            ],
+        },
+        postgresql: Postgresql {
+            listen: format!("0.0.0.0:{}", naming::POSTGRES_PORT),
+            data_dir: DATA_DIR.into(),
+            bin_dir: format!("/usr/lib/postgresql/{}/bin", spec.version),
+            pgpass: "/tmp/pgpass".into(),
+            pg_hba: vec![
+                // Inside the pod only: Patroni and the operator's tooling over the socket.
+                "local all all scram-sha-256".into(),
+                // Over the network, TLS only, and SCRAM only.
+                format!("hostssl replication {} 0.0.0.0/0 scram-sha-256", naming::REPLICATION_USER),
+                format!("hostssl replication {} ::/0 scram-sha-256", naming::REPLICATION_USER),
+                "hostssl all all 0.0.0.0/0 scram-sha-256".into(),
+                "hostssl all all ::/0 scram-sha-256".into(),
+            ],
+            parameters: local_parameters,
+        },
+    }
+}
+
+fn yaml_pair(key: &str, value: &str) -> serde_yaml::Value {
+    let mut map = serde_yaml::Mapping::new();
+    map.insert(key.into(), value.into());
+    serde_yaml::Value::Mapping(map)
+}
+
+/// Serialization of plain structs of strings, numbers and maps cannot fail; an error here is a
+/// programming mistake, reported in the file rather than as a panic.
+pub fn render(config: &PatroniConfig) -> String {
+    match serde_yaml::to_string(config) {
+        Ok(yaml) => dfr_crds::quote_yaml11_booleans(&yaml),
+        Err(error) => format!("# could not render the Patroni configuration: {error}\n"),
+    }
+}
+
+pub fn desired_config_map(country: &DfrCountry, _settings: &Settings) -> ConfigMap {
+    ConfigMap {
+        metadata: child_meta(country, naming::POSTGRES_CONFIG, metadata_labels(country)),
+        data: Some(BTreeMap::from([(
+            PATRONI_CONFIG_KEY.to_string(),
+            render(&patroni_config(country)),
+        )])),
+        ..ConfigMap::default()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::children::tests::sample;
+
+    fn parsed(country: &DfrCountry) -> serde_yaml::Value {
+        let map = desired_config_map(country, &Settings::default());
+        serde_yaml::from_str(&map.data.unwrap()[PATRONI_CONFIG_KEY]).unwrap()
+    }
+
+    #[test]
+    fn synchronous_mode_follows_the_spec() {
+        let mut country = sample("ton-prod.yaml");
+        let dcs = |c: &DfrCountry| parsed(c)["bootstrap"]["dcs"].clone();
+        assert_eq!(dcs(&country)["synchronous_mode"], true);
+        assert_eq!(dcs(&country)["synchronous_mode_strict"], false);
+        country.spec.postgres.synchronous_mode = SynchronousMode::Strict;
+        assert_eq!(dcs(&country)["synchronous_mode_strict"], true);
+        country.spec.postgres.synchronous_mode = SynchronousMode::Off;
+        assert_eq!(dcs(&country)["synchronous_mode"], false);
+    }
+
+    #[test]
+    fn only_tls_scram_connections_are_allowed_over_the_network() {
+        let yaml = parsed(&sample("ton-prod.yaml"));
+        let hba: Vec<String> = serde_yaml::from_value(yaml["postgresql"]["pg_hba"].clone()).unwrap();
+        for line in &hba {
+            assert!(line.ends_with("scram-sha-256"), "{line}");
+            assert!(line.starts_with("local ") || line.starts_with("hostssl "), "{line}");
+        }
+        let parameters = &yaml["postgresql"]["parameters"];
+        // Quoted, so YAML 1.1 readers see the string `on`, not a boolean.
+        assert_eq!(parameters["ssl"], "on");
+        assert_eq!(parameters["shared_preload_libraries"], "pgaudit");
+        assert_eq!(parameters["pgaudit.log"], "ddl, role, write");
+        let initdb = format!("{:?}", yaml["bootstrap"]["initdb"]);
+        assert!(initdb.contains("data-checksums"));
+    }
+
+    #[test]
+    fn the_rendered_file_quotes_yaml11_booleans() {
+        let map = desired_config_map(&sample("ton-prod.yaml"), &Settings::default());
+        let text = &map.data.unwrap()[PATRONI_CONFIG_KEY];
+        assert!(text.contains("ssl: 'on'"), "{text}");
+        assert!(!text.contains("ssl: on\n"));
+    }
+
+    #[test]
+    fn spec_parameters_land_where_patroni_honours_them_and_forbidden_ones_never() {
+        let mut country = sample("ton-prod.yaml");
+        country.spec.postgres.parameters.insert("wal_level".into(), "minimal".into());
+        let yaml = parsed(&country);
+        assert_eq!(yaml["bootstrap"]["dcs"]["postgresql"]["parameters"]["max_connections"], "200");
+        assert_eq!(yaml["postgresql"]["parameters"]["shared_buffers"], "512MB");
+        assert!(yaml["postgresql"]["parameters"].get("wal_level").is_none());
+        assert!(yaml["bootstrap"]["dcs"]["postgresql"]["parameters"].get("wal_level").is_none());
+    }
+
+    #[test]
+    fn patroni_labels_the_leader_primary_as_the_services_expect() {
+        let kubernetes = &parsed(&sample("ton-dev.yaml"))["kubernetes"];
+        assert_eq!(kubernetes["use_endpoints"], false);
+        assert_eq!(kubernetes["role_label"], labels::PATRONI_ROLE);
+        assert_eq!(kubernetes["leader_label_value"], labels::PATRONI_ROLE_PRIMARY);
+        assert_eq!(kubernetes["labels"][labels::INSTANCE], "ton-dev");
+        assert!(kubernetes["labels"].get(labels::MANAGED_BY).is_none(), "Patroni's own ConfigMaps are not ours");
+    }
+}

@@ -1,0 +1,318 @@
+//! The PostgreSQL members: one StatefulSet, each pod running Patroni, which runs PostgreSQL.
+
+use std::collections::BTreeMap;
+
+use dfr_crds::DfrCountry;
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+};
+use k8s_openapi::api::core::v1::{
+    Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector,
+    SecretVolumeSource, SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
+    WeightedPodAffinityTerm,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::config::{PATRONI_CONFIG_KEY, SOCKET_DIR, TLS_DIR};
+use super::{metadata_labels, selector};
+use crate::children::child_meta;
+use crate::children::namespace::{DEFAULT_POSTGRES_CPU, DEFAULT_POSTGRES_MEMORY};
+use crate::settings::Settings;
+use crate::naming;
+
+/// The uid of the postgres user in the dfr-postgres image.
+pub const POSTGRES_UID: i64 = 999;
+const CONFIG_DIR: &str = "/etc/patroni";
+
+fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector { field_path: path.into(), ..ObjectFieldSelector::default() }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector { name: secret.into(), key: key.into(), optional: Some(false) }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+fn value_env(name: &str, value: &str) -> EnvVar {
+    EnvVar { name: name.into(), value: Some(value.into()), ..EnvVar::default() }
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: Some(read_only),
+        ..VolumeMount::default()
+    }
+}
+
+fn patroni_probe(path: &str, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::Int(naming::PATRONI_PORT),
+            scheme: Some("HTTPS".into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(5),
+        failure_threshold: Some(failures),
+        ..Probe::default()
+    }
+}
+
+fn resources(country: &DfrCountry) -> ResourceRequirements {
+    country.spec.postgres.resources.clone().unwrap_or_else(|| ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), Quantity(DEFAULT_POSTGRES_CPU.into())),
+            ("memory".to_string(), Quantity(DEFAULT_POSTGRES_MEMORY.into())),
+        ])),
+        limits: Some(BTreeMap::from([("memory".to_string(), Quantity("2Gi".into()))])),
+        ..ResourceRequirements::default()
+    })
+}
+
+fn container(country: &DfrCountry, settings: &Settings) -> Container {
+    Container {
+        name: "postgres".into(),
+        image: Some(settings.postgres_image_for(country.spec.postgres.version)),
+        image_pull_policy: Some(settings.image_pull_policy.clone()),
+        command: Some(vec!["patroni".into(), format!("{CONFIG_DIR}/{PATRONI_CONFIG_KEY}")]),
+        env: Some(vec![
+            field_env("PATRONI_NAME", "metadata.name"),
+            field_env("PATRONI_KUBERNETES_NAMESPACE", "metadata.namespace"),
+            field_env("PATRONI_KUBERNETES_POD_IP", "status.podIP"),
+            value_env("PATRONI_SCOPE", naming::POSTGRES),
+            value_env(
+                "PATRONI_POSTGRESQL_CONNECT_ADDRESS",
+                &format!("$(PATRONI_KUBERNETES_POD_IP):{}", naming::POSTGRES_PORT),
+            ),
+            value_env(
+                "PATRONI_RESTAPI_CONNECT_ADDRESS",
+                &format!("$(PATRONI_KUBERNETES_POD_IP):{}", naming::PATRONI_PORT),
+            ),
+            secret_env("PATRONI_SUPERUSER_USERNAME", naming::SECRET_POSTGRES_SUPERUSER, "username"),
+            secret_env("PATRONI_SUPERUSER_PASSWORD", naming::SECRET_POSTGRES_SUPERUSER, "password"),
+            secret_env("PATRONI_REPLICATION_USERNAME", naming::SECRET_POSTGRES_REPLICATION, "username"),
+            secret_env("PATRONI_REPLICATION_PASSWORD", naming::SECRET_POSTGRES_REPLICATION, "password"),
+            value_env("PGHOST", SOCKET_DIR),
+        ]),
+        ports: Some(vec![
+            ContainerPort { name: Some("postgresql".into()), container_port: naming::POSTGRES_PORT, ..ContainerPort::default() },
+            ContainerPort { name: Some("patroni".into()), container_port: naming::PATRONI_PORT, ..ContainerPort::default() },
+        ]),
+        // Readiness: serving as leader or as a replica that is streaming. Liveness only checks
+        // that Patroni answers, so a slow recovery is not killed.
+        readiness_probe: Some(patroni_probe("/readiness", 5, 3)),
+        liveness_probe: Some(patroni_probe("/liveness", 10, 6)),
+        resources: Some(resources(country)),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Capabilities::default() }),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(vec![
+            mount("data", "/var/lib/postgresql/data", false),
+            mount("config", CONFIG_DIR, true),
+            mount("tls", TLS_DIR, true),
+            mount("run", SOCKET_DIR, false),
+            mount("tmp", "/tmp", false),
+        ]),
+        ..Container::default()
+    }
+}
+
+fn volumes() -> Vec<Volume> {
+    let empty = |name: &str| Volume {
+        name: name.into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    };
+    vec![
+        Volume {
+            name: "config".into(),
+            config_map: Some(ConfigMapVolumeSource { name: naming::POSTGRES_CONFIG.into(), ..ConfigMapVolumeSource::default() }),
+            ..Volume::default()
+        },
+        Volume {
+            name: "tls".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(naming::SECRET_POSTGRES_TLS.into()),
+                // PostgreSQL refuses a key readable by others; group-readable via fsGroup.
+                default_mode: Some(0o440),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        empty("run"),
+        empty("tmp"),
+    ]
+}
+
+fn data_claim(country: &DfrCountry) -> PersistentVolumeClaim {
+    let storage = &country.spec.postgres.storage;
+    PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some("data".into()),
+            labels: Some(metadata_labels(country)),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: storage.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([("storage".to_string(), storage.size.clone())])),
+                ..VolumeResourceRequirements::default()
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        ..PersistentVolumeClaim::default()
+    }
+}
+
+pub fn desired_statefulset(country: &DfrCountry, settings: &Settings) -> StatefulSet {
+    let labels = metadata_labels(country);
+    StatefulSet {
+        metadata: child_meta(country, naming::POSTGRES, labels.clone()),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(country.spec.postgres.instances),
+            service_name: Some(naming::POSTGRES_HEADLESS.into()),
+            // Patroni, not the StatefulSet, decides who leads: members may start together.
+            pod_management_policy: Some("Parallel".into()),
+            selector: LabelSelector { match_labels: Some(selector(country)), ..LabelSelector::default() },
+            // The data outlives the StatefulSet; deletionPolicy decides its fate.
+            persistent_volume_claim_retention_policy: Some(StatefulSetPersistentVolumeClaimRetentionPolicy {
+                when_deleted: Some("Retain".into()),
+                when_scaled: Some("Retain".into()),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(labels), ..ObjectMeta::default() }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(naming::POSTGRES_SERVICE_ACCOUNT.into()),
+                    automount_service_account_token: Some(true),
+                    termination_grace_period_seconds: Some(30),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(POSTGRES_UID),
+                        run_as_group: Some(POSTGRES_UID),
+                        fs_group: Some(POSTGRES_UID),
+                        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..SeccompProfile::default() }),
+                        ..PodSecurityContext::default()
+                    }),
+                    // Preferred, not required: a one-node cluster must still run two members.
+                    affinity: Some(Affinity {
+                        pod_anti_affinity: Some(PodAntiAffinity {
+                            preferred_during_scheduling_ignored_during_execution: Some(vec![WeightedPodAffinityTerm {
+                                weight: 100,
+                                pod_affinity_term: PodAffinityTerm {
+                                    label_selector: Some(LabelSelector { match_labels: Some(selector(country)), ..LabelSelector::default() }),
+                                    topology_key: "kubernetes.io/hostname".into(),
+                                    ..PodAffinityTerm::default()
+                                },
+                            }]),
+                            ..PodAntiAffinity::default()
+                        }),
+                        ..Affinity::default()
+                    }),
+                    containers: vec![container(country, settings)],
+                    volumes: Some(volumes()),
+                    ..PodSpec::default()
+                }),
+            },
+            volume_claim_templates: Some(vec![data_claim(country)]),
+            ..StatefulSetSpec::default()
+        }),
+        ..StatefulSet::default()
+    }
+}
+
+/// At most one member down by choice; none for a single member, which would block node drains
+/// forever.
+pub fn desired_pdb(country: &DfrCountry) -> Option<PodDisruptionBudget> {
+    (country.spec.postgres.instances >= 2).then(|| PodDisruptionBudget {
+        metadata: child_meta(country, naming::POSTGRES, metadata_labels(country)),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector { match_labels: Some(selector(country)), ..LabelSelector::default() }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::children::tests::sample;
+
+    #[test]
+    fn members_follow_the_spec() {
+        let country = sample("ton-prod.yaml");
+        let sts = desired_statefulset(&country, &Settings::default());
+        let spec = sts.spec.unwrap();
+        assert_eq!(spec.replicas, Some(3));
+        let claim = &spec.volume_claim_templates.unwrap()[0];
+        let size = &claim.spec.as_ref().unwrap().resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"];
+        assert_eq!(size.0, "50Gi");
+        let container = &spec.template.spec.unwrap().containers[0];
+        assert_eq!(container.image.as_deref(), Some("dfr-postgres:15"));
+        assert_eq!(container.resources.as_ref().unwrap().requests.as_ref().unwrap()["cpu"].0, "500m");
+    }
+
+    #[test]
+    fn pods_meet_the_restricted_pod_security_standard() {
+        let spec = desired_statefulset(&sample("ton-dev.yaml"), &Settings::default()).spec.unwrap();
+        let pod = spec.template.spec.unwrap();
+        let pod_security = pod.security_context.unwrap();
+        assert_eq!(pod_security.run_as_non_root, Some(true));
+        assert_eq!(pod_security.seccomp_profile.unwrap().type_, "RuntimeDefault");
+        let container = pod.containers[0].security_context.clone().unwrap();
+        assert_eq!(container.allow_privilege_escalation, Some(false));
+        assert_eq!(container.read_only_root_filesystem, Some(true));
+        assert_eq!(container.capabilities.unwrap().drop.unwrap(), ["ALL"]);
+    }
+
+    #[test]
+    fn probes_ask_patroni_over_tls() {
+        let spec = desired_statefulset(&sample("ton-dev.yaml"), &Settings::default()).spec.unwrap();
+        let container = &spec.template.spec.unwrap().containers[0];
+        let readiness = container.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
+        assert_eq!(readiness.path.as_deref(), Some("/readiness"));
+        assert_eq!(readiness.scheme.as_deref(), Some("HTTPS"));
+        assert_eq!(readiness.port, IntOrString::Int(8008));
+        let env: Vec<&str> = container.env.as_ref().unwrap().iter().map(|e| e.name.as_str()).collect();
+        assert!(env.contains(&"PATRONI_SUPERUSER_PASSWORD") && env.contains(&"PATRONI_KUBERNETES_POD_IP"));
+    }
+
+    #[test]
+    fn a_single_member_gets_no_disruption_budget() {
+        let mut country = sample("ton-dev.yaml");
+        country.spec.postgres.instances = 1;
+        assert!(desired_pdb(&country).is_none());
+        country.spec.postgres.instances = 2;
+        let pdb = desired_pdb(&country).unwrap();
+        assert_eq!(pdb.spec.unwrap().max_unavailable, Some(IntOrString::Int(1)));
+    }
+}

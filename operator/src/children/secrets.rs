@@ -1,0 +1,257 @@
+//! Credentials, keys and certificates a tenant needs, generated once with a CSPRNG. The
+//! reconciler creates the Secrets that do not exist and never rewrites one: its passwords and
+//! keys are already in use by the database and the API.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use dfr_crds::DfrCountry;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
+};
+
+use super::child_meta;
+use crate::settings::Settings;
+use crate::{duration, labels, naming};
+
+const PASSWORD_LENGTH: usize = 40;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretsError {
+    #[error("certificate: {0}")]
+    Certificate(#[from] rcgen::Error),
+    #[error("tls.duration {0:?} is not a duration such as 2160h")]
+    Duration(String),
+}
+
+/// A certificate and its private key, PEM encoded.
+#[derive(Clone, Debug)]
+pub struct Pem {
+    pub certificate: String,
+    pub key: String,
+}
+
+/// Everything generated for one tenant. Only [`SecretMaterial::generate`] is impure.
+#[derive(Clone, Debug)]
+pub struct SecretMaterial {
+    pub superuser_password: String,
+    pub replication_password: String,
+    pub owner_password: String,
+    pub app_password: String,
+    pub jwt_private_key_pem: String,
+    pub pii_keyring_json: String,
+    pub ca: Pem,
+    pub postgres_tls: Pem,
+    pub api_tls: Pem,
+}
+
+fn password() -> String {
+    rand::rng().sample_iter(&Alphanumeric).take(PASSWORD_LENGTH).map(char::from).collect()
+}
+
+fn random_key_base64() -> String {
+    let bytes: [u8; 32] = rand::rng().random();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// The key ring format the API server reads (DFR_PII_KEYRING_FILE).
+pub fn pii_keyring(active: &str, key: &str, blind_index_key: &str) -> String {
+    serde_json::json!({
+        "active": active,
+        "keys": { active: key },
+        "blind_index_key": blind_index_key,
+    })
+    .to_string()
+}
+
+/// DNS names of a Service: short, namespaced and fully qualified.
+pub fn service_names(service: &str, namespace: &str, domain: &str) -> Vec<String> {
+    vec![
+        service.to_string(),
+        format!("{service}.{namespace}"),
+        format!("{service}.{namespace}.svc"),
+        naming::cluster_dns(service, namespace, domain),
+    ]
+}
+
+fn validity(params: &mut CertificateParams, lifetime: std::time::Duration) {
+    let now = time::OffsetDateTime::now_utc();
+    // A little slack for clocks that run behind.
+    params.not_before = now - time::Duration::minutes(5);
+    params.not_after = now + lifetime;
+}
+
+fn leaf(issuer: &Issuer<'_, KeyPair>, common_name: &str, names: Vec<String>, lifetime: std::time::Duration) -> Result<Pem, SecretsError> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(names)?;
+    params.distinguished_name = DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, common_name);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    validity(&mut params, lifetime);
+    let certificate = params.signed_by(&key, issuer)?;
+    Ok(Pem { certificate: certificate.pem(), key: key.serialize_pem() })
+}
+
+impl SecretMaterial {
+    pub fn generate(country: &DfrCountry, settings: &Settings) -> Result<Self, SecretsError> {
+        let lifetime = duration::parse_go_duration(&country.spec.tls.duration)
+            .ok_or_else(|| SecretsError::Duration(country.spec.tls.duration.clone()))?;
+        let namespace = naming::namespace(country);
+        let domain = &settings.cluster_domain;
+
+        let ca_key = KeyPair::generate()?;
+        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+        ca_params.distinguished_name = DistinguishedName::new();
+        ca_params.distinguished_name.push(DnType::CommonName, format!("dfr {namespace} CA"));
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        // The CA outlives its leaves so a renewal does not need a new trust anchor.
+        validity(&mut ca_params, lifetime * 4);
+        let ca_certificate = ca_params.self_signed(&ca_key)?;
+        let ca = Pem { certificate: ca_certificate.pem(), key: ca_key.serialize_pem() };
+        let issuer = Issuer::new(ca_params, ca_key);
+
+        let mut postgres_names = Vec::new();
+        for service in [naming::POSTGRES_RW, naming::POSTGRES_RO, naming::POSTGRES_HEADLESS] {
+            postgres_names.extend(service_names(service, &namespace, domain));
+        }
+        postgres_names.push(format!("*.{}", naming::cluster_dns(naming::POSTGRES_HEADLESS, &namespace, domain)));
+        postgres_names.push("localhost".into());
+        let postgres_tls = leaf(&issuer, naming::POSTGRES_RW, postgres_names, lifetime)?;
+        let api_tls = leaf(&issuer, naming::API, service_names(naming::API, &namespace, domain), lifetime)?;
+
+        Ok(Self {
+            superuser_password: password(),
+            replication_password: password(),
+            owner_password: password(),
+            app_password: password(),
+            jwt_private_key_pem: KeyPair::generate()?.serialize_pem(),
+            pii_keyring_json: pii_keyring("k1", &random_key_base64(), &random_key_base64()),
+            ca,
+            postgres_tls,
+            api_tls,
+        })
+    }
+}
+
+fn secret(country: &DfrCountry, name: &str, type_: Option<&str>, data: &[(&str, &str)]) -> Secret {
+    let mut secret_labels = labels::tenant(country);
+    secret_labels.insert(labels::COMPONENT.into(), "credentials".into());
+    Secret {
+        metadata: child_meta(country, name, secret_labels),
+        type_: type_.map(ToString::to_string),
+        data: Some(
+            data.iter()
+                .map(|(key, value)| (key.to_string(), ByteString(value.as_bytes().to_vec())))
+                .collect::<BTreeMap<_, _>>(),
+        ),
+        ..Secret::default()
+    }
+}
+
+pub fn desired_secrets(country: &DfrCountry, material: &SecretMaterial) -> Vec<Secret> {
+    let login = |name: &str, user: &str, password: &str| {
+        secret(country, name, None, &[("username", user), ("password", password)])
+    };
+    let tls = |name: &str, pem: &Pem| {
+        secret(
+            country,
+            name,
+            Some("kubernetes.io/tls"),
+            &[("tls.crt", &pem.certificate), ("tls.key", &pem.key), ("ca.crt", &material.ca.certificate)],
+        )
+    };
+    vec![
+        login(naming::SECRET_POSTGRES_SUPERUSER, naming::SUPERUSER, &material.superuser_password),
+        login(naming::SECRET_POSTGRES_REPLICATION, naming::REPLICATION_USER, &material.replication_password),
+        login(naming::SECRET_DB_OWNER, naming::DB_OWNER_USER, &material.owner_password),
+        login(naming::SECRET_DB_APP, naming::DB_APP_USER, &material.app_password),
+        secret(country, naming::SECRET_API_JWT, None, &[("private.pem", &material.jwt_private_key_pem)]),
+        secret(country, naming::SECRET_API_PII_KEYS, None, &[("keyring.json", &material.pii_keyring_json)]),
+        secret(
+            country,
+            naming::SECRET_TENANT_CA,
+            Some("kubernetes.io/tls"),
+            &[("tls.crt", &material.ca.certificate), ("tls.key", &material.ca.key)],
+        ),
+        tls(naming::SECRET_POSTGRES_TLS, &material.postgres_tls),
+        tls(naming::SECRET_API_TLS, &material.api_tls),
+    ]
+}
+
+/// When a PEM certificate expires, for status.certificatesNotAfter.
+pub fn certificate_not_after(pem: &str) -> Option<k8s_openapi::jiff::Timestamp> {
+    let (_, parsed) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?;
+    let certificate = parsed.parse_x509().ok()?;
+    k8s_openapi::jiff::Timestamp::from_second(certificate.validity().not_after.timestamp()).ok()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::children::tests::sample;
+
+    fn material() -> SecretMaterial {
+        SecretMaterial::generate(&sample("ton-prod.yaml"), &Settings::default()).unwrap()
+    }
+
+    #[test]
+    fn passwords_are_long_random_and_never_repeat() {
+        let (a, b) = (material(), material());
+        for password in [&a.superuser_password, &a.replication_password, &a.owner_password, &a.app_password] {
+            assert_eq!(password.len(), PASSWORD_LENGTH);
+            assert!(password.chars().all(|c| c.is_ascii_alphanumeric()));
+        }
+        assert_ne!(a.app_password, b.app_password);
+        assert_ne!(a.app_password, a.owner_password);
+        assert_ne!(a.pii_keyring_json, b.pii_keyring_json);
+    }
+
+    #[test]
+    fn every_generated_secret_is_named_and_labelled() {
+        let secrets = desired_secrets(&sample("ton-prod.yaml"), &material());
+        let names: Vec<String> = secrets.iter().map(|s| s.metadata.name.clone().unwrap()).collect();
+        assert_eq!(names, naming::GENERATED_SECRETS);
+        for secret in &secrets {
+            assert_eq!(secret.metadata.labels.as_ref().unwrap()[labels::COMPONENT], "credentials");
+        }
+    }
+
+    #[test]
+    fn the_database_certificate_is_issued_by_the_tenant_ca_for_its_services() {
+        let material = material();
+        let (_, ca) = x509_parser::pem::parse_x509_pem(material.ca.certificate.as_bytes()).unwrap();
+        let ca = ca.parse_x509().unwrap();
+        let (_, leaf) = x509_parser::pem::parse_x509_pem(material.postgres_tls.certificate.as_bytes()).unwrap();
+        let leaf = leaf.parse_x509().unwrap();
+        assert_eq!(leaf.issuer(), ca.subject());
+        leaf.verify_signature(Some(ca.public_key())).unwrap();
+        let names = format!("{:?}", leaf.subject_alternative_name().unwrap().unwrap().value);
+        assert!(names.contains("postgres-rw.dfr-ton-prod.svc.cluster.local"), "{names}");
+        assert!(names.contains("*.postgres-headless.dfr-ton-prod.svc.cluster.local"), "{names}");
+    }
+
+    #[test]
+    fn certificates_live_as_long_as_the_spec_says() {
+        let material = material();
+        let not_after = certificate_not_after(&material.postgres_tls.certificate).unwrap();
+        let lifetime = not_after.as_second() - k8s_openapi::jiff::Timestamp::now().as_second();
+        let expected = 2160 * 3600;
+        assert!((lifetime - expected).abs() < 120, "{lifetime} s");
+    }
+
+    #[test]
+    fn the_jwt_key_is_a_pkcs8_p256_key() {
+        let material = material();
+        assert!(material.jwt_private_key_pem.starts_with("-----BEGIN PRIVATE KEY-----"));
+        let key = KeyPair::from_pem(&material.jwt_private_key_pem).unwrap();
+        assert!(std::ptr::eq(key.algorithm(), &rcgen::PKCS_ECDSA_P256_SHA256));
+    }
+}
