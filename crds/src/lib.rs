@@ -27,7 +27,7 @@ pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
 
 /// serde_yaml writes YAML 1.2, where `on` and `off` are strings; Kubernetes tooling parses YAML
 /// 1.1, where they are booleans (synchronousMode: on would become `true`). Quote such scalars.
-fn quote_yaml11_booleans(yaml: &str) -> String {
+pub fn quote_yaml11_booleans(yaml: &str) -> String {
     const YAML11_BOOLEANS: &[&str] = &[
         "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "on", "On", "ON", "off", "Off",
         "OFF",

@@ -67,6 +67,9 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.len(), 6);
         assert!(a.chars().next().is_some_and(|c| c.is_ascii_lowercase()));
-        assert!(a.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        );
     }
 }

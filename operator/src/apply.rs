@@ -12,7 +12,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::diff::is_subset;
+use crate::diff::first_difference;
 use crate::error::{Error, Result};
 use crate::{labels, naming};
 
@@ -71,11 +71,14 @@ where
     K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
 {
     let name = object.name_any();
-    if let Some(live) = live
-        && is_subset(&to_json(object, &name)?, &to_json(live, &name)?)
-    {
+    let difference = match live {
+        Some(live) => first_difference(&to_json(object, &name)?, &to_json(live, &name)?),
+        None => Some(" (absent)".to_string()),
+    };
+    let Some(difference) = difference else {
         return Ok(false);
-    }
+    };
+    tracing::debug!(object = %describe::<K>(&name), %difference, "applying");
     let params = PatchParams::apply(naming::FIELD_MANAGER).force();
     api.patch(&name, &params, &Patch::Apply(object))
         .await

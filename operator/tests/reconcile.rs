@@ -410,7 +410,8 @@ async fn reconciling_an_unchanged_tenant_writes_nothing() {
     assert_eq!(
         second.writes(),
         0,
-        "the operator wrote to the API server for an unchanged tenant"
+        "the operator wrote to the API server for an unchanged tenant:\n{}",
+        second.metrics.render().unwrap()
     );
     let after = t.resource_versions().await;
     assert_eq!(

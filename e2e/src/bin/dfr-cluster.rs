@@ -7,7 +7,10 @@ use clap::{Parser, Subcommand};
 use dfr_e2e::controlplane::ControlPlane;
 
 #[derive(Parser)]
-#[command(name = "dfr-cluster", about = "A local Kubernetes control plane built from the upstream modules")]
+#[command(
+    name = "dfr-cluster",
+    about = "A local Kubernetes control plane built from the upstream modules"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -57,10 +60,16 @@ async fn run(command: Command) -> Result<(), dfr_e2e::controlplane::Error> {
             let plane = ControlPlane::new(&target.name, target.state_dir)?;
             let timings = plane.up().await?;
             if let Some(build) = timings.build {
-                eprintln!("dfr-cluster: built the Kubernetes components in {:.1} s", build.as_secs_f64());
+                eprintln!(
+                    "dfr-cluster: built the Kubernetes components in {:.1} s",
+                    build.as_secs_f64()
+                );
             }
             if timings.start_to_ready.is_zero() {
-                eprintln!("dfr-cluster: control plane {} is already running", plane.name);
+                eprintln!(
+                    "dfr-cluster: control plane {} is already running",
+                    plane.name
+                );
             } else {
                 eprintln!(
                     "dfr-cluster: control plane {} ready in {:.1} s (etcd, kube-apiserver, kube-controller-manager)",
@@ -68,13 +77,19 @@ async fn run(command: Command) -> Result<(), dfr_e2e::controlplane::Error> {
                     timings.start_to_ready.as_secs_f64()
                 );
             }
-            eprintln!("dfr-cluster: use it with: eval \"$(dfr-cluster env --name {})\"", plane.name);
+            eprintln!(
+                "dfr-cluster: use it with: eval \"$(dfr-cluster env --name {})\"",
+                plane.name
+            );
         }
         Command::Down(target) => {
             let plane = ControlPlane::new(&target.name, target.state_dir)?;
             let stopped = plane.down()?;
             if stopped.is_empty() {
-                eprintln!("dfr-cluster: nothing of {} was running; state removed", plane.name);
+                eprintln!(
+                    "dfr-cluster: nothing of {} was running; state removed",
+                    plane.name
+                );
             } else {
                 eprintln!("dfr-cluster: stopped {}", stopped.join(", "));
             }

@@ -50,7 +50,10 @@ fn read_recipe(dir: &Path) -> Result<Vec<(&'static str, Vec<u8>)>> {
         .map(|name| {
             std::fs::read(dir.join(name))
                 .map(|content| (*name, content))
-                .map_err(Error::io(format!("reading the build recipe {}", dir.join(name).display())))
+                .map_err(Error::io(format!(
+                    "reading the build recipe {}",
+                    dir.join(name).display()
+                )))
         })
         .collect()
 }
@@ -85,14 +88,24 @@ pub fn ensure_built() -> Result<(PathBuf, Option<std::time::Duration>)> {
     let mut took = None;
     if !binary.exists() {
         std::fs::create_dir_all(&dir).map_err(Error::io(format!("creating {}", dir.display())))?;
-        if Command::new("go").arg("version").stdout(Stdio::null()).status().is_err() {
+        if Command::new("go")
+            .arg("version")
+            .stdout(Stdio::null())
+            .status()
+            .is_err()
+        {
             return Err(Error::GoMissing);
         }
         let partial = dir.join(format!("dfr-kube.partial-{}", std::process::id()));
         let log = dir.join("build.log");
-        let log_file = std::fs::File::create(&log).map_err(Error::io(format!("creating {}", log.display())))?;
-        let log_err = log_file.try_clone().map_err(Error::io("duplicating the build log handle"))?;
-        eprintln!("dfr-cluster: building Kubernetes {KUBERNETES_VERSION} components from the Go modules (first run only; a few minutes)");
+        let log_file = std::fs::File::create(&log)
+            .map_err(Error::io(format!("creating {}", log.display())))?;
+        let log_err = log_file
+            .try_clone()
+            .map_err(Error::io("duplicating the build log handle"))?;
+        eprintln!(
+            "dfr-cluster: building Kubernetes {KUBERNETES_VERSION} components from the Go modules (first run only; a few minutes)"
+        );
         let started = Instant::now();
         let status = Command::new("go")
             .args(go_build_args(&partial))
@@ -104,9 +117,13 @@ pub fn ensure_built() -> Result<(PathBuf, Option<std::time::Duration>)> {
             .map_err(Error::io("running go build"))?;
         if !status.success() {
             let _ = std::fs::remove_file(&partial);
-            return Err(Error::BuildFailed { status: status.to_string(), log });
+            return Err(Error::BuildFailed {
+                status: status.to_string(),
+                log,
+            });
         }
-        std::fs::rename(&partial, &binary).map_err(Error::io(format!("installing {}", binary.display())))?;
+        std::fs::rename(&partial, &binary)
+            .map_err(Error::io(format!("installing {}", binary.display())))?;
         took = Some(started.elapsed());
     }
     for component in COMPONENTS {
@@ -125,9 +142,18 @@ mod tests {
 
     #[test]
     fn the_cache_key_changes_with_the_recipe_and_nothing_else() {
-        let recipe = vec![("go.mod", b"module a".to_vec()), ("main.go", b"package main".to_vec())];
-        let same = vec![("go.mod", b"module a".to_vec()), ("main.go", b"package main".to_vec())];
-        let changed = vec![("go.mod", b"module b".to_vec()), ("main.go", b"package main".to_vec())];
+        let recipe = vec![
+            ("go.mod", b"module a".to_vec()),
+            ("main.go", b"package main".to_vec()),
+        ];
+        let same = vec![
+            ("go.mod", b"module a".to_vec()),
+            ("main.go", b"package main".to_vec()),
+        ];
+        let changed = vec![
+            ("go.mod", b"module b".to_vec()),
+            ("main.go", b"package main".to_vec()),
+        ];
         assert_eq!(cache_key(&recipe), cache_key(&same));
         assert_ne!(cache_key(&recipe), cache_key(&changed));
         assert!(cache_key(&recipe).starts_with("kube-v1.34.4-"));
@@ -146,7 +172,13 @@ mod tests {
     fn the_checked_in_recipe_pins_every_staging_module() {
         let go_mod = std::fs::read_to_string(recipe_dir().join("go.mod")).expect("go.mod");
         assert!(go_mod.contains("k8s.io/kubernetes v1.34.4"));
-        let replaces = go_mod.lines().filter(|l| l.contains("=> k8s.io/") && l.contains("v0.34.4")).count();
-        assert_eq!(replaces, 31, "k8s.io/kubernetes v1.34.4 has 31 staging modules");
+        let replaces = go_mod
+            .lines()
+            .filter(|l| l.contains("=> k8s.io/") && l.contains("v0.34.4"))
+            .count();
+        assert_eq!(
+            replaces, 31,
+            "k8s.io/kubernetes v1.34.4 has 31 staging modules"
+        );
     }
 }

@@ -34,7 +34,9 @@ pub enum Error {
         log: PathBuf,
         tail: String,
     },
-    #[error("no control plane named {0} is running (state dir {1} has no kubeconfig); run `dfr-cluster up --name {0}`")]
+    #[error(
+        "no control plane named {0} is running (state dir {1} has no kubeconfig); run `dfr-cluster up --name {0}`"
+    )]
     NotRunning(String, PathBuf),
     #[error("could not signal process {pid} ({component}): {source}")]
     Signal {

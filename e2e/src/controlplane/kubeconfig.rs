@@ -16,12 +16,21 @@ mod tests {
 
     #[test]
     fn renders_a_kubeconfig_kube_rs_can_read() {
-        let yaml = render("https://127.0.0.1:6443", Path::new("/s/pki"), "admin", "admin.crt", "admin.key");
+        let yaml = render(
+            "https://127.0.0.1:6443",
+            Path::new("/s/pki"),
+            "admin",
+            "admin.crt",
+            "admin.key",
+        );
         let parsed: kube::config::Kubeconfig = serde_yaml::from_str(&yaml).unwrap();
         assert_eq!(parsed.current_context.as_deref(), Some("dfr"));
         let cluster = parsed.clusters[0].cluster.as_ref().unwrap();
         assert_eq!(cluster.server.as_deref(), Some("https://127.0.0.1:6443"));
-        assert_eq!(cluster.certificate_authority.as_deref(), Some("/s/pki/ca.crt"));
+        assert_eq!(
+            cluster.certificate_authority.as_deref(),
+            Some("/s/pki/ca.crt")
+        );
         let user = parsed.auth_infos[0].auth_info.as_ref().unwrap();
         assert_eq!(user.client_key.as_deref(), Some("/s/pki/admin.key"));
     }

@@ -72,7 +72,10 @@ pub fn apiserver_args(state: &Path, ports: Ports, advertise: IpAddr) -> Vec<Stri
         format!("--client-ca-file={}", p("ca.crt")),
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
         format!("--service-account-key-file={}", p("service-account.pub")),
-        format!("--service-account-signing-key-file={}", p("service-account.key")),
+        format!(
+            "--service-account-signing-key-file={}",
+            p("service-account.key")
+        ),
         "--authorization-mode=Node,RBAC".into(),
         format!("--service-cluster-ip-range={SERVICE_CIDR}"),
         "--allow-privileged=true".into(),
@@ -85,7 +88,10 @@ pub fn apiserver_args(state: &Path, ports: Ports, advertise: IpAddr) -> Vec<Stri
 pub fn controller_manager_args(state: &Path, ports: Ports) -> Vec<String> {
     let pki = state.join("pki");
     let p = |name: &str| pki.join(name).display().to_string();
-    let kubeconfig = state.join("controller-manager.kubeconfig").display().to_string();
+    let kubeconfig = state
+        .join("controller-manager.kubeconfig")
+        .display()
+        .to_string();
     vec![
         format!("--kubeconfig={kubeconfig}"),
         format!("--authentication-kubeconfig={kubeconfig}"),
@@ -94,7 +100,10 @@ pub fn controller_manager_args(state: &Path, ports: Ports) -> Vec<String> {
         format!("--secure-port={}", ports.controller_manager),
         "--leader-elect=false".into(),
         "--use-service-account-credentials=true".into(),
-        format!("--service-account-private-key-file={}", p("service-account.key")),
+        format!(
+            "--service-account-private-key-file={}",
+            p("service-account.key")
+        ),
         format!("--root-ca-file={}", p("ca.crt")),
         format!("--cluster-signing-cert-file={}", p("ca.crt")),
         format!("--cluster-signing-key-file={}", p("ca.key")),
@@ -104,7 +113,8 @@ pub fn controller_manager_args(state: &Path, ports: Ports) -> Vec<String> {
 }
 
 fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(Error::io("finding a free port"))?;
+    let listener =
+        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(Error::io("finding a free port"))?;
     listener
         .local_addr()
         .map(|addr| addr.port())
@@ -117,7 +127,10 @@ impl ControlPlane {
             Some(dir) => dir,
             None => binaries::cache_root()?.join("clusters").join(name),
         };
-        Ok(Self { name: name.to_string(), state_dir })
+        Ok(Self {
+            name: name.to_string(),
+            state_dir,
+        })
     }
 
     pub fn kubeconfig(&self) -> PathBuf {
@@ -126,13 +139,21 @@ impl ControlPlane {
 
     /// A client for the admin, once the control plane is up.
     pub async fn client(&self) -> Result<kube::Client> {
-        let kubeconfig = kube::config::Kubeconfig::read_from(self.kubeconfig())
-            .map_err(|e| Error::Io { what: "reading the kubeconfig".into(), source: std::io::Error::other(e) })?;
+        let kubeconfig =
+            kube::config::Kubeconfig::read_from(self.kubeconfig()).map_err(|e| Error::Io {
+                what: "reading the kubeconfig".into(),
+                source: std::io::Error::other(e),
+            })?;
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
             .await
-            .map_err(|e| Error::Io { what: "loading the kubeconfig".into(), source: std::io::Error::other(e) })?;
-        kube::Client::try_from(config)
-            .map_err(|e| Error::Io { what: "building a client".into(), source: std::io::Error::other(e) })
+            .map_err(|e| Error::Io {
+                what: "loading the kubeconfig".into(),
+                source: std::io::Error::other(e),
+            })?;
+        kube::Client::try_from(config).map_err(|e| Error::Io {
+            what: "building a client".into(),
+            source: std::io::Error::other(e),
+        })
     }
 
     /// Whether this control plane answers /readyz now.
@@ -148,7 +169,10 @@ impl ControlPlane {
 
     pub async fn up(&self) -> Result<Timings> {
         if self.is_ready().await {
-            return Ok(Timings { build: None, start_to_ready: Duration::ZERO });
+            return Ok(Timings {
+                build: None,
+                start_to_ready: Duration::ZERO,
+            });
         }
         // A half-started or crashed earlier run: clear it out first.
         self.down()?;
@@ -170,15 +194,28 @@ impl ControlPlane {
             let path = state.join(file);
             std::fs::write(&path, content).map_err(Error::io(format!("writing {}", path.display())))
         };
-        write("kubeconfig", kubeconfig::render(&server, &pki_dir, "admin", "admin.crt", "admin.key"))?;
+        write(
+            "kubeconfig",
+            kubeconfig::render(&server, &pki_dir, "admin", "admin.crt", "admin.key"),
+        )?;
         write(
             "controller-manager.kubeconfig",
-            kubeconfig::render(&server, &pki_dir, "controller-manager", "controller-manager.crt", "controller-manager.key"),
+            kubeconfig::render(
+                &server,
+                &pki_dir,
+                "controller-manager",
+                "controller-manager.crt",
+                "controller-manager.key",
+            ),
         )?;
 
         let mut etcd = process::spawn(&bin_dir, "etcd", &etcd_args(state, ports), state)?;
-        let mut apiserver =
-            process::spawn(&bin_dir, "kube-apiserver", &apiserver_args(state, ports, advertise), state)?;
+        let mut apiserver = process::spawn(
+            &bin_dir,
+            "kube-apiserver",
+            &apiserver_args(state, ports, advertise),
+            state,
+        )?;
         let client = self.client().await?;
         let deadline = Instant::now() + READY_TIMEOUT;
         while !readyz(&client).await {
@@ -215,7 +252,10 @@ impl ControlPlane {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Ok(Timings { build, start_to_ready: started.elapsed() })
+        Ok(Timings {
+            build,
+            start_to_ready: started.elapsed(),
+        })
     }
 
     /// Stops what `up` started and removes the state dir. Safe to call twice.
@@ -258,7 +298,12 @@ mod tests {
     use super::*;
 
     fn ports() -> Ports {
-        Ports { etcd_client: 1, etcd_peer: 2, apiserver: 3, controller_manager: 4 }
+        Ports {
+            etcd_client: 1,
+            etcd_peer: 2,
+            apiserver: 3,
+            controller_manager: 4,
+        }
     }
 
     #[test]
@@ -276,8 +321,11 @@ mod tests {
 
     #[test]
     fn token_requests_and_rbac_are_enabled() {
-        let apiserver = apiserver_args(Path::new("/s"), ports(), IpAddr::from([127, 0, 0, 1])).join(" ");
-        assert!(apiserver.contains("--service-account-signing-key-file=/s/pki/service-account.key"));
+        let apiserver =
+            apiserver_args(Path::new("/s"), ports(), IpAddr::from([127, 0, 0, 1])).join(" ");
+        assert!(
+            apiserver.contains("--service-account-signing-key-file=/s/pki/service-account.key")
+        );
         assert!(apiserver.contains("--authorization-mode=Node,RBAC"));
         let cm = controller_manager_args(Path::new("/s"), ports()).join(" ");
         assert!(cm.contains("--service-account-private-key-file=/s/pki/service-account.key"));

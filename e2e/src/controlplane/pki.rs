@@ -46,10 +46,16 @@ fn leaf(
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.distinguished_name = distinguished_name(common_name, organization);
     params.subject_alt_names = names.to_vec();
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     params.extended_key_usages = vec![usage];
     let cert = params.signed_by(&key, issuer)?;
-    Ok(CertifiedKey { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+    Ok(CertifiedKey {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
 }
 
 /// `advertise` is the address the API server tells clients (and, later, pods) to use.
@@ -64,13 +70,22 @@ pub fn generate(advertise: IpAddr, service_ip: IpAddr) -> Result<Pki> {
         KeyUsagePurpose::DigitalSignature,
     ];
     let ca_cert = ca_params.self_signed(&ca_key)?;
-    let ca = CertifiedKey { cert_pem: ca_cert.pem(), key_pem: ca_key.serialize_pem() };
+    let ca = CertifiedKey {
+        cert_pem: ca_cert.pem(),
+        key_pem: ca_key.serialize_pem(),
+    };
     let issuer = Issuer::new(ca_params, ca_key);
 
-    let mut names: Vec<SanType> = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"]
-        .iter()
-        .map(|name| Ok(SanType::DnsName((*name).try_into()?)))
-        .collect::<Result<_>>()?;
+    let mut names: Vec<SanType> = [
+        "localhost",
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+    ]
+    .iter()
+    .map(|name| Ok(SanType::DnsName((*name).try_into()?)))
+    .collect::<Result<_>>()?;
     for ip in [IpAddr::from([127, 0, 0, 1]), advertise, service_ip] {
         if !names.contains(&SanType::IpAddress(ip)) {
             names.push(SanType::IpAddress(ip));
@@ -81,8 +96,20 @@ pub fn generate(advertise: IpAddr, service_ip: IpAddr) -> Result<Pki> {
     let service_account = KeyPair::generate()?;
     Ok(Pki {
         apiserver: leaf(&issuer, "kube-apiserver", None, &names, server)?,
-        admin: leaf(&issuer, "dfr-cluster-admin", Some("system:masters"), &[], client.clone())?,
-        controller_manager: leaf(&issuer, "system:kube-controller-manager", None, &[], client.clone())?,
+        admin: leaf(
+            &issuer,
+            "dfr-cluster-admin",
+            Some("system:masters"),
+            &[],
+            client.clone(),
+        )?,
+        controller_manager: leaf(
+            &issuer,
+            "system:kube-controller-manager",
+            None,
+            &[],
+            client.clone(),
+        )?,
         scheduler: leaf(&issuer, "system:kube-scheduler", None, &[], client)?,
         service_account_private_pem: service_account.serialize_pem(),
         service_account_public_pem: service_account.public_key_pem(),
@@ -102,16 +129,33 @@ impl Pki {
             ("apiserver.key", &self.apiserver.key_pem, true),
             ("admin.crt", &self.admin.cert_pem, false),
             ("admin.key", &self.admin.key_pem, true),
-            ("controller-manager.crt", &self.controller_manager.cert_pem, false),
-            ("controller-manager.key", &self.controller_manager.key_pem, true),
+            (
+                "controller-manager.crt",
+                &self.controller_manager.cert_pem,
+                false,
+            ),
+            (
+                "controller-manager.key",
+                &self.controller_manager.key_pem,
+                true,
+            ),
             ("scheduler.crt", &self.scheduler.cert_pem, false),
             ("scheduler.key", &self.scheduler.key_pem, true),
-            ("service-account.key", &self.service_account_private_pem, true),
-            ("service-account.pub", &self.service_account_public_pem, false),
+            (
+                "service-account.key",
+                &self.service_account_private_pem,
+                true,
+            ),
+            (
+                "service-account.pub",
+                &self.service_account_public_pem,
+                false,
+            ),
         ];
         for (name, content, private) in files {
             let path = dir.join(name);
-            std::fs::write(&path, content).map_err(Error::io(format!("writing {}", path.display())))?;
+            std::fs::write(&path, content)
+                .map_err(Error::io(format!("writing {}", path.display())))?;
             let mode = if private { 0o600 } else { 0o644 };
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
                 .map_err(Error::io(format!("setting the mode of {}", path.display())))?;
@@ -128,7 +172,13 @@ mod tests {
     #[test]
     fn every_certificate_is_distinct_and_pem() {
         let pki = generate(IpAddr::from([127, 0, 0, 1]), IpAddr::from([10, 96, 0, 1])).unwrap();
-        let certs = [&pki.ca, &pki.apiserver, &pki.admin, &pki.controller_manager, &pki.scheduler];
+        let certs = [
+            &pki.ca,
+            &pki.apiserver,
+            &pki.admin,
+            &pki.controller_manager,
+            &pki.scheduler,
+        ];
         for cert in certs {
             assert!(cert.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
             assert!(cert.key_pem.contains("PRIVATE KEY"));

@@ -17,7 +17,12 @@ pub struct Started {
     pub log: PathBuf,
 }
 
-pub fn spawn(bin_dir: &Path, component: &str, args: &[String], state_dir: &Path) -> Result<Started> {
+pub fn spawn(
+    bin_dir: &Path,
+    component: &str,
+    args: &[String],
+    state_dir: &Path,
+) -> Result<Started> {
     use std::os::unix::process::CommandExt;
     let logs = state_dir.join("logs");
     let pids = state_dir.join("pids");
@@ -25,8 +30,11 @@ pub fn spawn(bin_dir: &Path, component: &str, args: &[String], state_dir: &Path)
         std::fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
     }
     let log = logs.join(format!("{component}.log"));
-    let out = std::fs::File::create(&log).map_err(Error::io(format!("creating {}", log.display())))?;
-    let err = out.try_clone().map_err(Error::io("duplicating a log handle"))?;
+    let out =
+        std::fs::File::create(&log).map_err(Error::io(format!("creating {}", log.display())))?;
+    let err = out
+        .try_clone()
+        .map_err(Error::io("duplicating a log handle"))?;
     let child = Command::new(bin_dir.join(component))
         .args(args)
         .stdin(Stdio::null())
@@ -39,7 +47,11 @@ pub fn spawn(bin_dir: &Path, component: &str, args: &[String], state_dir: &Path)
     let pid_file = pids.join(format!("{component}.pid"));
     std::fs::write(&pid_file, child.id().to_string())
         .map_err(Error::io(format!("writing {}", pid_file.display())))?;
-    Ok(Started { component: component.to_string(), child, log })
+    Ok(Started {
+        component: component.to_string(),
+        child,
+        log,
+    })
 }
 
 /// The last lines of a log, for error messages.
@@ -102,14 +114,22 @@ pub fn stop_all(state_dir: &Path, order: &[&str]) -> Result<Vec<String>> {
 
 fn is_zombie(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|stat| stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
+        .map(|stat| {
+            stat.rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+        })
         .unwrap_or(true)
 }
 
 fn signal(component: &str, pid: i32, signal: Signal) -> Result<()> {
     match kill(Pid::from_raw(pid), signal) {
         Ok(()) | Err(nix::Error::ESRCH) => Ok(()),
-        Err(source) => Err(Error::Signal { component: component.to_string(), pid, source }),
+        Err(source) => Err(Error::Signal {
+            component: component.to_string(),
+            pid,
+            source,
+        }),
     }
 }
 

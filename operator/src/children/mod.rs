@@ -75,7 +75,11 @@ pub fn desired_state(country: &DfrCountry, settings: &Settings) -> Desired {
 
 /// Metadata of a child in the tenant namespace: name, labels and the controller owner reference
 /// that lets Kubernetes garbage-collect it and the controller watch it.
-pub fn child_meta(country: &DfrCountry, name: &str, labels: BTreeMap<String, String>) -> ObjectMeta {
+pub fn child_meta(
+    country: &DfrCountry,
+    name: &str,
+    labels: BTreeMap<String, String>,
+) -> ObjectMeta {
     ObjectMeta {
         name: Some(name.to_string()),
         namespace: Some(naming::namespace(country)),
@@ -92,8 +96,11 @@ pub(crate) mod tests {
 
     /// A sample from config/samples as the API server would hand it over (with a uid).
     pub fn sample(file: &str) -> DfrCountry {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/samples").join(file);
-        let mut country: DfrCountry = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../config/samples")
+            .join(file);
+        let mut country: DfrCountry =
+            serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         country.metadata.uid = Some("3f1c2a9e-0000-4000-8000-000000000001".into());
         country
     }
@@ -113,7 +120,12 @@ pub(crate) mod tests {
         metas.extend(desired.deployments.iter().map(|o| &o.metadata));
         metas.extend(desired.services.iter().map(|o| &o.metadata));
         metas.extend(desired.pod_disruption_budgets.iter().map(|o| &o.metadata));
-        metas.extend(desired.horizontal_pod_autoscalers.iter().map(|o| &o.metadata));
+        metas.extend(
+            desired
+                .horizontal_pod_autoscalers
+                .iter()
+                .map(|o| &o.metadata),
+        );
         metas.extend(desired.network_policies.iter().map(|o| &o.metadata));
         assert!(metas.len() > 20);
         for meta in metas {

@@ -27,8 +27,14 @@ pub const DEFAULT_API_MEMORY: &str = "256Mi";
 pub fn desired_namespace(country: &DfrCountry) -> Namespace {
     let mut labels = labels::tenant(country);
     for mode in ["enforce", "audit", "warn"] {
-        labels.insert(format!("pod-security.kubernetes.io/{mode}"), "restricted".into());
-        labels.insert(format!("pod-security.kubernetes.io/{mode}-version"), "latest".into());
+        labels.insert(
+            format!("pod-security.kubernetes.io/{mode}"),
+            "restricted".into(),
+        );
+        labels.insert(
+            format!("pod-security.kubernetes.io/{mode}-version"),
+            "latest".into(),
+        );
     }
     Namespace {
         metadata: ObjectMeta {
@@ -42,9 +48,20 @@ pub fn desired_namespace(country: &DfrCountry) -> Namespace {
 }
 
 /// The amount of `resource` a container asks for, from the spec or the default.
-fn amount(resources: Option<&ResourceRequirements>, kind: &str, resource: &str, default: &str) -> f64 {
+fn amount(
+    resources: Option<&ResourceRequirements>,
+    kind: &str,
+    resource: &str,
+    default: &str,
+) -> f64 {
     resources
-        .and_then(|r| if kind == "limits" { r.limits.as_ref() } else { r.requests.as_ref() })
+        .and_then(|r| {
+            if kind == "limits" {
+                r.limits.as_ref()
+            } else {
+                r.requests.as_ref()
+            }
+        })
         .and_then(|values| values.get(resource))
         .and_then(|q| quantity::parse(&q.0))
         .or_else(|| quantity::parse(default))
@@ -67,7 +84,12 @@ pub fn desired_resource_quota(country: &DfrCountry) -> ResourceQuota {
             + amount(pg, kind, resource, pg_default)
     };
     let cpu_requests = sum("requests", "cpu", DEFAULT_POSTGRES_CPU, DEFAULT_API_CPU);
-    let memory_requests = sum("requests", "memory", DEFAULT_POSTGRES_MEMORY, DEFAULT_API_MEMORY);
+    let memory_requests = sum(
+        "requests",
+        "memory",
+        DEFAULT_POSTGRES_MEMORY,
+        DEFAULT_API_MEMORY,
+    );
     // Limits default to twice the requests when the spec gives none.
     let cpu_limits = sum("limits", "cpu", "1", "500m").max(cpu_requests);
     let memory_limits = sum("limits", "memory", "2Gi", "512Mi").max(memory_requests);
@@ -82,16 +104,28 @@ pub fn desired_resource_quota(country: &DfrCountry) -> ResourceQuota {
     let claims = spec.postgres.instances + 2;
     let hard = BTreeMap::from([
         ("pods".to_string(), Quantity(pods.to_string())),
-        ("persistentvolumeclaims".to_string(), Quantity(claims.to_string())),
-        ("requests.storage".to_string(), quantity::bytes(data + backup)),
+        (
+            "persistentvolumeclaims".to_string(),
+            Quantity(claims.to_string()),
+        ),
+        (
+            "requests.storage".to_string(),
+            quantity::bytes(data + backup),
+        ),
         ("requests.cpu".to_string(), quantity::cores(cpu_requests)),
-        ("requests.memory".to_string(), quantity::bytes(memory_requests)),
+        (
+            "requests.memory".to_string(),
+            quantity::bytes(memory_requests),
+        ),
         ("limits.cpu".to_string(), quantity::cores(cpu_limits)),
         ("limits.memory".to_string(), quantity::bytes(memory_limits)),
     ]);
     ResourceQuota {
         metadata: child_meta(country, QUOTA, labels::tenant(country)),
-        spec: Some(ResourceQuotaSpec { hard: Some(hard), ..ResourceQuotaSpec::default() }),
+        spec: Some(ResourceQuotaSpec {
+            hard: Some(hard),
+            ..ResourceQuotaSpec::default()
+        }),
         ..ResourceQuota::default()
     }
 }
@@ -153,8 +187,17 @@ mod tests {
 
     #[test]
     fn containers_without_resources_get_defaults() {
-        let limits = desired_limit_range(&sample("ton-dev.yaml")).spec.unwrap().limits;
+        let limits = desired_limit_range(&sample("ton-dev.yaml"))
+            .spec
+            .unwrap()
+            .limits;
         assert_eq!(limits[0].type_, "Container");
-        assert!(limits[0].default_request.as_ref().unwrap().contains_key("memory"));
+        assert!(
+            limits[0]
+                .default_request
+                .as_ref()
+                .unwrap()
+                .contains_key("memory")
+        );
     }
 }

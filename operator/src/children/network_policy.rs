@@ -15,19 +15,32 @@ use crate::settings::Settings;
 use crate::{labels, naming};
 
 fn selecting(labels: BTreeMap<String, String>) -> LabelSelector {
-    LabelSelector { match_labels: Some(labels), ..LabelSelector::default() }
+    LabelSelector {
+        match_labels: Some(labels),
+        ..LabelSelector::default()
+    }
 }
 
 fn tcp(port: i32) -> NetworkPolicyPort {
-    NetworkPolicyPort { port: Some(IntOrString::Int(port)), protocol: Some("TCP".into()), ..NetworkPolicyPort::default() }
+    NetworkPolicyPort {
+        port: Some(IntOrString::Int(port)),
+        protocol: Some("TCP".into()),
+        ..NetworkPolicyPort::default()
+    }
 }
 
 fn pods(selector: BTreeMap<String, String>) -> NetworkPolicyPeer {
-    NetworkPolicyPeer { pod_selector: Some(selecting(selector)), ..NetworkPolicyPeer::default() }
+    NetworkPolicyPeer {
+        pod_selector: Some(selecting(selector)),
+        ..NetworkPolicyPeer::default()
+    }
 }
 
 fn namespaces(selector: &LabelSelector) -> NetworkPolicyPeer {
-    NetworkPolicyPeer { namespace_selector: Some(selector.clone()), ..NetworkPolicyPeer::default() }
+    NetworkPolicyPeer {
+        namespace_selector: Some(selector.clone()),
+        ..NetworkPolicyPeer::default()
+    }
 }
 
 fn policy(
@@ -45,7 +58,11 @@ fn policy(
         types.push("Egress".to_string());
     }
     NetworkPolicy {
-        metadata: child_meta(country, name, labels::component(country, "network-policy", "network")),
+        metadata: child_meta(
+            country,
+            name,
+            labels::component(country, "network-policy", "network"),
+        ),
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(target),
             policy_types: Some(types),
@@ -60,7 +77,13 @@ pub fn desired_network_policies(country: &DfrCountry, settings: &Settings) -> Ve
     let postgres = labels::selector(country, labels::APP_POSTGRES);
     let everything = LabelSelector::default();
     let mut policies = vec![
-        policy(country, "default-deny", everything.clone(), Some(vec![]), Some(vec![])),
+        policy(
+            country,
+            "default-deny",
+            everything.clone(),
+            Some(vec![]),
+            Some(vec![]),
+        ),
         policy(
             country,
             "allow-dns",
@@ -72,11 +95,18 @@ pub fn desired_network_policies(country: &DfrCountry, settings: &Settings) -> Ve
                         "kubernetes.io/metadata.name".to_string(),
                         "kube-system".to_string(),
                     )]))),
-                    pod_selector: Some(selecting(BTreeMap::from([("k8s-app".to_string(), "kube-dns".to_string())]))),
+                    pod_selector: Some(selecting(BTreeMap::from([(
+                        "k8s-app".to_string(),
+                        "kube-dns".to_string(),
+                    )]))),
                     ..NetworkPolicyPeer::default()
                 }]),
                 ports: Some(vec![
-                    NetworkPolicyPort { port: Some(IntOrString::Int(53)), protocol: Some("UDP".into()), ..NetworkPolicyPort::default() },
+                    NetworkPolicyPort {
+                        port: Some(IntOrString::Int(53)),
+                        protocol: Some("UDP".into()),
+                        ..NetworkPolicyPort::default()
+                    },
                     tcp(53),
                 ]),
             }]),
@@ -127,12 +157,21 @@ pub fn desired_network_policies(country: &DfrCountry, settings: &Settings) -> Ve
                         .kubernetes_api_cidrs
                         .iter()
                         .map(|cidr| NetworkPolicyPeer {
-                            ip_block: Some(IPBlock { cidr: cidr.clone(), except: None }),
+                            ip_block: Some(IPBlock {
+                                cidr: cidr.clone(),
+                                except: None,
+                            }),
                             ..NetworkPolicyPeer::default()
                         })
                         .collect()
                 }),
-                ports: Some(settings.kubernetes_api_ports.iter().map(|port| tcp(*port)).collect()),
+                ports: Some(
+                    settings
+                        .kubernetes_api_ports
+                        .iter()
+                        .map(|port| tcp(*port))
+                        .collect(),
+                ),
             }]),
         ),
     ];
@@ -174,7 +213,10 @@ pub fn desired_network_policies(country: &DfrCountry, settings: &Settings) -> Ve
             None,
             Some(vec![NetworkPolicyEgressRule {
                 to: Some(vec![NetworkPolicyPeer {
-                    ip_block: Some(IPBlock { cidr: rule.cidr.clone(), except: None }),
+                    ip_block: Some(IPBlock {
+                        cidr: rule.cidr.clone(),
+                        except: None,
+                    }),
                     ..NetworkPolicyPeer::default()
                 }]),
                 ports: Some(rule.ports.iter().map(egress_port).collect()),
@@ -218,8 +260,16 @@ mod tests {
         assert_eq!(deny.policy_types.as_deref().unwrap(), ["Ingress", "Egress"]);
         assert_eq!(deny.ingress.as_deref(), Some(&[][..]));
         // ton-dev sets no ingress or monitoring selector: those flows do not exist.
-        assert!(policies.iter().all(|p| p.metadata.name.as_deref() != Some("api-ingress")));
-        assert!(policies.iter().all(|p| p.metadata.name.as_deref() != Some("api-metrics")));
+        assert!(
+            policies
+                .iter()
+                .all(|p| p.metadata.name.as_deref() != Some("api-ingress"))
+        );
+        assert!(
+            policies
+                .iter()
+                .all(|p| p.metadata.name.as_deref() != Some("api-metrics"))
+        );
     }
 
     #[test]
@@ -227,8 +277,14 @@ mod tests {
         let policies = desired_network_policies(&sample("ton-prod.yaml"), &Settings::default());
         let sms = named(&policies, "egress-sms-gateway");
         let rule = &sms.egress.as_ref().unwrap()[0];
-        assert_eq!(rule.to.as_ref().unwrap()[0].ip_block.as_ref().unwrap().cidr, "203.0.113.0/24");
-        assert_eq!(rule.ports.as_ref().unwrap()[0].port, Some(IntOrString::Int(443)));
+        assert_eq!(
+            rule.to.as_ref().unwrap()[0].ip_block.as_ref().unwrap().cidr,
+            "203.0.113.0/24"
+        );
+        assert_eq!(
+            rule.ports.as_ref().unwrap()[0].port,
+            Some(IntOrString::Int(443))
+        );
         let egress: Vec<_> = policies
             .iter()
             .filter(|p| p.metadata.name.as_deref().unwrap().starts_with("egress-"))
@@ -240,12 +296,24 @@ mod tests {
 
     #[test]
     fn patroni_reaches_only_the_api_server_addresses() {
-        let settings = Settings { kubernetes_api_cidrs: vec!["10.0.0.1/32".into()], ..Settings::default() };
+        let settings = Settings {
+            kubernetes_api_cidrs: vec!["10.0.0.1/32".into()],
+            ..Settings::default()
+        };
         let policies = desired_network_policies(&sample("ton-dev.yaml"), &settings);
-        let rule = &named(&policies, "patroni-to-kubernetes-api").egress.as_ref().unwrap()[0];
-        assert_eq!(rule.to.as_ref().unwrap()[0].ip_block.as_ref().unwrap().cidr, "10.0.0.1/32");
+        let rule = &named(&policies, "patroni-to-kubernetes-api")
+            .egress
+            .as_ref()
+            .unwrap()[0];
+        assert_eq!(
+            rule.to.as_ref().unwrap()[0].ip_block.as_ref().unwrap().cidr,
+            "10.0.0.1/32"
+        );
         let replication = named(&policies, "postgres-replication");
-        let ports = replication.ingress.as_ref().unwrap()[0].ports.as_ref().unwrap();
+        let ports = replication.ingress.as_ref().unwrap()[0]
+            .ports
+            .as_ref()
+            .unwrap();
         assert_eq!(ports.len(), 2, "5432 and 8008");
     }
 }

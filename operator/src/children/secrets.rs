@@ -51,7 +51,11 @@ pub struct SecretMaterial {
 }
 
 fn password() -> String {
-    rand::rng().sample_iter(&Alphanumeric).take(PASSWORD_LENGTH).map(char::from).collect()
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(PASSWORD_LENGTH)
+        .map(char::from)
+        .collect()
 }
 
 fn random_key_base64() -> String {
@@ -86,16 +90,32 @@ fn validity(params: &mut CertificateParams, lifetime: std::time::Duration) {
     params.not_after = now + lifetime;
 }
 
-fn leaf(issuer: &Issuer<'_, KeyPair>, common_name: &str, names: Vec<String>, lifetime: std::time::Duration) -> Result<Pem, SecretsError> {
+fn leaf(
+    issuer: &Issuer<'_, KeyPair>,
+    common_name: &str,
+    names: Vec<String>,
+    lifetime: std::time::Duration,
+) -> Result<Pem, SecretsError> {
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::new(names)?;
     params.distinguished_name = DistinguishedName::new();
-    params.distinguished_name.push(DnType::CommonName, common_name);
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
     validity(&mut params, lifetime);
     let certificate = params.signed_by(&key, issuer)?;
-    Ok(Pem { certificate: certificate.pem(), key: key.serialize_pem() })
+    Ok(Pem {
+        certificate: certificate.pem(),
+        key: key.serialize_pem(),
+    })
 }
 
 impl SecretMaterial {
@@ -108,23 +128,40 @@ impl SecretMaterial {
         let ca_key = KeyPair::generate()?;
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
         ca_params.distinguished_name = DistinguishedName::new();
-        ca_params.distinguished_name.push(DnType::CommonName, format!("dfr {namespace} CA"));
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, format!("dfr {namespace} CA"));
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         // The CA outlives its leaves so a renewal does not need a new trust anchor.
         validity(&mut ca_params, lifetime * 4);
         let ca_certificate = ca_params.self_signed(&ca_key)?;
-        let ca = Pem { certificate: ca_certificate.pem(), key: ca_key.serialize_pem() };
+        let ca = Pem {
+            certificate: ca_certificate.pem(),
+            key: ca_key.serialize_pem(),
+        };
         let issuer = Issuer::new(ca_params, ca_key);
 
         let mut postgres_names = Vec::new();
-        for service in [naming::POSTGRES_RW, naming::POSTGRES_RO, naming::POSTGRES_HEADLESS] {
+        for service in [
+            naming::POSTGRES_RW,
+            naming::POSTGRES_RO,
+            naming::POSTGRES_HEADLESS,
+        ] {
             postgres_names.extend(service_names(service, &namespace, domain));
         }
-        postgres_names.push(format!("*.{}", naming::cluster_dns(naming::POSTGRES_HEADLESS, &namespace, domain)));
+        postgres_names.push(format!(
+            "*.{}",
+            naming::cluster_dns(naming::POSTGRES_HEADLESS, &namespace, domain)
+        ));
         postgres_names.push("localhost".into());
         let postgres_tls = leaf(&issuer, naming::POSTGRES_RW, postgres_names, lifetime)?;
-        let api_tls = leaf(&issuer, naming::API, service_names(naming::API, &namespace, domain), lifetime)?;
+        let api_tls = leaf(
+            &issuer,
+            naming::API,
+            service_names(naming::API, &namespace, domain),
+            lifetime,
+        )?;
 
         Ok(Self {
             superuser_password: password(),
@@ -157,28 +194,66 @@ fn secret(country: &DfrCountry, name: &str, type_: Option<&str>, data: &[(&str, 
 
 pub fn desired_secrets(country: &DfrCountry, material: &SecretMaterial) -> Vec<Secret> {
     let login = |name: &str, user: &str, password: &str| {
-        secret(country, name, None, &[("username", user), ("password", password)])
+        secret(
+            country,
+            name,
+            None,
+            &[("username", user), ("password", password)],
+        )
     };
     let tls = |name: &str, pem: &Pem| {
         secret(
             country,
             name,
             Some("kubernetes.io/tls"),
-            &[("tls.crt", &pem.certificate), ("tls.key", &pem.key), ("ca.crt", &material.ca.certificate)],
+            &[
+                ("tls.crt", &pem.certificate),
+                ("tls.key", &pem.key),
+                ("ca.crt", &material.ca.certificate),
+            ],
         )
     };
     vec![
-        login(naming::SECRET_POSTGRES_SUPERUSER, naming::SUPERUSER, &material.superuser_password),
-        login(naming::SECRET_POSTGRES_REPLICATION, naming::REPLICATION_USER, &material.replication_password),
-        login(naming::SECRET_DB_OWNER, naming::DB_OWNER_USER, &material.owner_password),
-        login(naming::SECRET_DB_APP, naming::DB_APP_USER, &material.app_password),
-        secret(country, naming::SECRET_API_JWT, None, &[("private.pem", &material.jwt_private_key_pem)]),
-        secret(country, naming::SECRET_API_PII_KEYS, None, &[("keyring.json", &material.pii_keyring_json)]),
+        login(
+            naming::SECRET_POSTGRES_SUPERUSER,
+            naming::SUPERUSER,
+            &material.superuser_password,
+        ),
+        login(
+            naming::SECRET_POSTGRES_REPLICATION,
+            naming::REPLICATION_USER,
+            &material.replication_password,
+        ),
+        login(
+            naming::SECRET_DB_OWNER,
+            naming::DB_OWNER_USER,
+            &material.owner_password,
+        ),
+        login(
+            naming::SECRET_DB_APP,
+            naming::DB_APP_USER,
+            &material.app_password,
+        ),
+        secret(
+            country,
+            naming::SECRET_API_JWT,
+            None,
+            &[("private.pem", &material.jwt_private_key_pem)],
+        ),
+        secret(
+            country,
+            naming::SECRET_API_PII_KEYS,
+            None,
+            &[("keyring.json", &material.pii_keyring_json)],
+        ),
         secret(
             country,
             naming::SECRET_TENANT_CA,
             Some("kubernetes.io/tls"),
-            &[("tls.crt", &material.ca.certificate), ("tls.key", &material.ca.key)],
+            &[
+                ("tls.crt", &material.ca.certificate),
+                ("tls.key", &material.ca.key),
+            ],
         ),
         tls(naming::SECRET_POSTGRES_TLS, &material.postgres_tls),
         tls(naming::SECRET_API_TLS, &material.api_tls),
@@ -205,7 +280,12 @@ mod tests {
     #[test]
     fn passwords_are_long_random_and_never_repeat() {
         let (a, b) = (material(), material());
-        for password in [&a.superuser_password, &a.replication_password, &a.owner_password, &a.app_password] {
+        for password in [
+            &a.superuser_password,
+            &a.replication_password,
+            &a.owner_password,
+            &a.app_password,
+        ] {
             assert_eq!(password.len(), PASSWORD_LENGTH);
             assert!(password.chars().all(|c| c.is_ascii_alphanumeric()));
         }
@@ -217,10 +297,16 @@ mod tests {
     #[test]
     fn every_generated_secret_is_named_and_labelled() {
         let secrets = desired_secrets(&sample("ton-prod.yaml"), &material());
-        let names: Vec<String> = secrets.iter().map(|s| s.metadata.name.clone().unwrap()).collect();
+        let names: Vec<String> = secrets
+            .iter()
+            .map(|s| s.metadata.name.clone().unwrap())
+            .collect();
         assert_eq!(names, naming::GENERATED_SECRETS);
         for secret in &secrets {
-            assert_eq!(secret.metadata.labels.as_ref().unwrap()[labels::COMPONENT], "credentials");
+            assert_eq!(
+                secret.metadata.labels.as_ref().unwrap()[labels::COMPONENT],
+                "credentials"
+            );
         }
     }
 
@@ -229,13 +315,23 @@ mod tests {
         let material = material();
         let (_, ca) = x509_parser::pem::parse_x509_pem(material.ca.certificate.as_bytes()).unwrap();
         let ca = ca.parse_x509().unwrap();
-        let (_, leaf) = x509_parser::pem::parse_x509_pem(material.postgres_tls.certificate.as_bytes()).unwrap();
+        let (_, leaf) =
+            x509_parser::pem::parse_x509_pem(material.postgres_tls.certificate.as_bytes()).unwrap();
         let leaf = leaf.parse_x509().unwrap();
         assert_eq!(leaf.issuer(), ca.subject());
         leaf.verify_signature(Some(ca.public_key())).unwrap();
-        let names = format!("{:?}", leaf.subject_alternative_name().unwrap().unwrap().value);
-        assert!(names.contains("postgres-rw.dfr-ton-prod.svc.cluster.local"), "{names}");
-        assert!(names.contains("*.postgres-headless.dfr-ton-prod.svc.cluster.local"), "{names}");
+        let names = format!(
+            "{:?}",
+            leaf.subject_alternative_name().unwrap().unwrap().value
+        );
+        assert!(
+            names.contains("postgres-rw.dfr-ton-prod.svc.cluster.local"),
+            "{names}"
+        );
+        assert!(
+            names.contains("*.postgres-headless.dfr-ton-prod.svc.cluster.local"),
+            "{names}"
+        );
     }
 
     #[test]
@@ -250,8 +346,15 @@ mod tests {
     #[test]
     fn the_jwt_key_is_a_pkcs8_p256_key() {
         let material = material();
-        assert!(material.jwt_private_key_pem.starts_with("-----BEGIN PRIVATE KEY-----"));
+        assert!(
+            material
+                .jwt_private_key_pem
+                .starts_with("-----BEGIN PRIVATE KEY-----")
+        );
         let key = KeyPair::from_pem(&material.jwt_private_key_pem).unwrap();
-        assert!(std::ptr::eq(key.algorithm(), &rcgen::PKCS_ECDSA_P256_SHA256));
+        assert!(std::ptr::eq(
+            key.algorithm(),
+            &rcgen::PKCS_ECDSA_P256_SHA256
+        ));
     }
 }

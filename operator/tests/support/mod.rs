@@ -180,6 +180,11 @@ pub struct RunningOperator {
 
 impl RunningOperator {
     pub async fn start(admin: &Client, id: &str) -> Self {
+        // RUST_LOG=dfr_operator=debug shows what the operator does in a failing test.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let metrics = Metrics::new().unwrap();
         grant_operator_role(admin, id).await;
         let client = dfr_operator::client::counting_client(

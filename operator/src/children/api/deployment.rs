@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 
 use dfr_crds::DfrCountry;
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
     HTTPGetAction, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
@@ -27,14 +29,22 @@ pub const PII_KEYRING_FILE: &str = "/etc/dfr/pii/keyring.json";
 pub const DATABASE_CA_FILE: &str = "/etc/dfr/tls/ca.crt";
 
 fn value(name: &str, value: String) -> EnvVar {
-    EnvVar { name: name.into(), value: Some(value), ..EnvVar::default() }
+    EnvVar {
+        name: name.into(),
+        value: Some(value),
+        ..EnvVar::default()
+    }
 }
 
 fn secret(name: &str, secret: &str, key: &str) -> EnvVar {
     EnvVar {
         name: name.into(),
         value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector { name: secret.into(), key: key.into(), optional: Some(false) }),
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.into(),
+                key: key.into(),
+                optional: Some(false),
+            }),
             ..EnvVarSource::default()
         }),
         ..EnvVar::default()
@@ -56,8 +66,16 @@ fn environment(country: &DfrCountry, settings: &Settings) -> Vec<EnvVar> {
         secret("DFR_DATABASE_PASSWORD", naming::SECRET_DB_APP, "password"),
         value("DFR_DATABASE_SSLMODE", "verify-full".into()),
         value("DFR_DATABASE_SSLROOTCERT", DATABASE_CA_FILE.into()),
-        secret("DFR_MIGRATION_DATABASE_USER", naming::SECRET_DB_OWNER, "username"),
-        secret("DFR_MIGRATION_DATABASE_PASSWORD", naming::SECRET_DB_OWNER, "password"),
+        secret(
+            "DFR_MIGRATION_DATABASE_USER",
+            naming::SECRET_DB_OWNER,
+            "username",
+        ),
+        secret(
+            "DFR_MIGRATION_DATABASE_PASSWORD",
+            naming::SECRET_DB_OWNER,
+            "password",
+        ),
         value("DFR_JWT_SIGNING_KEY_FILE", JWT_KEY_FILE.into()),
         value("DFR_PII_KEYRING_FILE", PII_KEYRING_FILE.into()),
         value("DFR_COUNTRY_CODE", country.spec.country_code.clone()),
@@ -71,7 +89,11 @@ fn secret_volume(name: &str, secret: &str, key: &str, path: &str) -> Volume {
         name: name.into(),
         secret: Some(SecretVolumeSource {
             secret_name: Some(secret.into()),
-            items: Some(vec![KeyToPath { key: key.into(), path: path.into(), mode: None }]),
+            items: Some(vec![KeyToPath {
+                key: key.into(),
+                path: path.into(),
+                mode: None,
+            }]),
             default_mode: Some(0o440),
             ..SecretVolumeSource::default()
         }),
@@ -80,7 +102,12 @@ fn secret_volume(name: &str, secret: &str, key: &str, path: &str) -> Volume {
 }
 
 fn mount(name: &str, path: &str) -> VolumeMount {
-    VolumeMount { name: name.into(), mount_path: path.into(), read_only: Some(true), ..VolumeMount::default() }
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    }
 }
 
 fn probe(path: &str, period: i32) -> Probe {
@@ -98,21 +125,32 @@ fn probe(path: &str, period: i32) -> Probe {
 }
 
 fn resources(country: &DfrCountry) -> ResourceRequirements {
-    country.spec.api.resources.clone().unwrap_or_else(|| ResourceRequirements {
-        requests: Some(BTreeMap::from([
-            ("cpu".to_string(), Quantity(DEFAULT_API_CPU.into())),
-            ("memory".to_string(), Quantity(DEFAULT_API_MEMORY.into())),
-        ])),
-        limits: Some(BTreeMap::from([("memory".to_string(), Quantity("512Mi".into()))])),
-        ..ResourceRequirements::default()
-    })
+    country
+        .spec
+        .api
+        .resources
+        .clone()
+        .unwrap_or_else(|| ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".to_string(), Quantity(DEFAULT_API_CPU.into())),
+                ("memory".to_string(), Quantity(DEFAULT_API_MEMORY.into())),
+            ])),
+            limits: Some(BTreeMap::from([(
+                "memory".to_string(),
+                Quantity("512Mi".into()),
+            )])),
+            ..ResourceRequirements::default()
+        })
 }
 
 pub fn desired_deployment(country: &DfrCountry, settings: &Settings) -> Deployment {
     let labels = metadata_labels(country);
     let container = Container {
         name: "api".into(),
-        image: Some(format!("{}:{}", settings.api_image_repository, country.spec.app_version)),
+        image: Some(format!(
+            "{}:{}",
+            settings.api_image_repository, country.spec.app_version
+        )),
         image_pull_policy: Some(settings.image_pull_policy.clone()),
         ports: Some(vec![ContainerPort {
             name: Some("http".into()),
@@ -127,21 +165,31 @@ pub fn desired_deployment(country: &DfrCountry, settings: &Settings) -> Deployme
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
             run_as_non_root: Some(true),
-            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Capabilities::default() }),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Capabilities::default()
+            }),
             ..SecurityContext::default()
         }),
         volume_mounts: Some(vec![
             mount("jwt", "/etc/dfr/jwt"),
             mount("pii", "/etc/dfr/pii"),
             mount("database-ca", "/etc/dfr/tls"),
-            VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..VolumeMount::default() },
+            VolumeMount {
+                name: "tmp".into(),
+                mount_path: "/tmp".into(),
+                ..VolumeMount::default()
+            },
         ]),
         ..Container::default()
     };
     Deployment {
         metadata: child_meta(country, naming::API, labels.clone()),
         spec: Some(DeploymentSpec {
-            selector: LabelSelector { match_labels: Some(selector(country)), ..LabelSelector::default() },
+            selector: LabelSelector {
+                match_labels: Some(selector(country)),
+                ..LabelSelector::default()
+            },
             strategy: Some(DeploymentStrategy {
                 type_: Some("RollingUpdate".into()),
                 rolling_update: Some(RollingUpdateDeployment {
@@ -154,7 +202,10 @@ pub fn desired_deployment(country: &DfrCountry, settings: &Settings) -> Deployme
                     labels: Some(labels),
                     annotations: Some(BTreeMap::from([
                         ("prometheus.io/scrape".to_string(), "true".to_string()),
-                        ("prometheus.io/port".to_string(), naming::API_PORT.to_string()),
+                        (
+                            "prometheus.io/port".to_string(),
+                            naming::API_PORT.to_string(),
+                        ),
                         ("prometheus.io/path".to_string(), "/metrics".to_string()),
                     ])),
                     ..ObjectMeta::default()
@@ -167,22 +218,42 @@ pub fn desired_deployment(country: &DfrCountry, settings: &Settings) -> Deployme
                         run_as_user: Some(NONROOT_UID),
                         run_as_group: Some(NONROOT_UID),
                         fs_group: Some(NONROOT_UID),
-                        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..SeccompProfile::default() }),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..SeccompProfile::default()
+                        }),
                         ..PodSecurityContext::default()
                     }),
                     topology_spread_constraints: Some(vec![TopologySpreadConstraint {
                         max_skew: 1,
                         topology_key: "kubernetes.io/hostname".into(),
                         when_unsatisfiable: "ScheduleAnyway".into(),
-                        label_selector: Some(LabelSelector { match_labels: Some(selector(country)), ..LabelSelector::default() }),
+                        label_selector: Some(LabelSelector {
+                            match_labels: Some(selector(country)),
+                            ..LabelSelector::default()
+                        }),
                         ..TopologySpreadConstraint::default()
                     }]),
                     containers: vec![container],
                     volumes: Some(vec![
                         secret_volume("jwt", naming::SECRET_API_JWT, "private.pem", "private.pem"),
-                        secret_volume("pii", naming::SECRET_API_PII_KEYS, "keyring.json", "keyring.json"),
-                        secret_volume("database-ca", naming::SECRET_POSTGRES_TLS, "ca.crt", "ca.crt"),
-                        Volume { name: "tmp".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() },
+                        secret_volume(
+                            "pii",
+                            naming::SECRET_API_PII_KEYS,
+                            "keyring.json",
+                            "keyring.json",
+                        ),
+                        secret_volume(
+                            "database-ca",
+                            naming::SECRET_POSTGRES_TLS,
+                            "ca.crt",
+                            "ca.crt",
+                        ),
+                        Volume {
+                            name: "tmp".into(),
+                            empty_dir: Some(EmptyDirVolumeSource::default()),
+                            ..Volume::default()
+                        },
                     ]),
                     ..PodSpec::default()
                 }),
@@ -208,20 +279,50 @@ mod tests {
     #[test]
     fn runs_the_spec_version_with_the_database_and_keys_wired_in() {
         let country = sample("ton-prod.yaml");
-        let spec = desired_deployment(&country, &Settings::default()).spec.unwrap();
+        let spec = desired_deployment(&country, &Settings::default())
+            .spec
+            .unwrap();
         let pod = spec.template.spec.unwrap();
         let container = &pod.containers[0];
         assert_eq!(container.image.as_deref(), Some("dfr-api:1.4.2"));
-        let env: BTreeMap<&str, &EnvVar> = container.env.as_ref().unwrap().iter().map(|e| (e.name.as_str(), e)).collect();
+        let env: BTreeMap<&str, &EnvVar> = container
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|e| (e.name.as_str(), e))
+            .collect();
         assert_eq!(
             env["DFR_DATABASE_HOST"].value.as_deref(),
             Some("postgres-rw.dfr-ton-prod.svc.cluster.local")
         );
-        let password = env["DFR_DATABASE_PASSWORD"].value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
+        let password = env["DFR_DATABASE_PASSWORD"]
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
         assert_eq!(password.name, naming::SECRET_DB_APP);
-        assert_eq!(env["DFR_JWT_SIGNING_KEY_FILE"].value.as_deref(), Some(JWT_KEY_FILE));
-        let readiness = container.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
+        assert_eq!(
+            env["DFR_JWT_SIGNING_KEY_FILE"].value.as_deref(),
+            Some(JWT_KEY_FILE)
+        );
+        let readiness = container
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
         assert_eq!(readiness.path.as_deref(), Some("/api/dfr/health/ready"));
-        assert_eq!(container.security_context.as_ref().unwrap().read_only_root_filesystem, Some(true));
+        assert_eq!(
+            container
+                .security_context
+                .as_ref()
+                .unwrap()
+                .read_only_root_filesystem,
+            Some(true)
+        );
     }
 }

@@ -44,7 +44,9 @@ pub fn desired_hpa(country: &DfrCountry, settings: &Settings) -> HorizontalPodAu
                         name: "cpu".into(),
                         target: MetricTarget {
                             type_: "Utilization".into(),
-                            average_utilization: Some(api.autoscaling.target_cpu_utilization_percent),
+                            average_utilization: Some(
+                                api.autoscaling.target_cpu_utilization_percent,
+                            ),
                             ..MetricTarget::default()
                         },
                     }),
@@ -53,10 +55,15 @@ pub fn desired_hpa(country: &DfrCountry, settings: &Settings) -> HorizontalPodAu
                 MetricSpec {
                     type_: "Pods".into(),
                     pods: Some(PodsMetricSource {
-                        metric: MetricIdentifier { name: settings.latency_metric_name.clone(), selector: None },
+                        metric: MetricIdentifier {
+                            name: settings.latency_metric_name.clone(),
+                            selector: None,
+                        },
                         target: MetricTarget {
                             type_: "AverageValue".into(),
-                            average_value: Some(Quantity(api.autoscaling.target_p95_latency_ms.to_string())),
+                            average_value: Some(Quantity(
+                                api.autoscaling.target_p95_latency_ms.to_string(),
+                            )),
                             ..MetricTarget::default()
                         },
                     }),
@@ -88,10 +95,19 @@ mod tests {
         assert_eq!(cpu.name, "cpu");
         assert_eq!(cpu.target.average_utilization, Some(70));
         let latency = metrics[1].pods.as_ref().unwrap();
-        assert_eq!(latency.metric.name, "dfr_http_request_duration_p95_milliseconds");
+        assert_eq!(
+            latency.metric.name,
+            "dfr_http_request_duration_p95_milliseconds"
+        );
         assert_eq!(latency.target.average_value.as_ref().unwrap().0, "700");
         let behavior = spec.behavior.unwrap();
-        assert_eq!(behavior.scale_up.unwrap().stabilization_window_seconds, Some(300));
-        assert_eq!(behavior.scale_down.unwrap().stabilization_window_seconds, Some(300));
+        assert_eq!(
+            behavior.scale_up.unwrap().stabilization_window_seconds,
+            Some(300)
+        );
+        assert_eq!(
+            behavior.scale_down.unwrap().stabilization_window_seconds,
+            Some(300)
+        );
     }
 }

@@ -32,7 +32,11 @@ pub fn selector(country: &DfrCountry) -> BTreeMap<String, String> {
 /// The API talks to PostgreSQL with passwords, not with the Kubernetes API: no token mounted.
 pub fn desired_service_account(country: &DfrCountry) -> ServiceAccount {
     ServiceAccount {
-        metadata: child_meta(country, naming::API_SERVICE_ACCOUNT, metadata_labels(country)),
+        metadata: child_meta(
+            country,
+            naming::API_SERVICE_ACCOUNT,
+            metadata_labels(country),
+        ),
         automount_service_account_token: Some(false),
         ..ServiceAccount::default()
     }
@@ -63,7 +67,10 @@ pub fn desired_pdb(country: &DfrCountry) -> Option<PodDisruptionBudget> {
         metadata: child_meta(country, naming::API, metadata_labels(country)),
         spec: Some(PodDisruptionBudgetSpec {
             min_available: Some(IntOrString::Int(1)),
-            selector: Some(LabelSelector { match_labels: Some(selector(country)), ..LabelSelector::default() }),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector(country)),
+                ..LabelSelector::default()
+            }),
             ..PodDisruptionBudgetSpec::default()
         }),
         ..PodDisruptionBudget::default()
@@ -78,10 +85,17 @@ mod tests {
 
     #[test]
     fn the_service_selects_api_pods_by_stable_labels_only() {
-        let selector = desired_service(&sample("ton-prod.yaml")).spec.unwrap().selector.unwrap();
+        let selector = desired_service(&sample("ton-prod.yaml"))
+            .spec
+            .unwrap()
+            .selector
+            .unwrap();
         assert_eq!(selector.len(), 2);
         assert_eq!(selector[labels::NAME], "dfr-api");
-        assert!(!selector.contains_key(labels::VERSION), "a version in the selector breaks upgrades");
+        assert!(
+            !selector.contains_key(labels::VERSION),
+            "a version in the selector breaks upgrades"
+        );
     }
 
     #[test]
@@ -90,11 +104,17 @@ mod tests {
         country.spec.api.min_replicas = 1;
         assert!(desired_pdb(&country).is_none());
         country.spec.api.min_replicas = 2;
-        assert_eq!(desired_pdb(&country).unwrap().spec.unwrap().min_available, Some(IntOrString::Int(1)));
+        assert_eq!(
+            desired_pdb(&country).unwrap().spec.unwrap().min_available,
+            Some(IntOrString::Int(1))
+        );
     }
 
     #[test]
     fn the_api_account_mounts_no_token() {
-        assert_eq!(desired_service_account(&sample("ton-dev.yaml")).automount_service_account_token, Some(false));
+        assert_eq!(
+            desired_service_account(&sample("ton-dev.yaml")).automount_service_account_token,
+            Some(false)
+        );
     }
 }

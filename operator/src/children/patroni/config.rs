@@ -97,7 +97,9 @@ pub fn patroni_config(country: &DfrCountry) -> PatroniConfig {
         .filter(|(key, _)| !FORBIDDEN_POSTGRES_PARAMETERS.contains(&key.as_str()))
         .map(|(key, value)| (key.clone(), value.clone()))
         .partition(|(key, _)| DCS_ONLY_PARAMETERS.contains(&key.as_str()));
-    dcs_parameters.entry("max_connections".into()).or_insert_with(|| "200".into());
+    dcs_parameters
+        .entry("max_connections".into())
+        .or_insert_with(|| "200".into());
     let fixed = [
         ("ssl", "on".to_string()),
         ("ssl_cert_file", format!("{TLS_DIR}/tls.crt")),
@@ -158,8 +160,14 @@ pub fn patroni_config(country: &DfrCountry) -> PatroniConfig {
                 // Inside the pod only: Patroni and the operator's tooling over the socket.
                 "local all all scram-sha-256".into(),
                 // Over the network, TLS only, and SCRAM only.
-                format!("hostssl replication {} 0.0.0.0/0 scram-sha-256", naming::REPLICATION_USER),
-                format!("hostssl replication {} ::/0 scram-sha-256", naming::REPLICATION_USER),
+                format!(
+                    "hostssl replication {} 0.0.0.0/0 scram-sha-256",
+                    naming::REPLICATION_USER
+                ),
+                format!(
+                    "hostssl replication {} ::/0 scram-sha-256",
+                    naming::REPLICATION_USER
+                ),
                 "hostssl all all 0.0.0.0/0 scram-sha-256".into(),
                 "hostssl all all ::/0 scram-sha-256".into(),
             ],
@@ -220,10 +228,14 @@ mod tests {
     #[test]
     fn only_tls_scram_connections_are_allowed_over_the_network() {
         let yaml = parsed(&sample("ton-prod.yaml"));
-        let hba: Vec<String> = serde_yaml::from_value(yaml["postgresql"]["pg_hba"].clone()).unwrap();
+        let hba: Vec<String> =
+            serde_yaml::from_value(yaml["postgresql"]["pg_hba"].clone()).unwrap();
         for line in &hba {
             assert!(line.ends_with("scram-sha-256"), "{line}");
-            assert!(line.starts_with("local ") || line.starts_with("hostssl "), "{line}");
+            assert!(
+                line.starts_with("local ") || line.starts_with("hostssl "),
+                "{line}"
+            );
         }
         let parameters = &yaml["postgresql"]["parameters"];
         // Quoted, so YAML 1.1 readers see the string `on`, not a boolean.
@@ -245,12 +257,23 @@ mod tests {
     #[test]
     fn spec_parameters_land_where_patroni_honours_them_and_forbidden_ones_never() {
         let mut country = sample("ton-prod.yaml");
-        country.spec.postgres.parameters.insert("wal_level".into(), "minimal".into());
+        country
+            .spec
+            .postgres
+            .parameters
+            .insert("wal_level".into(), "minimal".into());
         let yaml = parsed(&country);
-        assert_eq!(yaml["bootstrap"]["dcs"]["postgresql"]["parameters"]["max_connections"], "200");
+        assert_eq!(
+            yaml["bootstrap"]["dcs"]["postgresql"]["parameters"]["max_connections"],
+            "200"
+        );
         assert_eq!(yaml["postgresql"]["parameters"]["shared_buffers"], "512MB");
         assert!(yaml["postgresql"]["parameters"].get("wal_level").is_none());
-        assert!(yaml["bootstrap"]["dcs"]["postgresql"]["parameters"].get("wal_level").is_none());
+        assert!(
+            yaml["bootstrap"]["dcs"]["postgresql"]["parameters"]
+                .get("wal_level")
+                .is_none()
+        );
     }
 
     #[test]
@@ -258,8 +281,14 @@ mod tests {
         let kubernetes = &parsed(&sample("ton-dev.yaml"))["kubernetes"];
         assert_eq!(kubernetes["use_endpoints"], false);
         assert_eq!(kubernetes["role_label"], labels::PATRONI_ROLE);
-        assert_eq!(kubernetes["leader_label_value"], labels::PATRONI_ROLE_PRIMARY);
+        assert_eq!(
+            kubernetes["leader_label_value"],
+            labels::PATRONI_ROLE_PRIMARY
+        );
         assert_eq!(kubernetes["labels"][labels::INSTANCE], "ton-dev");
-        assert!(kubernetes["labels"].get(labels::MANAGED_BY).is_none(), "Patroni's own ConfigMaps are not ours");
+        assert!(
+            kubernetes["labels"].get(labels::MANAGED_BY).is_none(),
+            "Patroni's own ConfigMaps are not ours"
+        );
     }
 }

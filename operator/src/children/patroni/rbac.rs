@@ -15,7 +15,11 @@ use crate::naming;
 
 pub fn desired_service_account(country: &DfrCountry) -> ServiceAccount {
     ServiceAccount {
-        metadata: child_meta(country, naming::POSTGRES_SERVICE_ACCOUNT, metadata_labels(country)),
+        metadata: child_meta(
+            country,
+            naming::POSTGRES_SERVICE_ACCOUNT,
+            metadata_labels(country),
+        ),
         automount_service_account_token: Some(true),
         ..ServiceAccount::default()
     }
@@ -34,7 +38,12 @@ pub fn desired_role(country: &DfrCountry) -> Role {
     Role {
         metadata: child_meta(country, naming::POSTGRES, metadata_labels(country)),
         rules: Some(vec![
-            rule(&["configmaps"], &["get", "list", "watch", "create", "patch", "update", "delete"]),
+            rule(
+                &["configmaps"],
+                &[
+                    "get", "list", "watch", "create", "patch", "update", "delete",
+                ],
+            ),
             rule(&["pods"], &["get", "list", "watch", "patch"]),
         ]),
     }
@@ -67,11 +76,17 @@ mod tests {
     fn patroni_gets_configmaps_and_its_pods_but_no_endpoints_services_or_secrets() {
         let role = desired_role(&sample("ton-dev.yaml"));
         let rules = role.rules.unwrap();
-        let resources: Vec<String> = rules.iter().flat_map(|r| r.resources.clone().unwrap()).collect();
+        let resources: Vec<String> = rules
+            .iter()
+            .flat_map(|r| r.resources.clone().unwrap())
+            .collect();
         assert_eq!(resources, ["configmaps", "pods"]);
         let pods = &rules[1];
         assert!(!pods.verbs.contains(&"delete".to_string()));
-        assert!(pods.verbs.contains(&"patch".to_string()), "Patroni labels its own pod");
+        assert!(
+            pods.verbs.contains(&"patch".to_string()),
+            "Patroni labels its own pod"
+        );
     }
 
     #[test]

@@ -81,7 +81,9 @@ mod tests {
 
     #[test]
     fn the_headless_service_publishes_members_before_they_are_ready() {
-        let spec = desired_headless_service(&sample("ton-prod.yaml")).spec.unwrap();
+        let spec = desired_headless_service(&sample("ton-prod.yaml"))
+            .spec
+            .unwrap();
         assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
         assert_eq!(spec.publish_not_ready_addresses, Some(true));
         assert!(!spec.selector.unwrap().contains_key("role"));

@@ -23,8 +23,8 @@ use super::config::{PATRONI_CONFIG_KEY, SOCKET_DIR, TLS_DIR};
 use super::{metadata_labels, selector};
 use crate::children::child_meta;
 use crate::children::namespace::{DEFAULT_POSTGRES_CPU, DEFAULT_POSTGRES_MEMORY};
-use crate::settings::Settings;
 use crate::naming;
+use crate::settings::Settings;
 
 /// The uid of the postgres user in the dfr-postgres image.
 pub const POSTGRES_UID: i64 = 999;
@@ -34,7 +34,10 @@ fn field_env(name: &str, path: &str) -> EnvVar {
     EnvVar {
         name: name.into(),
         value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector { field_path: path.into(), ..ObjectFieldSelector::default() }),
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                ..ObjectFieldSelector::default()
+            }),
             ..EnvVarSource::default()
         }),
         ..EnvVar::default()
@@ -45,7 +48,11 @@ fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
     EnvVar {
         name: name.into(),
         value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector { name: secret.into(), key: key.into(), optional: Some(false) }),
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.into(),
+                key: key.into(),
+                optional: Some(false),
+            }),
             ..EnvVarSource::default()
         }),
         ..EnvVar::default()
@@ -53,14 +60,19 @@ fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
 }
 
 fn value_env(name: &str, value: &str) -> EnvVar {
-    EnvVar { name: name.into(), value: Some(value.into()), ..EnvVar::default() }
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..EnvVar::default()
+    }
 }
 
 fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     VolumeMount {
         name: name.into(),
         mount_path: path.into(),
-        read_only: Some(read_only),
+        // The API server drops `readOnly: false`; leaving it out keeps reconciles write-free.
+        read_only: read_only.then_some(true),
         ..VolumeMount::default()
     }
 }
@@ -81,14 +93,25 @@ fn patroni_probe(path: &str, period: i32, failures: i32) -> Probe {
 }
 
 fn resources(country: &DfrCountry) -> ResourceRequirements {
-    country.spec.postgres.resources.clone().unwrap_or_else(|| ResourceRequirements {
-        requests: Some(BTreeMap::from([
-            ("cpu".to_string(), Quantity(DEFAULT_POSTGRES_CPU.into())),
-            ("memory".to_string(), Quantity(DEFAULT_POSTGRES_MEMORY.into())),
-        ])),
-        limits: Some(BTreeMap::from([("memory".to_string(), Quantity("2Gi".into()))])),
-        ..ResourceRequirements::default()
-    })
+    country
+        .spec
+        .postgres
+        .resources
+        .clone()
+        .unwrap_or_else(|| ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".to_string(), Quantity(DEFAULT_POSTGRES_CPU.into())),
+                (
+                    "memory".to_string(),
+                    Quantity(DEFAULT_POSTGRES_MEMORY.into()),
+                ),
+            ])),
+            limits: Some(BTreeMap::from([(
+                "memory".to_string(),
+                Quantity("2Gi".into()),
+            )])),
+            ..ResourceRequirements::default()
+        })
 }
 
 fn container(country: &DfrCountry, settings: &Settings) -> Container {
@@ -96,7 +119,10 @@ fn container(country: &DfrCountry, settings: &Settings) -> Container {
         name: "postgres".into(),
         image: Some(settings.postgres_image_for(country.spec.postgres.version)),
         image_pull_policy: Some(settings.image_pull_policy.clone()),
-        command: Some(vec!["patroni".into(), format!("{CONFIG_DIR}/{PATRONI_CONFIG_KEY}")]),
+        command: Some(vec![
+            "patroni".into(),
+            format!("{CONFIG_DIR}/{PATRONI_CONFIG_KEY}"),
+        ]),
         env: Some(vec![
             field_env("PATRONI_NAME", "metadata.name"),
             field_env("PATRONI_KUBERNETES_NAMESPACE", "metadata.namespace"),
@@ -110,15 +136,39 @@ fn container(country: &DfrCountry, settings: &Settings) -> Container {
                 "PATRONI_RESTAPI_CONNECT_ADDRESS",
                 &format!("$(PATRONI_KUBERNETES_POD_IP):{}", naming::PATRONI_PORT),
             ),
-            secret_env("PATRONI_SUPERUSER_USERNAME", naming::SECRET_POSTGRES_SUPERUSER, "username"),
-            secret_env("PATRONI_SUPERUSER_PASSWORD", naming::SECRET_POSTGRES_SUPERUSER, "password"),
-            secret_env("PATRONI_REPLICATION_USERNAME", naming::SECRET_POSTGRES_REPLICATION, "username"),
-            secret_env("PATRONI_REPLICATION_PASSWORD", naming::SECRET_POSTGRES_REPLICATION, "password"),
+            secret_env(
+                "PATRONI_SUPERUSER_USERNAME",
+                naming::SECRET_POSTGRES_SUPERUSER,
+                "username",
+            ),
+            secret_env(
+                "PATRONI_SUPERUSER_PASSWORD",
+                naming::SECRET_POSTGRES_SUPERUSER,
+                "password",
+            ),
+            secret_env(
+                "PATRONI_REPLICATION_USERNAME",
+                naming::SECRET_POSTGRES_REPLICATION,
+                "username",
+            ),
+            secret_env(
+                "PATRONI_REPLICATION_PASSWORD",
+                naming::SECRET_POSTGRES_REPLICATION,
+                "password",
+            ),
             value_env("PGHOST", SOCKET_DIR),
         ]),
         ports: Some(vec![
-            ContainerPort { name: Some("postgresql".into()), container_port: naming::POSTGRES_PORT, ..ContainerPort::default() },
-            ContainerPort { name: Some("patroni".into()), container_port: naming::PATRONI_PORT, ..ContainerPort::default() },
+            ContainerPort {
+                name: Some("postgresql".into()),
+                container_port: naming::POSTGRES_PORT,
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("patroni".into()),
+                container_port: naming::PATRONI_PORT,
+                ..ContainerPort::default()
+            },
         ]),
         // Readiness: serving as leader or as a replica that is streaming. Liveness only checks
         // that Patroni answers, so a slow recovery is not killed.
@@ -129,7 +179,10 @@ fn container(country: &DfrCountry, settings: &Settings) -> Container {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
             run_as_non_root: Some(true),
-            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Capabilities::default() }),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Capabilities::default()
+            }),
             ..SecurityContext::default()
         }),
         volume_mounts: Some(vec![
@@ -152,7 +205,10 @@ fn volumes() -> Vec<Volume> {
     vec![
         Volume {
             name: "config".into(),
-            config_map: Some(ConfigMapVolumeSource { name: naming::POSTGRES_CONFIG.into(), ..ConfigMapVolumeSource::default() }),
+            config_map: Some(ConfigMapVolumeSource {
+                name: naming::POSTGRES_CONFIG.into(),
+                ..ConfigMapVolumeSource::default()
+            }),
             ..Volume::default()
         },
         Volume {
@@ -182,7 +238,10 @@ fn data_claim(country: &DfrCountry) -> PersistentVolumeClaim {
             access_modes: Some(vec!["ReadWriteOnce".into()]),
             storage_class_name: storage.storage_class_name.clone(),
             resources: Some(VolumeResourceRequirements {
-                requests: Some(BTreeMap::from([("storage".to_string(), storage.size.clone())])),
+                requests: Some(BTreeMap::from([(
+                    "storage".to_string(),
+                    storage.size.clone(),
+                )])),
                 ..VolumeResourceRequirements::default()
             }),
             ..PersistentVolumeClaimSpec::default()
@@ -200,14 +259,22 @@ pub fn desired_statefulset(country: &DfrCountry, settings: &Settings) -> Statefu
             service_name: Some(naming::POSTGRES_HEADLESS.into()),
             // Patroni, not the StatefulSet, decides who leads: members may start together.
             pod_management_policy: Some("Parallel".into()),
-            selector: LabelSelector { match_labels: Some(selector(country)), ..LabelSelector::default() },
+            selector: LabelSelector {
+                match_labels: Some(selector(country)),
+                ..LabelSelector::default()
+            },
             // The data outlives the StatefulSet; deletionPolicy decides its fate.
-            persistent_volume_claim_retention_policy: Some(StatefulSetPersistentVolumeClaimRetentionPolicy {
-                when_deleted: Some("Retain".into()),
-                when_scaled: Some("Retain".into()),
-            }),
+            persistent_volume_claim_retention_policy: Some(
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some("Retain".into()),
+                    when_scaled: Some("Retain".into()),
+                },
+            ),
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(labels), ..ObjectMeta::default() }),
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..ObjectMeta::default()
+                }),
                 spec: Some(PodSpec {
                     service_account_name: Some(naming::POSTGRES_SERVICE_ACCOUNT.into()),
                     automount_service_account_token: Some(true),
@@ -217,20 +284,28 @@ pub fn desired_statefulset(country: &DfrCountry, settings: &Settings) -> Statefu
                         run_as_user: Some(POSTGRES_UID),
                         run_as_group: Some(POSTGRES_UID),
                         fs_group: Some(POSTGRES_UID),
-                        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..SeccompProfile::default() }),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..SeccompProfile::default()
+                        }),
                         ..PodSecurityContext::default()
                     }),
                     // Preferred, not required: a one-node cluster must still run two members.
                     affinity: Some(Affinity {
                         pod_anti_affinity: Some(PodAntiAffinity {
-                            preferred_during_scheduling_ignored_during_execution: Some(vec![WeightedPodAffinityTerm {
-                                weight: 100,
-                                pod_affinity_term: PodAffinityTerm {
-                                    label_selector: Some(LabelSelector { match_labels: Some(selector(country)), ..LabelSelector::default() }),
-                                    topology_key: "kubernetes.io/hostname".into(),
-                                    ..PodAffinityTerm::default()
+                            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                                WeightedPodAffinityTerm {
+                                    weight: 100,
+                                    pod_affinity_term: PodAffinityTerm {
+                                        label_selector: Some(LabelSelector {
+                                            match_labels: Some(selector(country)),
+                                            ..LabelSelector::default()
+                                        }),
+                                        topology_key: "kubernetes.io/hostname".into(),
+                                        ..PodAffinityTerm::default()
+                                    },
                                 },
-                            }]),
+                            ]),
                             ..PodAntiAffinity::default()
                         }),
                         ..Affinity::default()
@@ -254,7 +329,10 @@ pub fn desired_pdb(country: &DfrCountry) -> Option<PodDisruptionBudget> {
         metadata: child_meta(country, naming::POSTGRES, metadata_labels(country)),
         spec: Some(PodDisruptionBudgetSpec {
             max_unavailable: Some(IntOrString::Int(1)),
-            selector: Some(LabelSelector { match_labels: Some(selector(country)), ..LabelSelector::default() }),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector(country)),
+                ..LabelSelector::default()
+            }),
             ..PodDisruptionBudgetSpec::default()
         }),
         ..PodDisruptionBudget::default()
@@ -274,20 +352,44 @@ mod tests {
         let spec = sts.spec.unwrap();
         assert_eq!(spec.replicas, Some(3));
         let claim = &spec.volume_claim_templates.unwrap()[0];
-        let size = &claim.spec.as_ref().unwrap().resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"];
+        let size = &claim
+            .spec
+            .as_ref()
+            .unwrap()
+            .resources
+            .as_ref()
+            .unwrap()
+            .requests
+            .as_ref()
+            .unwrap()["storage"];
         assert_eq!(size.0, "50Gi");
         let container = &spec.template.spec.unwrap().containers[0];
         assert_eq!(container.image.as_deref(), Some("dfr-postgres:15"));
-        assert_eq!(container.resources.as_ref().unwrap().requests.as_ref().unwrap()["cpu"].0, "500m");
+        assert_eq!(
+            container
+                .resources
+                .as_ref()
+                .unwrap()
+                .requests
+                .as_ref()
+                .unwrap()["cpu"]
+                .0,
+            "500m"
+        );
     }
 
     #[test]
     fn pods_meet_the_restricted_pod_security_standard() {
-        let spec = desired_statefulset(&sample("ton-dev.yaml"), &Settings::default()).spec.unwrap();
+        let spec = desired_statefulset(&sample("ton-dev.yaml"), &Settings::default())
+            .spec
+            .unwrap();
         let pod = spec.template.spec.unwrap();
         let pod_security = pod.security_context.unwrap();
         assert_eq!(pod_security.run_as_non_root, Some(true));
-        assert_eq!(pod_security.seccomp_profile.unwrap().type_, "RuntimeDefault");
+        assert_eq!(
+            pod_security.seccomp_profile.unwrap().type_,
+            "RuntimeDefault"
+        );
         let container = pod.containers[0].security_context.clone().unwrap();
         assert_eq!(container.allow_privilege_escalation, Some(false));
         assert_eq!(container.read_only_root_filesystem, Some(true));
@@ -296,14 +398,31 @@ mod tests {
 
     #[test]
     fn probes_ask_patroni_over_tls() {
-        let spec = desired_statefulset(&sample("ton-dev.yaml"), &Settings::default()).spec.unwrap();
+        let spec = desired_statefulset(&sample("ton-dev.yaml"), &Settings::default())
+            .spec
+            .unwrap();
         let container = &spec.template.spec.unwrap().containers[0];
-        let readiness = container.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
+        let readiness = container
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
         assert_eq!(readiness.path.as_deref(), Some("/readiness"));
         assert_eq!(readiness.scheme.as_deref(), Some("HTTPS"));
         assert_eq!(readiness.port, IntOrString::Int(8008));
-        let env: Vec<&str> = container.env.as_ref().unwrap().iter().map(|e| e.name.as_str()).collect();
-        assert!(env.contains(&"PATRONI_SUPERUSER_PASSWORD") && env.contains(&"PATRONI_KUBERNETES_POD_IP"));
+        let env: Vec<&str> = container
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect();
+        assert!(
+            env.contains(&"PATRONI_SUPERUSER_PASSWORD")
+                && env.contains(&"PATRONI_KUBERNETES_POD_IP")
+        );
     }
 
     #[test]
