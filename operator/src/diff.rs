@@ -61,6 +61,7 @@ fn is_empty(value: &Value) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::is_subset;
     use serde_json::json;
