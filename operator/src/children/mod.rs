@@ -5,6 +5,7 @@ pub mod api;
 pub mod namespace;
 pub mod network_policy;
 pub mod patroni;
+pub mod pod;
 pub mod quantity;
 pub mod secrets;
 

@@ -8,10 +8,9 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    HTTPGetAction, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
-    TopologySpreadConstraint, Volume, VolumeMount,
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, KeyToPath, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, SecretVolumeSource, TopologySpreadConstraint,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -20,6 +19,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::{metadata_labels, selector};
 use crate::children::child_meta;
 use crate::children::namespace::{DEFAULT_API_CPU, DEFAULT_API_MEMORY};
+use crate::children::pod::{restricted_container, restricted_pod, secret_env, value_env};
 use crate::naming;
 use crate::settings::Settings;
 
@@ -28,59 +28,36 @@ pub const JWT_KEY_FILE: &str = "/etc/dfr/jwt/private.pem";
 pub const PII_KEYRING_FILE: &str = "/etc/dfr/pii/keyring.json";
 pub const DATABASE_CA_FILE: &str = "/etc/dfr/tls/ca.crt";
 
-fn value(name: &str, value: String) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value: Some(value),
-        ..EnvVar::default()
-    }
-}
-
-fn secret(name: &str, secret: &str, key: &str) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: secret.into(),
-                key: key.into(),
-                optional: Some(false),
-            }),
-            ..EnvVarSource::default()
-        }),
-        ..EnvVar::default()
-    }
-}
-
 /// The API server's configuration contract (api-server/README.md).
 fn environment(country: &DfrCountry, settings: &Settings) -> Vec<EnvVar> {
     let namespace = naming::namespace(country);
     vec![
-        value("DFR_LISTEN_ADDR", format!("0.0.0.0:{}", naming::API_PORT)),
-        value(
+        value_env("DFR_LISTEN_ADDR", format!("0.0.0.0:{}", naming::API_PORT)),
+        value_env(
             "DFR_DATABASE_HOST",
             naming::cluster_dns(naming::POSTGRES_RW, &namespace, &settings.cluster_domain),
         ),
-        value("DFR_DATABASE_PORT", naming::POSTGRES_PORT.to_string()),
-        value("DFR_DATABASE_NAME", naming::DATABASE_NAME.into()),
-        secret("DFR_DATABASE_USER", naming::SECRET_DB_APP, "username"),
-        secret("DFR_DATABASE_PASSWORD", naming::SECRET_DB_APP, "password"),
-        value("DFR_DATABASE_SSLMODE", "verify-full".into()),
-        value("DFR_DATABASE_SSLROOTCERT", DATABASE_CA_FILE.into()),
-        secret(
+        value_env("DFR_DATABASE_PORT", naming::POSTGRES_PORT.to_string()),
+        value_env("DFR_DATABASE_NAME", naming::DATABASE_NAME),
+        secret_env("DFR_DATABASE_USER", naming::SECRET_DB_APP, "username"),
+        secret_env("DFR_DATABASE_PASSWORD", naming::SECRET_DB_APP, "password"),
+        value_env("DFR_DATABASE_SSLMODE", "verify-full"),
+        value_env("DFR_DATABASE_SSLROOTCERT", DATABASE_CA_FILE),
+        secret_env(
             "DFR_MIGRATION_DATABASE_USER",
             naming::SECRET_DB_OWNER,
             "username",
         ),
-        secret(
+        secret_env(
             "DFR_MIGRATION_DATABASE_PASSWORD",
             naming::SECRET_DB_OWNER,
             "password",
         ),
-        value("DFR_JWT_SIGNING_KEY_FILE", JWT_KEY_FILE.into()),
-        value("DFR_PII_KEYRING_FILE", PII_KEYRING_FILE.into()),
-        value("DFR_COUNTRY_CODE", country.spec.country_code.clone()),
-        value("DFR_ENVIRONMENT", country.spec.environment.as_str().into()),
-        value("RUST_LOG", "info".into()),
+        value_env("DFR_JWT_SIGNING_KEY_FILE", JWT_KEY_FILE),
+        value_env("DFR_PII_KEYRING_FILE", PII_KEYRING_FILE),
+        value_env("DFR_COUNTRY_CODE", country.spec.country_code.clone()),
+        value_env("DFR_ENVIRONMENT", country.spec.environment.as_str()),
+        value_env("RUST_LOG", "info"),
     ]
 }
 
@@ -161,16 +138,7 @@ pub fn desired_deployment(country: &DfrCountry, settings: &Settings) -> Deployme
         liveness_probe: Some(probe("/api/dfr/health", 10)),
         readiness_probe: Some(probe("/api/dfr/health/ready", 5)),
         resources: Some(resources(country)),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Capabilities::default()
-            }),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(restricted_container()),
         volume_mounts: Some(vec![
             mount("jwt", "/etc/dfr/jwt"),
             mount("pii", "/etc/dfr/pii"),
@@ -213,17 +181,7 @@ pub fn desired_deployment(country: &DfrCountry, settings: &Settings) -> Deployme
                 spec: Some(PodSpec {
                     service_account_name: Some(naming::API_SERVICE_ACCOUNT.into()),
                     automount_service_account_token: Some(false),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(NONROOT_UID),
-                        run_as_group: Some(NONROOT_UID),
-                        fs_group: Some(NONROOT_UID),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            ..SeccompProfile::default()
-                        }),
-                        ..PodSecurityContext::default()
-                    }),
+                    security_context: Some(restricted_pod(NONROOT_UID)),
                     topology_spread_constraints: Some(vec![TopologySpreadConstraint {
                         max_skew: 1,
                         topology_key: "kubernetes.io/hostname".into(),

@@ -10,11 +10,11 @@ use std::collections::BTreeMap;
 
 use dfr_crds::DfrCountry;
 use k8s_openapi::api::core::v1::{Service, ServiceAccount, ServicePort, ServiceSpec};
-use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::children::child_meta;
+use crate::children::pod::{Budget, disruption_budget};
 use crate::{labels, naming};
 
 pub const COMPONENT: &str = "api";
@@ -63,17 +63,15 @@ pub fn desired_service(country: &DfrCountry) -> Service {
 
 /// Keeps one API pod serving through voluntary disruptions when there are two or more.
 pub fn desired_pdb(country: &DfrCountry) -> Option<PodDisruptionBudget> {
-    (country.spec.api.min_replicas >= 2).then(|| PodDisruptionBudget {
-        metadata: child_meta(country, naming::API, metadata_labels(country)),
-        spec: Some(PodDisruptionBudgetSpec {
-            min_available: Some(IntOrString::Int(1)),
-            selector: Some(LabelSelector {
-                match_labels: Some(selector(country)),
-                ..LabelSelector::default()
-            }),
-            ..PodDisruptionBudgetSpec::default()
-        }),
-        ..PodDisruptionBudget::default()
+    (country.spec.api.min_replicas >= 2).then(|| {
+        let labels = metadata_labels(country);
+        disruption_budget(
+            country,
+            naming::API,
+            labels,
+            selector(country),
+            Budget::MinAvailable(1),
+        )
     })
 }
 

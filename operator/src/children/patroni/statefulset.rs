@@ -7,14 +7,12 @@ use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
 };
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector,
-    SecretVolumeSource, SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
-    WeightedPodAffinityTerm,
+    Affinity, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, SecretVolumeSource, Volume, VolumeMount,
+    VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
-use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -23,49 +21,16 @@ use super::config::{PATRONI_CONFIG_KEY, SOCKET_DIR, TLS_DIR};
 use super::{metadata_labels, selector};
 use crate::children::child_meta;
 use crate::children::namespace::{DEFAULT_POSTGRES_CPU, DEFAULT_POSTGRES_MEMORY};
+use crate::children::pod::{
+    Budget, disruption_budget, field_env, restricted_container, restricted_pod, secret_env,
+    value_env,
+};
 use crate::naming;
 use crate::settings::Settings;
 
 /// The uid of the postgres user in the dfr-postgres image.
 pub const POSTGRES_UID: i64 = 999;
 const CONFIG_DIR: &str = "/etc/patroni";
-
-fn field_env(name: &str, path: &str) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector {
-                field_path: path.into(),
-                ..ObjectFieldSelector::default()
-            }),
-            ..EnvVarSource::default()
-        }),
-        ..EnvVar::default()
-    }
-}
-
-fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: secret.into(),
-                key: key.into(),
-                optional: Some(false),
-            }),
-            ..EnvVarSource::default()
-        }),
-        ..EnvVar::default()
-    }
-}
-
-fn value_env(name: &str, value: &str) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value: Some(value.into()),
-        ..EnvVar::default()
-    }
-}
 
 fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     VolumeMount {
@@ -130,11 +95,11 @@ fn container(country: &DfrCountry, settings: &Settings) -> Container {
             value_env("PATRONI_SCOPE", naming::POSTGRES),
             value_env(
                 "PATRONI_POSTGRESQL_CONNECT_ADDRESS",
-                &format!("$(PATRONI_KUBERNETES_POD_IP):{}", naming::POSTGRES_PORT),
+                format!("$(PATRONI_KUBERNETES_POD_IP):{}", naming::POSTGRES_PORT),
             ),
             value_env(
                 "PATRONI_RESTAPI_CONNECT_ADDRESS",
-                &format!("$(PATRONI_KUBERNETES_POD_IP):{}", naming::PATRONI_PORT),
+                format!("$(PATRONI_KUBERNETES_POD_IP):{}", naming::PATRONI_PORT),
             ),
             secret_env(
                 "PATRONI_SUPERUSER_USERNAME",
@@ -175,16 +140,7 @@ fn container(country: &DfrCountry, settings: &Settings) -> Container {
         readiness_probe: Some(patroni_probe("/readiness", 5, 3)),
         liveness_probe: Some(patroni_probe("/liveness", 10, 6)),
         resources: Some(resources(country)),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Capabilities::default()
-            }),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(restricted_container()),
         volume_mounts: Some(vec![
             mount("data", "/var/lib/postgresql/data", false),
             mount("config", CONFIG_DIR, true),
@@ -279,17 +235,7 @@ pub fn desired_statefulset(country: &DfrCountry, settings: &Settings) -> Statefu
                     service_account_name: Some(naming::POSTGRES_SERVICE_ACCOUNT.into()),
                     automount_service_account_token: Some(true),
                     termination_grace_period_seconds: Some(30),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(POSTGRES_UID),
-                        run_as_group: Some(POSTGRES_UID),
-                        fs_group: Some(POSTGRES_UID),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            ..SeccompProfile::default()
-                        }),
-                        ..PodSecurityContext::default()
-                    }),
+                    security_context: Some(restricted_pod(POSTGRES_UID)),
                     // Preferred, not required: a one-node cluster must still run two members.
                     affinity: Some(Affinity {
                         pod_anti_affinity: Some(PodAntiAffinity {
@@ -325,17 +271,15 @@ pub fn desired_statefulset(country: &DfrCountry, settings: &Settings) -> Statefu
 /// At most one member down by choice; none for a single member, which would block node drains
 /// forever.
 pub fn desired_pdb(country: &DfrCountry) -> Option<PodDisruptionBudget> {
-    (country.spec.postgres.instances >= 2).then(|| PodDisruptionBudget {
-        metadata: child_meta(country, naming::POSTGRES, metadata_labels(country)),
-        spec: Some(PodDisruptionBudgetSpec {
-            max_unavailable: Some(IntOrString::Int(1)),
-            selector: Some(LabelSelector {
-                match_labels: Some(selector(country)),
-                ..LabelSelector::default()
-            }),
-            ..PodDisruptionBudgetSpec::default()
-        }),
-        ..PodDisruptionBudget::default()
+    (country.spec.postgres.instances >= 2).then(|| {
+        let labels = metadata_labels(country);
+        disruption_budget(
+            country,
+            naming::POSTGRES,
+            labels,
+            selector(country),
+            Budget::MaxUnavailable(1),
+        )
     })
 }
 

@@ -1,0 +1,117 @@
+//! Pieces every pod template of a tenant shares: environment entries, the restricted security
+//! contexts, selectors and disruption budgets.
+
+use std::collections::BTreeMap;
+
+use dfr_crds::DfrCountry;
+use k8s_openapi::api::core::v1::{
+    Capabilities, EnvVar, EnvVarSource, ObjectFieldSelector, PodSecurityContext, SeccompProfile,
+    SecretKeySelector, SecurityContext,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::child_meta;
+
+pub fn value_env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..EnvVar::default()
+    }
+}
+
+pub fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.into(),
+                key: key.into(),
+                optional: Some(false),
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+pub fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+/// The Pod Security `restricted` level, for a pod running as `uid`.
+pub fn restricted_pod(uid: i64) -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(uid),
+        run_as_group: Some(uid),
+        fs_group: Some(uid),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..SeccompProfile::default()
+        }),
+        ..PodSecurityContext::default()
+    }
+}
+
+/// The Pod Security `restricted` level for a container, with a read-only root filesystem.
+pub fn restricted_container() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Capabilities::default()
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+pub fn matching(labels: BTreeMap<String, String>) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(labels),
+        ..LabelSelector::default()
+    }
+}
+
+/// How many pods a voluntary disruption must leave.
+pub enum Budget {
+    MaxUnavailable(i32),
+    MinAvailable(i32),
+}
+
+pub fn disruption_budget(
+    country: &DfrCountry,
+    name: &str,
+    labels: BTreeMap<String, String>,
+    selector: BTreeMap<String, String>,
+    budget: Budget,
+) -> PodDisruptionBudget {
+    let (max_unavailable, min_available) = match budget {
+        Budget::MaxUnavailable(n) => (Some(IntOrString::Int(n)), None),
+        Budget::MinAvailable(n) => (None, Some(IntOrString::Int(n))),
+    };
+    PodDisruptionBudget {
+        metadata: child_meta(country, name, labels),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable,
+            min_available,
+            selector: Some(matching(selector)),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    }
+}
