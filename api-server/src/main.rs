@@ -1,1 +1,224 @@
-fn main() {}
+//! dfr-api: `serve` (the default) runs the registry; `migrate`, `audit verify` and
+//! `create-user` are the administrator's tools.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use dfr_api::auth::{Role, TokenKeys, hash_password};
+use dfr_api::config::{DatabaseArgs, KeyArgs, ServeArgs};
+use dfr_api::crypto::KeyRing;
+use dfr_api::db::MIGRATOR;
+use dfr_api::metrics::Metrics;
+use dfr_api::state::AppState;
+use sqlx::postgres::PgPoolOptions;
+use tracing::info;
+use uuid::Uuid;
+
+#[derive(Parser)]
+#[command(
+    name = "dfr-api",
+    version,
+    about = "The Digital Farmer Registry API server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    database: DatabaseArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API (the default).
+    Serve {
+        #[command(flatten)]
+        serve: ServeArgs,
+        #[command(flatten)]
+        keys: KeyArgs,
+    },
+    /// Apply the embedded migrations as the owner role.
+    Migrate,
+    /// Check the audit log's hash chain and report the first broken link.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
+    /// Create a user; the password is read from DFR_NEW_USER_PASSWORD.
+    CreateUser {
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        role: String,
+        /// Comma-separated area codes (supervisors and enumerators).
+        #[arg(long, value_delimiter = ',')]
+        areas: Vec<String>,
+        #[arg(long)]
+        person_id: Option<Uuid>,
+        /// Space-separated scopes (API clients), e.g. "persons:read".
+        #[arg(long, default_value = "")]
+        scopes: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditAction {
+    Verify,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("dfr-api: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("dfr-api: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn owner_pool(database: &DatabaseArgs) -> Result<sqlx::PgPool, String> {
+    let url = database.migration_url().ok_or(
+        "set DFR_MIGRATION_DATABASE_USER and DFR_MIGRATION_DATABASE_PASSWORD (the owner role)",
+    )?;
+    PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&url)
+        .await
+        .map_err(|e| format!("cannot connect as the owner role (DFR_MIGRATION_DATABASE_USER): {e}"))
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let database = cli.database;
+    match cli.command {
+        Some(Command::Migrate) => {
+            let pool = owner_pool(&database).await?;
+            MIGRATOR
+                .run(&pool)
+                .await
+                .map_err(|e| format!("migrations failed: {e}"))?;
+            println!("migrations applied");
+        }
+        Some(Command::Audit {
+            action: AuditAction::Verify,
+        }) => {
+            let pool = owner_pool(&database).await?;
+            match dfr_api::audit::verify(&pool)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                dfr_api::audit::Verification::Intact { events } => {
+                    println!("audit chain intact: {events} events")
+                }
+                dfr_api::audit::Verification::Broken { seq, reason } => {
+                    return Err(format!("audit chain broken at event {seq}: {reason}"));
+                }
+            }
+        }
+        Some(Command::CreateUser {
+            username,
+            role,
+            areas,
+            person_id,
+            scopes,
+        }) => {
+            let role = Role::parse(&role).ok_or_else(|| format!("--role {role:?} is not one of national_admin, supervisor, enumerator, farmer, api_client"))?;
+            let password = std::env::var("DFR_NEW_USER_PASSWORD")
+                .map_err(|_| "set DFR_NEW_USER_PASSWORD to the new user's password".to_string())?;
+            if password.len() < 12 {
+                return Err("DFR_NEW_USER_PASSWORD must be at least 12 characters".into());
+            }
+            let pool = owner_pool(&database).await?;
+            let id = Uuid::new_v4();
+            sqlx::query("INSERT INTO users (id, username, password_hash, role, areas, person_id, scopes) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+                .bind(id)
+                .bind(&username)
+                .bind(hash_password(&password).map_err(|e| e.to_string())?)
+                .bind(role.as_str())
+                .bind(&areas)
+                .bind(person_id)
+                .bind(scopes.split_whitespace().map(String::from).collect::<Vec<_>>())
+                .execute(&pool)
+                .await
+                .map_err(|e| format!("cannot create user {username}: {e}"))?;
+            println!("created {} user {username} ({id})", role.as_str());
+        }
+        None => {
+            let serve = ServeArgs::try_parse_from_env()?;
+            let keys = KeyArgs::try_parse_from_env()?;
+            serve_api(database, serve, keys).await?;
+        }
+        Some(Command::Serve { serve, keys }) => serve_api(database, serve, keys).await?,
+    }
+    Ok(())
+}
+
+trait FromEnv: Sized {
+    fn try_parse_from_env() -> Result<Self, String>;
+}
+
+impl<T: clap::Args> FromEnv for T {
+    fn try_parse_from_env() -> Result<Self, String> {
+        #[derive(Parser)]
+        struct Only<A: clap::Args> {
+            #[command(flatten)]
+            args: A,
+        }
+        Only::<T>::try_parse_from(["dfr-api"])
+            .map(|only| only.args)
+            .map_err(|e| e.to_string())
+    }
+}
+
+async fn serve_api(database: DatabaseArgs, serve: ServeArgs, keys: KeyArgs) -> Result<(), String> {
+    let token_keys = TokenKeys::from_file(&keys.jwt_signing_key_file)
+        .map_err(|e| format!("DFR_JWT_SIGNING_KEY_FILE: {e}"))?;
+    let ring = KeyRing::from_file(&keys.pii_keyring_file)
+        .map_err(|e| format!("DFR_PII_KEYRING_FILE: {e}"))?;
+    if database.migration_url().is_some() {
+        let owner = owner_pool(&database).await?;
+        MIGRATOR
+            .run(&owner)
+            .await
+            .map_err(|e| format!("migrations failed: {e}"))?;
+        owner.close().await;
+    }
+    let pool = PgPoolOptions::new()
+        .max_connections(database.max_connections)
+        .connect(&database.app_url())
+        .await
+        .map_err(|e| format!("cannot connect to the database as DFR_DATABASE_USER: {e}"))?;
+    let state = AppState {
+        pool,
+        keys: Arc::new(token_keys),
+        ring: Arc::new(ring),
+        metrics: Metrics::new().map_err(|e| e.to_string())?,
+        access_token_seconds: serve.access_token_seconds,
+    };
+    let listener = tokio::net::TcpListener::bind(serve.listen_addr)
+        .await
+        .map_err(|e| format!("DFR_LISTEN_ADDR {}: {e}", serve.listen_addr))?;
+    info!(addr = %serve.listen_addr, "serving the registry");
+    axum::serve(
+        listener,
+        dfr_api::routes::router(state, serve.max_body_bytes),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
+    .map_err(|e| e.to_string())
+}

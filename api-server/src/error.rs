@@ -1,0 +1,159 @@
+//! The one error type of the service, answered as RFC 7807 problem+json with a stable code.
+
+use axum::Json;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{detail}")]
+    Validation {
+        detail: String,
+        fields: Vec<FieldError>,
+    },
+    #[error("the request body is not valid JSON for this endpoint: {0}")]
+    MalformedBody(String),
+    #[error("authentication required")]
+    Unauthenticated(String),
+    #[error("not allowed: {0}")]
+    Forbidden(String),
+    #[error("not found")]
+    NotFound,
+    #[error("a person with this national ID already exists")]
+    DuplicateNationalId { existing: String },
+    #[error("If-Match is required for this change; send the ETag you last read")]
+    PreconditionRequired,
+    #[error("the record changed since you read it (version {current}); read it again and retry")]
+    StaleVersion { current: i32 },
+    #[error("invalid credentials")]
+    InvalidGrant(String),
+    #[error("the request body is larger than this endpoint accepts")]
+    PayloadTooLarge,
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+#[derive(Debug, Serialize, Clone, PartialEq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    type_: String,
+    title: &'a str,
+    status: u16,
+    detail: String,
+    code: &'a str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    errors: Vec<FieldError>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    existing: Option<String>,
+}
+
+impl ApiError {
+    pub fn field(field: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        ApiError::Validation {
+            detail: format!("{field}: {message}"),
+            fields: vec![FieldError {
+                field: field.into(),
+                message,
+            }],
+        }
+    }
+
+    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            ApiError::Validation { .. } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                "Invalid input",
+            ),
+            ApiError::MalformedBody(_) => (
+                StatusCode::BAD_REQUEST,
+                "malformed_body",
+                "Malformed request body",
+            ),
+            ApiError::Unauthenticated(_) => (
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "Authentication required",
+            ),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found", "Not found"),
+            ApiError::DuplicateNationalId { .. } => (
+                StatusCode::CONFLICT,
+                "duplicate_national_id",
+                "Duplicate person",
+            ),
+            ApiError::PreconditionRequired => (
+                StatusCode::PRECONDITION_REQUIRED,
+                "if_match_required",
+                "If-Match required",
+            ),
+            ApiError::StaleVersion { .. } => (
+                StatusCode::PRECONDITION_FAILED,
+                "stale_version",
+                "Stale version",
+            ),
+            ApiError::InvalidGrant(_) => {
+                (StatusCode::BAD_REQUEST, "invalid_grant", "Invalid grant")
+            }
+            ApiError::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "Payload too large",
+            ),
+            ApiError::Database(_) | ApiError::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+            ),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, title) = self.parts();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        }
+        let detail = match &self {
+            // Never leak SQL or internals to a client.
+            ApiError::Database(_) | ApiError::Internal(_) => {
+                "the server could not complete the request".to_string()
+            }
+            ApiError::Unauthenticated(why) | ApiError::InvalidGrant(why) => why.clone(),
+            other => other.to_string(),
+        };
+        let (errors, existing) = match self {
+            ApiError::Validation { fields, .. } => (fields, None),
+            ApiError::DuplicateNationalId { existing } => (Vec::new(), Some(existing)),
+            _ => (Vec::new(), None),
+        };
+        let problem = Problem {
+            type_: format!("https://dfr.io/problems/{code}"),
+            title,
+            status: status.as_u16(),
+            detail,
+            code,
+            errors,
+            existing,
+        };
+        let mut response = (status, Json(problem)).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/problem+json"),
+        );
+        response
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,12 @@
+//! dfr-api: the Digital Farmer Registry service.
+
+pub mod audit;
+pub mod auth;
+pub mod config;
+pub mod crypto;
+pub mod db;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod routes;
+pub mod state;

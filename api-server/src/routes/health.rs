@@ -1,0 +1,42 @@
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use crate::state::AppState;
+
+/// Liveness: the process serves requests.
+pub async fn live() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Readiness: the database answers and accepts writes. A replica (in recovery) cannot assign a
+/// transaction id, so an API pointed at one is not ready.
+pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let check = async {
+        let mut tx = state.pool.begin().await?;
+        let recovering: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
+            .fetch_one(&mut *tx)
+            .await?;
+        if !recovering {
+            sqlx::query("SELECT txid_current()")
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.rollback().await?;
+        Ok::<bool, sqlx::Error>(recovering)
+    };
+    match check.await {
+        Ok(false) => (StatusCode::OK, Json(json!({"status": "ready"}))),
+        Ok(true) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not ready", "reason": "the database is a read-only replica"})),
+        ),
+        Err(error) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(
+                json!({"status": "not ready", "reason": format!("database unreachable: {error}")}),
+            ),
+        ),
+    }
+}

@@ -1,0 +1,37 @@
+mod health;
+pub mod persons;
+mod token;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use axum::routing::{get, post};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/api/dfr/health", get(health::live))
+        .route("/api/dfr/health/ready", get(health::ready))
+        .route("/oauth/token", post(token::token))
+        .route("/.well-known/jwks.json", get(token::jwks))
+        .route(
+            "/api/dfr/persons",
+            post(persons::create).get(persons::search),
+        )
+        .route(
+            "/api/dfr/persons/{id}",
+            get(persons::get)
+                .put(persons::update)
+                .delete(persons::delete),
+        )
+        .route("/metrics", get(crate::metrics::render))
+        .fallback(|| async { ApiError::NotFound })
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::track,
+        ))
+        .with_state(state)
+}

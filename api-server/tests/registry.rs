@@ -1,0 +1,613 @@
+//! The registry against a real PostgreSQL 15: CRUD, search, pagination, the permission matrix,
+//! row-level security, encrypted PII, the audit chain and problem+json errors.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::{TestApp, person};
+use uuid::Uuid;
+
+async fn create(app: &TestApp, token: &str, body: &Value) -> reqwest::Response {
+    app.http
+        .post(app.url("/api/dfr/persons"))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn created(app: &TestApp, token: &str, body: &Value) -> Value {
+    let response = create(app, token, body).await;
+    assert_eq!(
+        response.status(),
+        StatusCode::CREATED,
+        "{}",
+        response.text().await.unwrap()
+    );
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn crud_search_and_keyset_pagination() {
+    let app = TestApp::start().await;
+    let admin = app.user("national_admin", &[], None, "").await;
+    let mut ids = Vec::new();
+    for family in ["Tupou", "Taufa", "Tonga", "Fifita", "Vea"] {
+        ids.push(
+            created(&app, &admin, &person("TO-01", family)).await["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    // Read back, with the version as ETag.
+    let response = app
+        .http
+        .get(app.url(&format!("/api/dfr/persons/{}", ids[0])))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["etag"], "\"1\"");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["familyName"], "Tupou");
+    assert_eq!(body["phone"], "+67612345678");
+
+    // Name search is a case-insensitive prefix match.
+    let found: Value = app
+        .http
+        .get(app.url("/api/dfr/persons?name=t"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = found["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["familyName"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+
+    // Pages of two, following the cursor, visit every record once.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let url = match &cursor {
+            Some(after) => app.url(&format!("/api/dfr/persons?limit=2&after={after}")),
+            None => app.url("/api/dfr/persons?limit=2"),
+        };
+        let page: Value = app
+            .http
+            .get(url)
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for item in page["items"].as_array().unwrap() {
+            seen.push(item["id"].as_str().unwrap().to_string());
+        }
+        match page["next"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+    }
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(seen, expected);
+
+    // Edits need the current version; a stale one is refused, nothing is lost.
+    let mut edit = person("TO-01", "Tupou-Lavaka");
+    edit["id"] = json!(ids[0]);
+    let url = app.url(&format!("/api/dfr/persons/{}", ids[0]));
+    let missing = app
+        .http
+        .put(&url)
+        .bearer_auth(&admin)
+        .json(&edit)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::PRECONDITION_REQUIRED);
+    let updated = app
+        .http
+        .put(&url)
+        .bearer_auth(&admin)
+        .header("If-Match", "\"1\"")
+        .json(&edit)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(updated.status(), 200);
+    assert_eq!(updated.headers()["etag"], "\"2\"");
+    let stale = app
+        .http
+        .put(&url)
+        .bearer_auth(&admin)
+        .header("If-Match", "\"1\"")
+        .json(&edit)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), StatusCode::PRECONDITION_FAILED);
+    let problem: Value = stale.json().await.unwrap();
+    assert_eq!(problem["code"], "stale_version");
+
+    // Soft delete leaves a tombstone, not a gap in the audit trail.
+    let deleted = app
+        .http
+        .delete(&url)
+        .bearer_auth(&admin)
+        .header("If-Match", "\"2\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    let gone = app.http.get(&url).bearer_auth(&admin).send().await.unwrap();
+    assert_eq!(gone.status(), 404);
+    let tombstone: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT deleted_at FROM persons WHERE id = $1")
+            .bind(Uuid::parse_str(&ids[0]).unwrap())
+            .fetch_one(&app.owner)
+            .await
+            .unwrap();
+    assert!(tombstone.is_some());
+}
+
+#[tokio::test]
+async fn duplicate_national_ids_point_to_the_existing_record() {
+    let app = TestApp::start().await;
+    let admin = app.user("national_admin", &[], None, "").await;
+    let first = person("TO-01", "Tupou");
+    let existing = created(&app, &admin, &first).await;
+    let mut again = person("TO-02", "Other");
+    // Same ID, written differently: the blind index normalizes it.
+    again["nationalId"] = json!({"system": "ton-nid", "value": format!(" {} ", first["nationalId"]["value"].as_str().unwrap().to_lowercase())});
+    let response = create(&app, &admin, &again).await;
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["code"], "duplicate_national_id");
+    assert_eq!(
+        problem["existing"],
+        format!("/api/dfr/persons/{}", existing["id"].as_str().unwrap())
+    );
+}
+
+#[tokio::test]
+async fn the_role_and_endpoint_permission_matrix() {
+    let app = TestApp::start().await;
+    let admin = app.user("national_admin", &[], None, "").await;
+    let target = created(&app, &admin, &person("TO-01", "Matrix")).await;
+    let id = target["id"].as_str().unwrap().to_string();
+    let farmer_self = app
+        .user("farmer", &[], Some(Uuid::parse_str(&id).unwrap()), "")
+        .await;
+    let tokens = [
+        ("national_admin", admin.clone()),
+        (
+            "supervisor",
+            app.user("supervisor", &["TO-01"], None, "").await,
+        ),
+        (
+            "enumerator",
+            app.user("enumerator", &["TO-01"], None, "").await,
+        ),
+        ("farmer", farmer_self),
+        (
+            "api_client persons:read",
+            app.user("api_client", &[], None, "persons:read").await,
+        ),
+        (
+            "api_client no scope",
+            app.user("api_client", &[], None, "").await,
+        ),
+    ];
+    // role, create, get, search, delete (of a fresh record)
+    let expected: &[(&str, u16, u16, u16, u16)] = &[
+        ("national_admin", 201, 200, 200, 204),
+        ("supervisor", 201, 200, 200, 204),
+        ("enumerator", 201, 200, 200, 403),
+        ("farmer", 403, 200, 200, 403),
+        ("api_client persons:read", 403, 200, 200, 403),
+        ("api_client no scope", 403, 403, 403, 403),
+    ];
+    for ((role, token), (row_role, create_status, get_status, search_status, delete_status)) in
+        tokens.iter().zip(expected)
+    {
+        assert_eq!(role, row_role);
+        let create_response = create(&app, token, &person("TO-01", "New")).await;
+        assert_eq!(
+            create_response.status().as_u16(),
+            *create_status,
+            "{role} create"
+        );
+        let get_response = app
+            .http
+            .get(app.url(&format!("/api/dfr/persons/{id}")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(get_response.status().as_u16(), *get_status, "{role} get");
+        let search_response = app
+            .http
+            .get(app.url("/api/dfr/persons"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            search_response.status().as_u16(),
+            *search_status,
+            "{role} search"
+        );
+        let victim = created(&app, &admin, &person("TO-01", "Victim")).await;
+        let delete_response = app
+            .http
+            .delete(app.url(&format!(
+                "/api/dfr/persons/{}",
+                victim["id"].as_str().unwrap()
+            )))
+            .bearer_auth(token)
+            .header("If-Match", "\"1\"")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            delete_response.status().as_u16(),
+            *delete_status,
+            "{role} delete"
+        );
+    }
+    let anonymous = app
+        .http
+        .get(app.url("/api/dfr/persons"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+}
+
+#[tokio::test]
+async fn row_level_security_hides_other_areas_everywhere() {
+    let app = TestApp::start().await;
+    let admin = app.user("national_admin", &[], None, "").await;
+    let in_b = created(&app, &admin, &person("TO-02", "Vavau")).await;
+    let in_a = created(&app, &admin, &person("TO-01", "Tongatapu")).await;
+    let enumerator_a = app.user("enumerator", &["TO-01"], None, "").await;
+    let b_id = in_b["id"].as_str().unwrap();
+
+    let by_id = app
+        .http
+        .get(app.url(&format!("/api/dfr/persons/{b_id}")))
+        .bearer_auth(&enumerator_a)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_id.status(), 404);
+    let search: Value = app
+        .http
+        .get(app.url("/api/dfr/persons?limit=500"))
+        .bearer_auth(&enumerator_a)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = search["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [in_a["id"].as_str().unwrap()]);
+    // Writing into another area is refused by the database itself.
+    let outside = create(&app, &enumerator_a, &person("TO-02", "Sneaky")).await;
+    assert_eq!(outside.status(), 403);
+
+    // The application's own database role, with raw SQL, sees nothing of area B either.
+    let mut tx = app.app_pool.begin().await.unwrap();
+    sqlx::query(
+        "SELECT set_config('dfr.role', 'enumerator', true), set_config('dfr.areas', 'TO-01', true)",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let visible: i64 = sqlx::query_scalar("SELECT count(*) FROM persons WHERE area_code = 'TO-02'")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(visible, 0);
+    tx.rollback().await.unwrap();
+    // Without any identity set, the app role sees nothing at all.
+    let anonymous: i64 = sqlx::query_scalar("SELECT count(*) FROM persons")
+        .fetch_one(&app.app_pool)
+        .await
+        .unwrap();
+    assert_eq!(anonymous, 0);
+    // And it cannot escape: it does not own the table and has no BYPASSRLS.
+    let bypass: bool = sqlx::query_scalar(
+        "SELECT rolbypassrls OR rolsuper FROM pg_roles WHERE rolname = current_user",
+    )
+    .fetch_one(&app.app_pool)
+    .await
+    .unwrap();
+    assert!(!bypass);
+    let disabled = sqlx::query("ALTER TABLE persons DISABLE ROW LEVEL SECURITY")
+        .execute(&app.app_pool)
+        .await;
+    assert!(disabled.is_err());
+}
+
+#[tokio::test]
+async fn pii_is_ciphertext_at_rest_and_masked_for_unprivileged_roles() {
+    let app = TestApp::start().await;
+    let admin = app.user("national_admin", &[], None, "").await;
+    let body = person("TO-01", "Secret");
+    let national_id = body["nationalId"]["value"].as_str().unwrap().to_string();
+    let record = created(&app, &admin, &body).await;
+    let row: (String, Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT national_id_cipher, phone_cipher, email_cipher FROM persons WHERE id = $1",
+    )
+    .bind(Uuid::parse_str(record["id"].as_str().unwrap()).unwrap())
+    .fetch_one(&app.owner)
+    .await
+    .unwrap();
+    for (stored, plain) in [
+        (row.0.clone(), national_id.clone()),
+        (row.1.unwrap(), "+67612345678".into()),
+        (row.2.unwrap(), "sione@example.to".into()),
+    ] {
+        assert!(stored.starts_with("k1:"), "{stored}");
+        assert!(
+            !stored.contains(&plain) && !stored.contains("12345678") && !stored.contains("example"),
+            "{stored}"
+        );
+    }
+    let dump: String = sqlx::query_scalar("SELECT string_agg(t::text, ' ') FROM persons t")
+        .fetch_one(&app.owner)
+        .await
+        .unwrap();
+    assert!(
+        !dump.contains(&national_id),
+        "a national ID is stored in plaintext"
+    );
+
+    let client = app.user("api_client", &[], None, "persons:read").await;
+    let masked: Value = app
+        .http
+        .get(app.url(&format!(
+            "/api/dfr/persons/{}",
+            record["id"].as_str().unwrap()
+        )))
+        .bearer_auth(&client)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let value = masked["nationalId"]["value"].as_str().unwrap();
+    assert!(
+        value.starts_with("XXXX") && value.ends_with(&national_id[national_id.len() - 4..]),
+        "{value}"
+    );
+    assert_eq!(masked["phone"], "XXXXXXXX5678");
+
+    // Exact lookup by national ID goes through the blind index.
+    let found: Value = app
+        .http
+        .get(app.url(&format!(
+            "/api/dfr/persons?nationalIdSystem=TON-NID&nationalId={national_id}"
+        )))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(found["items"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn the_audit_chain_verifies_and_detects_a_hand_edit() {
+    let app = TestApp::start().await;
+    let admin = app.user("national_admin", &[], None, "").await;
+    for family in ["A", "B", "C"] {
+        created(&app, &admin, &person("TO-01", family)).await;
+    }
+    match dfr_api::audit::verify(&app.owner).await.unwrap() {
+        dfr_api::audit::Verification::Intact { events } => assert_eq!(events, 3),
+        broken => panic!("{broken:?}"),
+    }
+    // The app role cannot rewrite history.
+    let rewrite = sqlx::query("UPDATE audit_events SET action = 'nothing'")
+        .execute(&app.app_pool)
+        .await;
+    assert!(rewrite.is_err());
+    let erase = sqlx::query("DELETE FROM audit_events")
+        .execute(&app.app_pool)
+        .await;
+    assert!(erase.is_err());
+    // The owner can, and the chain shows where.
+    let second: i64 =
+        sqlx::query_scalar("SELECT seq FROM audit_events ORDER BY seq OFFSET 1 LIMIT 1")
+            .fetch_one(&app.owner)
+            .await
+            .unwrap();
+    sqlx::query("UPDATE audit_events SET actor = NULL WHERE seq = $1")
+        .bind(second)
+        .execute(&app.owner)
+        .await
+        .unwrap();
+    assert_eq!(
+        dfr_api::audit::verify(&app.owner).await.unwrap(),
+        dfr_api::audit::Verification::Broken {
+            seq: second,
+            reason: "the event was altered after it was written".into()
+        }
+    );
+}
+
+async fn problem(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn bad_input_gets_problem_json_naming_the_field() {
+    let app = TestApp::start().await;
+    let admin = app.user("national_admin", &[], None, "").await;
+    let post = |body: String| {
+        app.http
+            .post(app.url("/api/dfr/persons"))
+            .bearer_auth(&admin)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let (status, body) = problem(post("{\"givenName\": ".into()).await.unwrap()).await;
+    assert_eq!(
+        (status, body["code"].as_str().unwrap()),
+        (400, "malformed_body")
+    );
+
+    let mut unknown = person("TO-01", "X");
+    unknown["favouriteColour"] = json!("green");
+    let (status, body) = problem(post(unknown.to_string()).await.unwrap()).await;
+    assert_eq!(status, 422);
+    assert_eq!(body["errors"][0]["field"], "favouriteColour");
+
+    let mut date = person("TO-01", "X");
+    date["birthDate"] = json!("1980-13-45");
+    let (status, body) = problem(post(date.to_string()).await.unwrap()).await;
+    assert_eq!(status, 422);
+    assert_eq!(body["errors"][0]["field"], "birthDate", "{body}");
+
+    let mut future = person("TO-01", "X");
+    future["birthDate"] = json!("2999-01-01");
+    let (status, body) = problem(post(future.to_string()).await.unwrap()).await;
+    assert_eq!(
+        (status, body["errors"][0]["field"].as_str().unwrap()),
+        (422, "birthDate")
+    );
+
+    let mut area = person("NOWHERE", "X");
+    area["sex"] = json!(1);
+    let (status, body) = problem(post(area.to_string()).await.unwrap()).await;
+    assert_eq!(
+        (status, body["errors"][0]["field"].as_str().unwrap()),
+        (422, "areaCode")
+    );
+
+    let huge = json!({"givenName": "x".repeat(support::MAX_BODY * 2)}).to_string();
+    let (status, body) = problem(post(huge).await.unwrap()).await;
+    assert_eq!(
+        (status, body["code"].as_str().unwrap()),
+        (413, "payload_too_large")
+    );
+
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM persons")
+        .fetch_one(&app.owner)
+        .await
+        .unwrap();
+    assert_eq!(count, 0, "rejected input must not be stored");
+}
+
+#[tokio::test]
+async fn tokens_lockout_jwks_and_health() {
+    let app = TestApp::start().await;
+    let _ = app.user("enumerator", &["TO-01"], None, "").await;
+    let username: String = sqlx::query_scalar("SELECT username FROM users LIMIT 1")
+        .fetch_one(&app.owner)
+        .await
+        .unwrap();
+    let attempt = |password: &'static str| {
+        app.http
+            .post(app.url("/oauth/token"))
+            .form(&[
+                ("grant_type", "password"),
+                ("username", username.as_str()),
+                ("password", password),
+            ])
+            .send()
+    };
+    for _ in 0..5 {
+        let (status, body) = problem(attempt("wrong").await.unwrap()).await;
+        assert_eq!(
+            (status, body["code"].as_str().unwrap()),
+            (400, "invalid_grant")
+        );
+    }
+    let (_, body) = problem(attempt("a long test password").await.unwrap()).await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("locked"),
+        "{body}"
+    );
+
+    let jwks: Value = app
+        .http
+        .get(app.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jwks["keys"][0]["kty"], "EC");
+    assert_eq!(jwks["keys"][0]["crv"], "P-256");
+    assert!(jwks["keys"][0]["kid"].as_str().is_some());
+
+    assert_eq!(
+        app.http
+            .get(app.url("/api/dfr/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let ready = app
+        .http
+        .get(app.url("/api/dfr/health/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200, "{}", ready.text().await.unwrap());
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            "dfr_http_request_duration_seconds_bucket{method=\"POST\",route=\"/oauth/token\""
+        ),
+        "{metrics}"
+    );
+    assert!(metrics.contains("dfr_db_pool_connections"));
+}

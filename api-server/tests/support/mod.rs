@@ -1,0 +1,181 @@
+//! A running dfr-api against its own database on the shared test PostgreSQL server.
+#![allow(clippy::unwrap_used, dead_code)]
+
+pub mod postgres;
+
+use std::sync::Arc;
+
+use base64::Engine;
+use dfr_api::auth::{TokenKeys, hash_password};
+use dfr_api::crypto::KeyRing;
+use dfr_api::metrics::Metrics;
+use dfr_api::state::AppState;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use postgres::PgServer;
+
+pub const MAX_BODY: usize = 64 * 1024;
+
+pub struct TestApp {
+    pub base: String,
+    pub owner: PgPool,
+    pub app_pool: PgPool,
+    pub http: reqwest::Client,
+    pub database: String,
+    pub keyring_json: String,
+}
+
+fn random_key() -> String {
+    base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())
+}
+
+pub fn keyring(active: &str, keys: &[(&str, &str)], blind: &str) -> String {
+    let keys: serde_json::Map<String, Value> = keys
+        .iter()
+        .map(|(id, k)| (id.to_string(), json!(k)))
+        .collect();
+    json!({"active": active, "keys": keys, "blind_index_key": blind}).to_string()
+}
+
+async fn ensure_roles(server: &PgServer) {
+    let admin = PgPool::connect(&server.url("postgres", "postgres"))
+        .await
+        .unwrap();
+    // Roles are cluster-wide; tests in parallel race to create them.
+    for statement in [
+        "CREATE ROLE dfr_owner LOGIN",
+        "CREATE ROLE dfr_app LOGIN NOSUPERUSER NOBYPASSRLS",
+    ] {
+        let _ = sqlx::query(statement).execute(&admin).await;
+    }
+    admin.close().await;
+}
+
+impl TestApp {
+    pub async fn start() -> TestApp {
+        let blind = random_key();
+        let ring = keyring("k1", &[("k1", &random_key())], &blind);
+        Self::start_with_ring(ring).await
+    }
+
+    pub async fn start_with_ring(keyring_json: String) -> TestApp {
+        let server = PgServer::shared();
+        ensure_roles(server).await;
+        let database = format!("t_{}", Uuid::new_v4().simple());
+        let admin = PgPool::connect(&server.url("postgres", "postgres"))
+            .await
+            .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE {database} OWNER dfr_owner"
+        )))
+        .execute(&admin)
+        .await
+        .unwrap();
+        admin.close().await;
+        let owner = PgPool::connect(&server.url("dfr_owner", &database))
+            .await
+            .unwrap();
+        dfr_api::db::MIGRATOR.run(&owner).await.unwrap();
+        sqlx::query("INSERT INTO areas (code, parent_code, name, level) VALUES ('TO', NULL, 'Tonga', 0), ('TO-01', 'TO', 'Tongatapu', 1), ('TO-02', 'TO', 'Vava''u', 1)")
+            .execute(&owner)
+            .await
+            .unwrap();
+        let app_pool = PgPool::connect(&server.url("dfr_app", &database))
+            .await
+            .unwrap();
+        let signing_key = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        let state = AppState {
+            pool: app_pool.clone(),
+            keys: Arc::new(TokenKeys::from_pem(signing_key.as_bytes()).unwrap()),
+            ring: Arc::new(KeyRing::from_json(&keyring_json).unwrap()),
+            metrics: Metrics::new().unwrap(),
+            access_token_seconds: 600,
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            axum::serve(listener, dfr_api::routes::router(state, MAX_BODY))
+                .await
+                .unwrap();
+        });
+        TestApp {
+            base,
+            owner,
+            app_pool,
+            http: reqwest::Client::new(),
+            database,
+            keyring_json,
+        }
+    }
+
+    /// Creates a user and returns a bearer token for it.
+    pub async fn user(
+        &self,
+        role: &str,
+        areas: &[&str],
+        person: Option<Uuid>,
+        scopes: &str,
+    ) -> String {
+        let username = format!("{role}-{}", Uuid::new_v4().simple());
+        let password = "a long test password";
+        sqlx::query("INSERT INTO users (id, username, password_hash, role, areas, person_id, scopes) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            .bind(Uuid::new_v4())
+            .bind(&username)
+            .bind(hash_password(password).unwrap())
+            .bind(role)
+            .bind(areas.iter().map(ToString::to_string).collect::<Vec<_>>())
+            .bind(person)
+            .bind(scopes.split_whitespace().map(String::from).collect::<Vec<_>>())
+            .execute(&self.owner)
+            .await
+            .unwrap();
+        let grant = if role == "api_client" {
+            vec![
+                ("grant_type", "client_credentials"),
+                ("client_id", username.as_str()),
+                ("client_secret", password),
+            ]
+        } else {
+            vec![
+                ("grant_type", "password"),
+                ("username", username.as_str()),
+                ("password", password),
+            ]
+        };
+        let response = self
+            .http
+            .post(format!("{}/oauth/token", self.base))
+            .form(&grant)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            200,
+            "token for {role}: {}",
+            response.text().await.unwrap()
+        );
+        let body: Value = response.json().await.unwrap();
+        body["access_token"].as_str().unwrap().to_string()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+/// A valid person body in `area` with a unique national ID.
+pub fn person(area: &str, family: &str) -> Value {
+    json!({
+        "nationalId": {"system": "TON-NID", "value": format!("NID{}", &Uuid::new_v4().simple().to_string()[..10])},
+        "givenName": "Sione",
+        "familyName": family,
+        "sex": 1,
+        "birthDate": "1980-05-17",
+        "phone": "+67612345678",
+        "email": "sione@example.to",
+        "areaCode": area,
+    })
+}
