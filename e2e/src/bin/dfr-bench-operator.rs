@@ -12,8 +12,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use dfr_crds::DfrCountry;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 
 const TENANTS: usize = 50;
 
@@ -29,11 +29,17 @@ async fn main() -> Result<(), Failure> {
     let kubeconfig = dfr_e2e::testing::kubeconfig_path();
     let client = dfr_e2e::testing::kube_client().await;
     let crd = repo.join("crds/dfrcountries.dfr.io.yaml");
-    let applied = dfr_e2e::testing::kubectl(&["apply", "--server-side", "-f", &crd.display().to_string()]);
+    let applied =
+        dfr_e2e::testing::kubectl(&["apply", "--server-side", "-f", &crd.display().to_string()]);
     if !applied.status.success() {
         return Err(String::from_utf8_lossy(&applied.stderr).into_owned().into());
     }
-    dfr_e2e::testing::kubectl(&["wait", "--for", "condition=Established", "crd/dfrcountries.dfr.io"]);
+    dfr_e2e::testing::kubectl(&[
+        "wait",
+        "--for",
+        "condition=Established",
+        "crd/dfrcountries.dfr.io",
+    ]);
 
     let run = dfr_e2e::testing::unique_suffix();
     let port = free_port()?;
@@ -53,7 +59,9 @@ async fn main() -> Result<(), Failure> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let sample: DfrCountry = serde_yaml::from_str(&std::fs::read_to_string(repo.join("config/samples/ton-dev.yaml"))?)?;
+    let sample: DfrCountry = serde_yaml::from_str(&std::fs::read_to_string(
+        repo.join("config/samples/ton-dev.yaml"),
+    )?)?;
     let api: Api<DfrCountry> = Api::all(client.clone());
     let started = Instant::now();
     let mut names = Vec::new();
@@ -63,8 +71,12 @@ async fn main() -> Result<(), Failure> {
         country.metadata.name = Some(format!("bench-{run}-{}", code.to_lowercase()));
         country.metadata.labels = Some([("dfr.io/bench".to_string(), run.clone())].into());
         country.spec.country_code = code;
-        api.patch(&country.name_any(), &PatchParams::apply("dfr-bench").force(), &Patch::Apply(&country))
-            .await?;
+        api.patch(
+            &country.name_any(),
+            &PatchParams::apply("dfr-bench").force(),
+            &Patch::Apply(&country),
+        )
+        .await?;
         names.push(country.name_any());
     }
     let applied_in = started.elapsed();
@@ -76,13 +88,19 @@ async fn main() -> Result<(), Failure> {
             .items
             .iter()
             .filter(|c| names.contains(&c.name_any()))
-            .filter(|c| c.status.as_ref().and_then(|s| s.observed_generation) == c.metadata.generation)
+            .filter(|c| {
+                c.status.as_ref().and_then(|s| s.observed_generation) == c.metadata.generation
+            })
             .count();
         if done == TENANTS {
             break;
         }
         if started.elapsed() > Duration::from_secs(600) {
-            return Err(format!("only {done}/{TENANTS} tenants complete after 10 minutes; see {}", log.display()).into());
+            return Err(format!(
+                "only {done}/{TENANTS} tenants complete after 10 minutes; see {}",
+                log.display()
+            )
+            .into());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -99,25 +117,59 @@ async fn main() -> Result<(), Failure> {
     let writes = |text: &str| {
         ["create", "patch", "update", "delete"]
             .iter()
-            .map(|verb| sum(text, &format!("dfr_operator_kube_api_requests_total{{verb=\"{verb}\"}}")))
+            .map(|verb| {
+                sum(
+                    text,
+                    &format!("dfr_operator_kube_api_requests_total{{verb=\"{verb}\"}}"),
+                )
+            })
             .sum::<f64>()
     };
     let per_minute = (requests(&after) - requests(&before)) * 60.0 / window.as_secs_f64();
     let writes_per_minute = (writes(&after) - writes(&before)) * 60.0 / window.as_secs_f64();
     let peak_rss_kib = std::fs::read_to_string(format!("/proc/{pid}/status"))?
         .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:").map(|v| v.trim().trim_end_matches(" kB").to_string()))
+        .find_map(|line| {
+            line.strip_prefix("VmHWM:")
+                .map(|v| v.trim().trim_end_matches(" kB").to_string())
+        })
         .unwrap_or_default();
 
     println!("dfr-operator benchmark: {TENANTS} DfrCountry objects, release build, one process");
-    println!("  applied {TENANTS} objects in               {:>8.2} s", applied_in.as_secs_f64());
-    println!("  all children and status present after {:>8.2} s", all_children.as_secs_f64());
-    println!("  reconciles until settled               {:>8.0}", sum(&settled, "dfr_operator_reconcile_duration_seconds_count{result=\"success\"}"));
-    println!("  reconcile duration p50                 {:>8.1} ms", quantile(&settled, 0.50) * 1000.0);
-    println!("  reconcile duration p95                 {:>8.1} ms", quantile(&settled, 0.95) * 1000.0);
-    println!("  operator peak RSS                      {:>8.1} MiB", peak_rss_kib.parse::<f64>().unwrap_or(0.0) / 1024.0);
-    println!("  API requests per minute, steady state  {per_minute:>8.1} (writes {writes_per_minute:.1})");
-    println!("  requests to reach the settled state    {:>8.0}", requests(&settled));
+    println!(
+        "  applied {TENANTS} objects in               {:>8.2} s",
+        applied_in.as_secs_f64()
+    );
+    println!(
+        "  all children and status present after {:>8.2} s",
+        all_children.as_secs_f64()
+    );
+    println!(
+        "  reconciles until settled               {:>8.0}",
+        sum(
+            &settled,
+            "dfr_operator_reconcile_duration_seconds_count{result=\"success\"}"
+        )
+    );
+    println!(
+        "  reconcile duration p50                 {:>8.1} ms",
+        quantile(&settled, 0.50) * 1000.0
+    );
+    println!(
+        "  reconcile duration p95                 {:>8.1} ms",
+        quantile(&settled, 0.95) * 1000.0
+    );
+    println!(
+        "  operator peak RSS                      {:>8.1} MiB",
+        peak_rss_kib.parse::<f64>().unwrap_or(0.0) / 1024.0
+    );
+    println!(
+        "  API requests per minute, steady state  {per_minute:>8.1} (writes {writes_per_minute:.1})"
+    );
+    println!(
+        "  requests to reach the settled state    {:>8.0}",
+        requests(&settled)
+    );
 
     for name in &names {
         let _ = api.delete(name, &DeleteParams::background()).await;
@@ -132,11 +184,16 @@ fn country_code(index: usize) -> String {
 }
 
 fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 async fn scrape(url: &str) -> Result<String, Failure> {
-    let output = tokio::process::Command::new("curl").args(["-sf", url]).output().await?;
+    let output = tokio::process::Command::new("curl")
+        .args(["-sf", url])
+        .output()
+        .await?;
     if output.status.success() {
         Ok(String::from_utf8(output.stdout)?)
     } else {
@@ -160,7 +217,11 @@ fn quantile(text: &str, q: f64) -> f64 {
         .filter_map(|line| line.strip_prefix(prefix))
         .filter_map(|rest| {
             let (bound, count) = rest.split_once("\"} ")?;
-            let bound = if bound == "+Inf" { f64::INFINITY } else { bound.parse().ok()? };
+            let bound = if bound == "+Inf" {
+                f64::INFINITY
+            } else {
+                bound.parse().ok()?
+            };
             Some((bound, count.parse().ok()?))
         })
         .collect();
@@ -172,7 +233,11 @@ fn quantile(text: &str, q: f64) -> f64 {
             if bound.is_infinite() {
                 return previous.0;
             }
-            let share = if count > previous.1 { (target - previous.1) / (count - previous.1) } else { 0.0 };
+            let share = if count > previous.1 {
+                (target - previous.1) / (count - previous.1)
+            } else {
+                0.0
+            };
             return previous.0 + share * (bound - previous.0);
         }
         previous = (bound, count);
@@ -185,4 +250,3 @@ fn nix_terminate(process: &mut std::process::Child) -> std::io::Result<()> {
     let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
     process.wait().map(|_| ())
 }
-
