@@ -291,6 +291,34 @@ async fn a_sample_becomes_a_tenant_with_every_child_and_honest_status() {
             "Secret {wanted} missing from {names:?}"
         );
     }
+    // What the operator did is visible as Events on the DfrCountry.
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(t.admin.clone());
+    let name = country.name_any();
+    let event = eventually(WAIT, "a ResourcesApplied Event", || {
+        let events = events.clone();
+        let name = name.clone();
+        async move {
+            events
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .find(|e| {
+                    e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name.as_str())
+                        && e.reason.as_deref() == Some("ResourcesApplied")
+                })
+        }
+    })
+    .await;
+    assert_eq!(event.reporting_controller.as_deref(), Some("dfr-operator"));
+    assert!(
+        event
+            .note
+            .unwrap_or_default()
+            .contains("StatefulSet/postgres")
+    );
+
     // The restricted Pod Security level admitted the workloads: the StatefulSet controller made pods.
     let pods: Api<Pod> = t.api();
     eventually(
