@@ -8,5 +8,6 @@ pub mod db;
 pub mod error;
 pub mod extract;
 pub mod metrics;
+pub mod rotation;
 pub mod routes;
 pub mod state;

@@ -44,6 +44,14 @@ enum Command {
         #[command(subcommand)]
         action: AuditAction,
     },
+    /// Re-encrypt every record's PII under the key ring's active key, in batches, while the
+    /// service runs.
+    RotateKeys {
+        #[arg(long, env = "DFR_PII_KEYRING_FILE")]
+        pii_keyring_file: std::path::PathBuf,
+        #[arg(long, default_value_t = 500)]
+        batch_size: i64,
+    },
     /// Create a user; the password is read from DFR_NEW_USER_PASSWORD.
     CreateUser {
         #[arg(long)]
@@ -127,6 +135,17 @@ async fn run(cli: Cli) -> Result<(), String> {
                     return Err(format!("audit chain broken at event {seq}: {reason}"));
                 }
             }
+        }
+        Some(Command::RotateKeys { pii_keyring_file, batch_size }) => {
+            let ring = KeyRing::from_file(&pii_keyring_file).map_err(|e| format!("DFR_PII_KEYRING_FILE: {e}"))?;
+            let pool = owner_pool(&database).await?;
+            let report = dfr_api::rotation::rotate_keys(&pool, &ring, batch_size).await.map_err(|e| e.to_string())?;
+            println!(
+                "re-encrypted {} records under key {} in {} batches",
+                report.rewritten,
+                ring.active_key_id(),
+                report.batches
+            );
         }
         Some(Command::CreateUser {
             username,

@@ -25,9 +25,10 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub database: String,
     pub keyring_json: String,
+    signing_key: String,
 }
 
-fn random_key() -> String {
+pub fn random_key() -> String {
     base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())
 }
 
@@ -86,6 +87,23 @@ impl TestApp {
             .await
             .unwrap();
         let signing_key = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        Self::serve(owner, app_pool, database, keyring_json, signing_key).await
+    }
+
+    /// Another server over the same database with another key ring, as a rolling update after
+    /// a key rotation would run.
+    pub async fn with_ring(&self, keyring_json: String) -> TestApp {
+        let (owner, pool) = (self.owner.clone(), self.app_pool.clone());
+        Self::serve(owner, pool, self.database.clone(), keyring_json, self.signing_key.clone()).await
+    }
+
+    async fn serve(
+        owner: PgPool,
+        app_pool: PgPool,
+        database: String,
+        keyring_json: String,
+        signing_key: String,
+    ) -> TestApp {
         let state = AppState {
             pool: app_pool.clone(),
             keys: Arc::new(TokenKeys::from_pem(signing_key.as_bytes()).unwrap()),
@@ -107,6 +125,7 @@ impl TestApp {
             http: reqwest::Client::new(),
             database,
             keyring_json,
+            signing_key,
         }
     }
 
