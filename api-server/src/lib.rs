@@ -7,6 +7,7 @@ pub mod crypto;
 pub mod db;
 pub mod error;
 pub mod extract;
+pub mod geometry;
 pub mod metrics;
 pub mod rotation;
 pub mod routes;

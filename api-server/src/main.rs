@@ -136,10 +136,16 @@ async fn run(cli: Cli) -> Result<(), String> {
                 }
             }
         }
-        Some(Command::RotateKeys { pii_keyring_file, batch_size }) => {
-            let ring = KeyRing::from_file(&pii_keyring_file).map_err(|e| format!("DFR_PII_KEYRING_FILE: {e}"))?;
+        Some(Command::RotateKeys {
+            pii_keyring_file,
+            batch_size,
+        }) => {
+            let ring = KeyRing::from_file(&pii_keyring_file)
+                .map_err(|e| format!("DFR_PII_KEYRING_FILE: {e}"))?;
             let pool = owner_pool(&database).await?;
-            let report = dfr_api::rotation::rotate_keys(&pool, &ring, batch_size).await.map_err(|e| e.to_string())?;
+            let report = dfr_api::rotation::rotate_keys(&pool, &ring, batch_size)
+                .await
+                .map_err(|e| e.to_string())?;
             println!(
                 "re-encrypted {} records under key {} in {} batches",
                 report.rewritten,

@@ -14,7 +14,11 @@ pub struct RotationReport {
 }
 
 /// Runs as the owner role, which row-level security does not restrict.
-pub async fn rotate_keys(pool: &PgPool, ring: &KeyRing, batch_size: i64) -> ApiResult<RotationReport> {
+pub async fn rotate_keys(
+    pool: &PgPool,
+    ring: &KeyRing,
+    batch_size: i64,
+) -> ApiResult<RotationReport> {
     let active_prefix = format!("{}:%", ring.active_key_id());
     let mut report = RotationReport::default();
     let mut after = Uuid::nil();

@@ -622,27 +622,122 @@ async fn after_key_rotation_every_record_reads_back() {
     for family in ["Rot1", "Rot2", "Rot3", "Rot4", "Rot5"] {
         let body = person("TO-01", family);
         let record = created(&app, &admin, &body).await;
-        originals.push((record["id"].as_str().unwrap().to_string(), body["nationalId"]["value"].as_str().unwrap().to_string()));
+        originals.push((
+            record["id"].as_str().unwrap().to_string(),
+            body["nationalId"]["value"].as_str().unwrap().to_string(),
+        ));
     }
-    let rotated_ring = support::keyring("k2", &[("k1", &old_key), ("k2", &support::random_key())], &blind);
+    let rotated_ring = support::keyring(
+        "k2",
+        &[("k1", &old_key), ("k2", &support::random_key())],
+        &blind,
+    );
     let ring = dfr_api::crypto::KeyRing::from_json(&rotated_ring).unwrap();
-    let report = dfr_api::rotation::rotate_keys(&app.owner, &ring, 2).await.unwrap();
+    let report = dfr_api::rotation::rotate_keys(&app.owner, &ring, 2)
+        .await
+        .unwrap();
     assert_eq!((report.rewritten, report.batches), (5, 3));
     let old: i64 = sqlx::query_scalar("SELECT count(*) FROM persons WHERE national_id_cipher LIKE 'k1:%' OR phone_cipher LIKE 'k1:%' OR email_cipher LIKE 'k1:%'")
         .fetch_one(&app.owner).await.unwrap();
     assert_eq!(old, 0, "every ciphertext is under the new key");
     // A second pass finds nothing left to do.
-    assert_eq!(dfr_api::rotation::rotate_keys(&app.owner, &ring, 2).await.unwrap().rewritten, 0);
+    assert_eq!(
+        dfr_api::rotation::rotate_keys(&app.owner, &ring, 2)
+            .await
+            .unwrap()
+            .rewritten,
+        0
+    );
 
     let rotated = app.with_ring(rotated_ring).await;
     for (id, national_id) in originals {
-        let body: Value = rotated.http.get(rotated.url(&format!("/api/dfr/persons/{id}"))).bearer_auth(&admin).send().await.unwrap().json().await.unwrap();
+        let body: Value = rotated
+            .http
+            .get(rotated.url(&format!("/api/dfr/persons/{id}")))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         assert_eq!(body["nationalId"]["value"], national_id.as_str());
         assert_eq!(body["email"], "sione@example.to");
         // The blind index did not change, so exact lookup still works.
-        let found: Value = rotated.http
-            .get(rotated.url(&format!("/api/dfr/persons?nationalIdSystem=TON-NID&nationalId={national_id}")))
-            .bearer_auth(&admin).send().await.unwrap().json().await.unwrap();
+        let found: Value = rotated
+            .http
+            .get(rotated.url(&format!(
+                "/api/dfr/persons?nationalIdSystem=TON-NID&nationalId={national_id}"
+            )))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         assert_eq!(found["items"][0]["id"], id.as_str());
     }
+}
+
+#[tokio::test]
+async fn plots_are_validated_measured_and_area_scoped() {
+    let app = TestApp::start().await;
+    let admin = app.user("national_admin", &[], None, "").await;
+    let owner = created(&app, &admin, &person("TO-01", "Farmer")).await;
+    let person_id = owner["id"].as_str().unwrap();
+    let (lon, lat): (f64, f64) = (-175.2, -21.13);
+    let (dlat, dlon) = (
+        200.0 / 110_574.0,
+        100.0 / (111_320.0 * lat.to_radians().cos()),
+    );
+    let two_hectares = json!({"type": "Polygon", "coordinates": [[[lon, lat], [lon + dlon, lat], [lon + dlon, lat + dlat], [lon, lat + dlat], [lon, lat]]]});
+    let response = app.http.post(app.url("/api/dfr/plots")).bearer_auth(&admin)
+        .json(&json!({"personId": person_id, "geometry": two_hectares, "tenure": "customary", "landUse": "cropland"}))
+        .send().await.unwrap();
+    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+    let plot: Value = response.json().await.unwrap();
+    let hectares = plot["areaHa"].as_f64().unwrap();
+    assert!((hectares - 2.0).abs() < 0.02, "{hectares} ha");
+
+    let bowtie =
+        json!({"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]});
+    let response = app.http.post(app.url("/api/dfr/plots")).bearer_auth(&admin)
+        .json(&json!({"personId": person_id, "geometry": bowtie, "tenure": "owned", "landUse": "pasture"}))
+        .send().await.unwrap();
+    let (status, body) = problem(response).await;
+    assert_eq!(
+        (status, body["errors"][0]["field"].as_str().unwrap()),
+        (422, "geometry")
+    );
+    assert!(
+        body["detail"].as_str().unwrap().contains("crosses itself"),
+        "{body}"
+    );
+
+    let swapped = json!({"type": "Point", "coordinates": [lat, lon - 200.0]});
+    let response = app.http.post(app.url("/api/dfr/plots")).bearer_auth(&admin)
+        .json(&json!({"personId": person_id, "geometry": swapped, "tenure": "owned", "landUse": "pasture"}))
+        .send().await.unwrap();
+    let (status, body) = problem(response).await;
+    assert_eq!(status, 422);
+    assert!(
+        body["detail"].as_str().unwrap().contains("outside WGS84"),
+        "{body}"
+    );
+
+    let other_area = app.user("enumerator", &["TO-02"], None, "").await;
+    let hidden = app
+        .http
+        .get(app.url(&format!("/api/dfr/plots/{}", plot["id"].as_str().unwrap())))
+        .bearer_auth(&other_area)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hidden.status(), 404);
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM plots")
+        .fetch_one(&app.owner)
+        .await
+        .unwrap();
+    assert_eq!(count, 1, "rejected plots must not be stored");
 }

@@ -1,5 +1,6 @@
 mod health;
 pub mod persons;
+pub mod plots;
 mod token;
 
 use axum::Router;
@@ -26,6 +27,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
                 .put(persons::update)
                 .delete(persons::delete),
         )
+        .route("/api/dfr/plots", post(plots::create))
+        .route("/api/dfr/plots/{id}", get(plots::get))
         .route("/metrics", get(crate::metrics::render))
         .fallback(|| async { ApiError::NotFound })
         .layer(DefaultBodyLimit::max(max_body_bytes))

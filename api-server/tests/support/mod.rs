@@ -94,7 +94,14 @@ impl TestApp {
     /// a key rotation would run.
     pub async fn with_ring(&self, keyring_json: String) -> TestApp {
         let (owner, pool) = (self.owner.clone(), self.app_pool.clone());
-        Self::serve(owner, pool, self.database.clone(), keyring_json, self.signing_key.clone()).await
+        Self::serve(
+            owner,
+            pool,
+            self.database.clone(),
+            keyring_json,
+            self.signing_key.clone(),
+        )
+        .await
     }
 
     async fn serve(
