@@ -11,4 +11,5 @@ pub mod geometry;
 pub mod metrics;
 pub mod rotation;
 pub mod routes;
+pub mod sessions;
 pub mod state;

@@ -168,7 +168,9 @@ async fn run(cli: Cli) -> Result<(), String> {
             }
             let pool = owner_pool(&database).await?;
             let id = Uuid::new_v4();
-            sqlx::query("INSERT INTO users (id, username, password_hash, role, areas, person_id, scopes) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            // National admins sign in with a second factor from the start.
+            let totp = (role == Role::NationalAdmin).then(dfr_api::sessions::new_totp_secret);
+            sqlx::query("INSERT INTO users (id, username, password_hash, role, areas, person_id, scopes, totp_secret) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
                 .bind(id)
                 .bind(&username)
                 .bind(hash_password(&password).map_err(|e| e.to_string())?)
@@ -176,10 +178,17 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .bind(&areas)
                 .bind(person_id)
                 .bind(scopes.split_whitespace().map(String::from).collect::<Vec<_>>())
+                .bind(&totp)
                 .execute(&pool)
                 .await
                 .map_err(|e| format!("cannot create user {username}: {e}"))?;
             println!("created {} user {username} ({id})", role.as_str());
+            if let Some(secret) = totp {
+                println!("TOTP secret (add it to an authenticator app): {secret}");
+                println!(
+                    "otpauth://totp/DFR:{username}?secret={secret}&issuer=DFR&algorithm=SHA1&digits=6&period=30"
+                );
+            }
         }
         None => {
             let serve = ServeArgs::try_parse_from_env()?;

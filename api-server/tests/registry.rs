@@ -741,3 +741,108 @@ async fn plots_are_validated_measured_and_area_scoped() {
         .unwrap();
     assert_eq!(count, 1, "rejected plots must not be stored");
 }
+
+#[tokio::test]
+async fn national_admins_need_a_second_factor() {
+    let app = TestApp::start().await;
+    let _ = app.user("national_admin", &[], None, "").await;
+    let (username, secret): (String, String) =
+        sqlx::query_as("SELECT username, totp_secret FROM users WHERE role = 'national_admin'")
+            .fetch_one(&app.owner)
+            .await
+            .unwrap();
+    let sign_in = |totp: Option<String>| {
+        let mut form = vec![
+            ("grant_type", "password".to_string()),
+            ("username", username.clone()),
+            ("password", "a long test password".to_string()),
+        ];
+        if let Some(code) = totp {
+            form.push(("totp", code));
+        }
+        app.http.post(app.url("/oauth/token")).form(&form).send()
+    };
+    let (status, body) = problem(sign_in(None).await.unwrap()).await;
+    assert_eq!(status, 400);
+    assert!(body["detail"].as_str().unwrap().contains("TOTP"), "{body}");
+    let current = dfr_api::sessions::current_code(&secret).unwrap();
+    let wrong = format!(
+        "{:06}",
+        (current.parse::<u32>().unwrap() + 500_000) % 1_000_000
+    );
+    let (status, _) = problem(sign_in(Some(wrong)).await.unwrap()).await;
+    assert_eq!(status, 400);
+    assert_eq!(sign_in(Some(current)).await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn refresh_tokens_rotate_and_a_reused_one_revokes_the_login() {
+    let app = TestApp::start().await;
+    let _ = app.user("enumerator", &["TO-01"], None, "").await;
+    let username: String = sqlx::query_scalar("SELECT username FROM users")
+        .fetch_one(&app.owner)
+        .await
+        .unwrap();
+    let login: Value = app
+        .http
+        .post(app.url("/oauth/token"))
+        .form(&[
+            ("grant_type", "password"),
+            ("username", username.as_str()),
+            ("password", "a long test password"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let first = login["refresh_token"].as_str().unwrap().to_string();
+    let refresh = |token: String| {
+        app.http
+            .post(app.url("/oauth/token"))
+            .form(&[
+                ("grant_type", "refresh_token".to_string()),
+                ("refresh_token", token),
+            ])
+            .send()
+    };
+
+    let rotated = refresh(first.clone()).await.unwrap();
+    assert_eq!(rotated.status(), 200);
+    let rotated: Value = rotated.json().await.unwrap();
+    let second = rotated["refresh_token"].as_str().unwrap().to_string();
+    assert_ne!(first, second);
+    let access = rotated["access_token"].as_str().unwrap();
+    assert_eq!(
+        app.http
+            .get(app.url("/api/dfr/persons"))
+            .bearer_auth(access)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // The first token again: a thief or a replay. The whole login is revoked.
+    let (status, body) = problem(refresh(first).await.unwrap()).await;
+    assert_eq!(status, 400);
+    assert!(
+        body["detail"].as_str().unwrap().contains("already used"),
+        "{body}"
+    );
+    let (status, _) = problem(refresh(second).await.unwrap()).await;
+    assert_eq!(
+        status, 400,
+        "the newest token of a revoked login must not work either"
+    );
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM refresh_tokens WHERE token_hash LIKE '%' || $1 || '%'",
+    )
+    .bind(&login["refresh_token"].as_str().unwrap()[..12])
+    .fetch_one(&app.owner)
+    .await
+    .unwrap();
+    assert_eq!(stored, 0, "refresh tokens are stored only as hashes");
+}

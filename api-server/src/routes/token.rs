@@ -1,26 +1,34 @@
-//! POST /oauth/token (password and client_credentials grants) and the JWKS.
+//! POST /oauth/token: the password grant (staff and farmers; national admins also send a TOTP
+//! code), client_credentials (external systems) and refresh_token (rotating, with reuse
+//! detection); and the JWKS that verifies the access tokens.
 
 use axum::extract::State;
 use axum::{Form, Json};
 use chrono::{Duration, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
+use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
 use crate::auth::{Claims, ISSUER, Role, verify_password};
 use crate::error::{ApiError, ApiResult};
+use crate::sessions;
 use crate::state::AppState;
 
 const MAX_FAILED_ATTEMPTS: i32 = 5;
-const LOCKOUT_MINUTES: i64 = 15;
+const LOCKOUT_MINUTES: i32 = 15;
+const USER_COLUMNS: &str = "id, password_hash, role, areas, person_id, scopes, failed_attempts, totp_secret, \
+     (locked_until IS NOT NULL AND locked_until > now()) AS locked";
 
 #[derive(Deserialize)]
 pub struct TokenRequest {
     grant_type: String,
     username: Option<String>,
     password: Option<String>,
+    totp: Option<String>,
     client_id: Option<String>,
     client_secret: Option<String>,
+    refresh_token: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -29,66 +37,113 @@ pub struct TokenResponse {
     token_type: &'static str,
     expires_in: i64,
     scope: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<String>,
+}
+
+fn required(value: Option<String>, field: &str) -> ApiResult<String> {
+    value.ok_or_else(|| ApiError::field(field, "is required"))
+}
+
+fn refused() -> ApiError {
+    ApiError::InvalidGrant("the username or password is wrong".into())
 }
 
 pub async fn token(
     State(state): State<AppState>,
     Form(request): Form<TokenRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
-    let (name, secret, clients_only) = match request.grant_type.as_str() {
-        "password" => (request.username, request.password, false),
-        "client_credentials" => (request.client_id, request.client_secret, true),
-        other => {
-            return Err(ApiError::field(
-                "grant_type",
-                format!("unsupported grant type {other:?}; use password or client_credentials"),
-            ));
+    match request.grant_type.as_str() {
+        "password" => {
+            let username = required(request.username, "username")?;
+            let password = required(request.password, "password")?;
+            let user = authenticate(&state, &username, &password, false).await?;
+            let role = role_of(&user)?;
+            if role == Role::NationalAdmin {
+                check_second_factor(&user, request.totp.as_deref())?;
+            }
+            let refresh = sessions::issue_refresh(&state.pool, user.try_get("id")?, None).await?;
+            respond(&state, &user, Some(refresh))
         }
-    };
-    let name = name.ok_or_else(|| {
-        ApiError::field(
-            if clients_only {
-                "client_id"
-            } else {
-                "username"
-            },
-            "is required",
-        )
-    })?;
-    let secret = secret.ok_or_else(|| {
-        ApiError::field(
-            if clients_only {
-                "client_secret"
-            } else {
-                "password"
-            },
-            "is required",
-        )
-    })?;
+        "client_credentials" => {
+            let client = required(request.client_id, "client_id")?;
+            let secret = required(request.client_secret, "client_secret")?;
+            let user = authenticate(&state, &client, &secret, true).await?;
+            // Machine clients ask again with their credentials; they get no refresh token.
+            respond(&state, &user, None)
+        }
+        "refresh_token" => {
+            let presented = required(request.refresh_token, "refresh_token")?;
+            let (user_id, family) = sessions::redeem_refresh(&state.pool, &presented).await?;
+            let user = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE id = $1"
+            )))
+            .bind(user_id)
+            .fetch_one(&state.pool)
+            .await?;
+            if user.try_get::<bool, _>("locked")? {
+                return Err(ApiError::InvalidGrant("the account is locked".into()));
+            }
+            let refresh = sessions::issue_refresh(&state.pool, user_id, Some(family)).await?;
+            respond(&state, &user, Some(refresh))
+        }
+        other => Err(ApiError::field(
+            "grant_type",
+            format!(
+                "unsupported grant type {other:?}; use password, client_credentials or refresh_token"
+            ),
+        )),
+    }
+}
 
-    let row = sqlx::query(
-        "SELECT id, password_hash, role, areas, person_id, scopes, failed_attempts, \
-         (locked_until IS NOT NULL AND locked_until > now()) AS locked FROM users WHERE username = $1",
-    )
-    .bind(&name)
-    .fetch_optional(&state.pool)
-    .await?;
-    let refused = || ApiError::InvalidGrant("the username or password is wrong".into());
-    let Some(row) = row else {
-        return Err(refused());
+fn role_of(user: &PgRow) -> ApiResult<Role> {
+    Role::parse(&user.try_get::<String, _>("role")?)
+        .ok_or_else(|| ApiError::Internal("unknown role".into()))
+}
+
+fn check_second_factor(user: &PgRow, code: Option<&str>) -> ApiResult<()> {
+    let secret: Option<String> = user.try_get("totp_secret")?;
+    let Some(secret) = secret else {
+        return Err(ApiError::InvalidGrant(
+            "national admins must enrol a TOTP second factor first (dfr-api create-user prints it)"
+                .into(),
+        ));
     };
-    let id: Uuid = row.try_get("id")?;
-    if row.try_get::<bool, _>("locked")? {
+    match code {
+        None => Err(ApiError::InvalidGrant(
+            "national admins must send the current TOTP code as `totp`".into(),
+        )),
+        Some(code) if sessions::verify_code(&secret, code) => Ok(()),
+        Some(_) => Err(ApiError::InvalidGrant(
+            "the TOTP code is wrong or expired".into(),
+        )),
+    }
+}
+
+/// Checks a password, counting failures and locking the account after too many.
+async fn authenticate(
+    state: &AppState,
+    name: &str,
+    secret: &str,
+    client: bool,
+) -> ApiResult<PgRow> {
+    let user = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE username = $1"
+    )))
+    .bind(name)
+    .fetch_optional(&state.pool)
+    .await?
+    .ok_or_else(refused)?;
+    if user.try_get::<bool, _>("locked")? {
         return Err(ApiError::InvalidGrant(format!(
-            "the account is locked after {MAX_FAILED_ATTEMPTS} failed attempts; try again later"
+            "the account is locked after {MAX_FAILED_ATTEMPTS} failed attempts; try again in {LOCKOUT_MINUTES} minutes"
         )));
     }
-    let role = Role::parse(&row.try_get::<String, _>("role")?)
-        .ok_or_else(|| ApiError::Internal("unknown role".into()))?;
-    if clients_only != (role == Role::ApiClient) {
+    if client != (role_of(&user)? == Role::ApiClient) {
         return Err(refused());
     }
-    if !verify_password(&secret, &row.try_get::<String, _>("password_hash")?) {
+    let id: Uuid = user.try_get("id")?;
+    if !verify_password(secret, &user.try_get::<String, _>("password_hash")?) {
         sqlx::query(
             "UPDATE users SET failed_attempts = failed_attempts + 1, \
              locked_until = CASE WHEN failed_attempts + 1 >= $2 THEN now() + make_interval(mins => $3) END \
@@ -96,24 +151,32 @@ pub async fn token(
         )
         .bind(id)
         .bind(MAX_FAILED_ATTEMPTS)
-        .bind(i32::try_from(LOCKOUT_MINUTES).unwrap_or(15))
+        .bind(LOCKOUT_MINUTES)
         .execute(&state.pool)
         .await?;
         return Err(refused());
     }
-    if row.try_get::<i32, _>("failed_attempts")? > 0 {
+    if user.try_get::<i32, _>("failed_attempts")? > 0 {
         sqlx::query("UPDATE users SET failed_attempts = 0, locked_until = NULL WHERE id = $1")
             .bind(id)
             .execute(&state.pool)
             .await?;
     }
-    let scopes: Vec<String> = row.try_get("scopes")?;
+    Ok(user)
+}
+
+fn respond(
+    state: &AppState,
+    user: &PgRow,
+    refresh_token: Option<String>,
+) -> ApiResult<Json<TokenResponse>> {
+    let scopes: Vec<String> = user.try_get("scopes")?;
     let now = Utc::now();
     let claims = Claims {
-        sub: id,
-        role,
-        areas: row.try_get("areas")?,
-        person: row.try_get("person_id")?,
+        sub: user.try_get("id")?,
+        role: role_of(user)?,
+        areas: user.try_get("areas")?,
+        person: user.try_get("person_id")?,
         scope: scopes.join(" "),
         iss: ISSUER.into(),
         iat: now.timestamp(),
@@ -124,6 +187,7 @@ pub async fn token(
         token_type: "Bearer",
         expires_in: state.access_token_seconds,
         scope: claims.scope,
+        refresh_token,
     }))
 }
 

@@ -146,7 +146,8 @@ impl TestApp {
     ) -> String {
         let username = format!("{role}-{}", Uuid::new_v4().simple());
         let password = "a long test password";
-        sqlx::query("INSERT INTO users (id, username, password_hash, role, areas, person_id, scopes) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+        let totp = (role == "national_admin").then(dfr_api::sessions::new_totp_secret);
+        sqlx::query("INSERT INTO users (id, username, password_hash, role, areas, person_id, scopes, totp_secret) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
             .bind(Uuid::new_v4())
             .bind(&username)
             .bind(hash_password(password).unwrap())
@@ -154,10 +155,15 @@ impl TestApp {
             .bind(areas.iter().map(ToString::to_string).collect::<Vec<_>>())
             .bind(person)
             .bind(scopes.split_whitespace().map(String::from).collect::<Vec<_>>())
+            .bind(&totp)
             .execute(&self.owner)
             .await
             .unwrap();
-        let grant = if role == "api_client" {
+        let code = totp
+            .as_deref()
+            .and_then(dfr_api::sessions::current_code)
+            .unwrap_or_default();
+        let mut grant = if role == "api_client" {
             vec![
                 ("grant_type", "client_credentials"),
                 ("client_id", username.as_str()),
@@ -170,6 +176,9 @@ impl TestApp {
                 ("password", password),
             ]
         };
+        if !code.is_empty() {
+            grant.push(("totp", code.as_str()));
+        }
         let response = self
             .http
             .post(format!("{}/oauth/token", self.base))
