@@ -36,7 +36,7 @@ pub enum ApiError {
     Internal(String),
 }
 
-#[derive(Debug, Serialize, Clone, PartialEq)]
+#[derive(Debug, Serialize, Clone, PartialEq, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,
@@ -157,3 +157,19 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// RFC 7807 problem details, as every error is answered (for the OpenAPI document).
+#[derive(Serialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ProblemDoc {
+    #[serde(rename = "type")]
+    type_: String,
+    title: String,
+    status: u16,
+    detail: String,
+    /// Stable machine-readable code, e.g. validation_failed, stale_version.
+    code: String,
+    errors: Option<Vec<FieldError>>,
+    /// For duplicate_national_id: the existing record.
+    existing: Option<String>,
+}

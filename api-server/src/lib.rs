@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod geometry;
 pub mod metrics;
+pub mod openapi;
 pub mod rotation;
 pub mod routes;
 pub mod sessions;

@@ -39,6 +39,8 @@ enum Command {
     },
     /// Apply the embedded migrations as the owner role.
     Migrate,
+    /// Print the OpenAPI 3 document.
+    Openapi,
     /// Check the audit log's hash chain and report the first broken link.
     Audit {
         #[command(subcommand)]
@@ -112,6 +114,12 @@ async fn owner_pool(database: &DatabaseArgs) -> Result<sqlx::PgPool, String> {
 async fn run(cli: Cli) -> Result<(), String> {
     let database = cli.database;
     match cli.command {
+        Some(Command::Openapi) => {
+            print!(
+                "{}",
+                dfr_api::openapi::document().map_err(|e| e.to_string())?
+            );
+        }
         Some(Command::Migrate) => {
             let pool = owner_pool(&database).await?;
             MIGRATOR

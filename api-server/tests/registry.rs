@@ -610,6 +610,16 @@ async fn tokens_lockout_jwks_and_health() {
         "{metrics}"
     );
     assert!(metrics.contains("dfr_db_pool_connections"));
+    let openapi: Value = app
+        .http
+        .get(app.url("/api/dfr/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(openapi["openapi"], "3.1.0");
 }
 
 #[tokio::test]

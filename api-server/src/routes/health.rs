@@ -6,12 +6,16 @@ use serde_json::{Value, json};
 use crate::state::AppState;
 
 /// Liveness: the process serves requests.
+#[utoipa::path(get, path = "/api/dfr/health", tag = "health", responses((status = 200, description = "The process serves requests")))]
 pub async fn live() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
 /// Readiness: the database answers and accepts writes. A replica (in recovery) cannot assign a
 /// transaction id, so an API pointed at one is not ready.
+#[utoipa::path(get, path = "/api/dfr/health/ready", tag = "health",
+    responses((status = 200, description = "The database answers and accepts writes"),
+        (status = 503, description = "Unreachable, or a read-only replica")))]
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let check = async {
         let mut tx = state.pool.begin().await?;

@@ -1,7 +1,7 @@
-mod health;
+pub mod health;
 pub mod persons;
 pub mod plots;
-mod token;
+pub mod token;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -29,6 +29,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         )
         .route("/api/dfr/plots", post(plots::create))
         .route("/api/dfr/plots/{id}", get(plots::get))
+        .route("/api/dfr/openapi.json", get(openapi))
         .route("/metrics", get(crate::metrics::render))
         .fallback(|| async { ApiError::NotFound })
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -37,4 +38,12 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             crate::metrics::track,
         ))
         .with_state(state)
+}
+
+async fn openapi() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match crate::openapi::document() {
+        Ok(json) => ([("content-type", "application/json")], json).into_response(),
+        Err(error) => ApiError::Internal(error.to_string()).into_response(),
+    }
 }

@@ -21,7 +21,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
 use crate::state::AppState;
 
-#[derive(Deserialize, Debug)]
+#[derive(Deserialize, Debug, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PersonInput {
     /// Client-generated, so an offline device can create and reference records.
@@ -45,14 +45,14 @@ fn active() -> String {
     "active".into()
 }
 
-#[derive(Deserialize, Serialize, Debug, Clone)]
+#[derive(Deserialize, Serialize, Debug, Clone, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NationalId {
     pub system: String,
     pub value: String,
 }
 
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Debug, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PersonView {
     pub id: Uuid,
@@ -251,6 +251,11 @@ fn normalize_system(system: &str) -> String {
     system.trim().to_uppercase()
 }
 
+#[utoipa::path(post, path = "/api/dfr/persons", tag = "persons", request_body = PersonInput,
+    security(("bearer" = [])),
+    responses((status = 201, description = "Registered; ETag is the version", body = PersonView),
+        (status = 409, description = "A person with this national ID exists", body = crate::error::ProblemDoc),
+        (status = 422, description = "Invalid field", body = crate::error::ProblemDoc)))]
 pub async fn create(
     State(state): State<AppState>,
     actor: Actor,
@@ -327,6 +332,10 @@ pub async fn create(
     Ok(with_etag(StatusCode::CREATED, view(&state, &actor, &row)?))
 }
 
+#[utoipa::path(get, path = "/api/dfr/persons/{id}", tag = "persons", params(("id" = Uuid, Path)),
+    security(("bearer" = [])),
+    responses((status = 200, description = "The person; ETag is the version", body = PersonView),
+        (status = 404, description = "No such person, or not in your areas", body = crate::error::ProblemDoc)))]
 pub async fn get(
     State(state): State<AppState>,
     actor: Actor,
@@ -345,8 +354,9 @@ pub async fn get(
     Ok(with_etag(StatusCode::OK, view(&state, &actor, &row)?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct SearchQuery {
     area: Option<String>,
     status: Option<String>,
@@ -360,12 +370,15 @@ pub struct SearchQuery {
     limit: Option<i64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Page {
     items: Vec<PersonView>,
     next: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/dfr/persons", tag = "persons", params(SearchQuery),
+    security(("bearer" = [])),
+    responses((status = 200, description = "A page of persons; follow `next` with `after`", body = Page)))]
 pub async fn search(
     State(state): State<AppState>,
     actor: Actor,
@@ -448,6 +461,12 @@ async fn stale_or_missing(tx: &mut PgConnection, id: Uuid) -> ApiError {
     }
 }
 
+#[utoipa::path(put, path = "/api/dfr/persons/{id}", tag = "persons", request_body = PersonInput,
+    params(("id" = Uuid, Path), ("If-Match" = String, Header, description = "The ETag last read")),
+    security(("bearer" = [])),
+    responses((status = 200, description = "Updated", body = PersonView),
+        (status = 412, description = "Stale version", body = crate::error::ProblemDoc),
+        (status = 428, description = "If-Match missing", body = crate::error::ProblemDoc)))]
 pub async fn update(
     State(state): State<AppState>,
     actor: Actor,
@@ -513,6 +532,11 @@ pub async fn update(
     Ok(with_etag(StatusCode::OK, view(&state, &actor, &row)?))
 }
 
+#[utoipa::path(delete, path = "/api/dfr/persons/{id}", tag = "persons",
+    params(("id" = Uuid, Path), ("If-Match" = String, Header, description = "The ETag last read")),
+    security(("bearer" = [])),
+    responses((status = 204, description = "Soft-deleted (tombstone kept)"),
+        (status = 412, description = "Stale version", body = crate::error::ProblemDoc)))]
 pub async fn delete(
     State(state): State<AppState>,
     actor: Actor,

@@ -18,7 +18,7 @@ use crate::extract::ApiJson;
 use crate::geometry;
 use crate::state::AppState;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PlotInput {
     pub id: Option<Uuid>,
@@ -28,7 +28,7 @@ pub struct PlotInput {
     pub land_use: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PlotView {
     id: Uuid,
@@ -57,6 +57,10 @@ fn view(row: &PgRow) -> ApiResult<PlotView> {
     })
 }
 
+#[utoipa::path(post, path = "/api/dfr/plots", tag = "plots", request_body = PlotInput,
+    security(("bearer" = [])),
+    responses((status = 201, description = "Registered, with its area in hectares", body = PlotView),
+        (status = 422, description = "Invalid GeoJSON or field", body = crate::error::ProblemDoc)))]
 pub async fn create(
     State(state): State<AppState>,
     actor: Actor,
@@ -125,6 +129,10 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
+#[utoipa::path(get, path = "/api/dfr/plots/{id}", tag = "plots", params(("id" = Uuid, Path)),
+    security(("bearer" = [])),
+    responses((status = 200, description = "The plot", body = PlotView),
+        (status = 404, description = "No such plot, or not in your areas", body = crate::error::ProblemDoc)))]
 pub async fn get(
     State(state): State<AppState>,
     actor: Actor,

@@ -20,7 +20,7 @@ const LOCKOUT_MINUTES: i32 = 15;
 const USER_COLUMNS: &str = "id, password_hash, role, areas, person_id, scopes, failed_attempts, totp_secret, \
      (locked_until IS NOT NULL AND locked_until > now()) AS locked";
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct TokenRequest {
     grant_type: String,
     username: Option<String>,
@@ -31,7 +31,7 @@ pub struct TokenRequest {
     refresh_token: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct TokenResponse {
     access_token: String,
     token_type: &'static str,
@@ -49,6 +49,10 @@ fn refused() -> ApiError {
     ApiError::InvalidGrant("the username or password is wrong".into())
 }
 
+#[utoipa::path(post, path = "/oauth/token", tag = "auth",
+    request_body(content = TokenRequest, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "Tokens", body = TokenResponse),
+        (status = 400, description = "invalid_grant or a missing field", body = crate::error::ProblemDoc)))]
 pub async fn token(
     State(state): State<AppState>,
     Form(request): Form<TokenRequest>,
@@ -191,6 +195,8 @@ fn respond(
     }))
 }
 
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth",
+    responses((status = 200, description = "The public keys that verify access tokens")))]
 pub async fn jwks(State(state): State<AppState>) -> Json<jsonwebtoken::jwk::JwkSet> {
     Json(state.keys.jwks().clone())
 }
