@@ -19,6 +19,7 @@ pub struct Metrics {
     requests: IntCounterVec,
     latency: HistogramVec,
     pub registrations: IntCounter,
+    pub consents: IntCounterVec,
     pool_size: IntGauge,
     pool_idle: IntGauge,
 }
@@ -44,11 +45,19 @@ impl Metrics {
             &["route", "method"],
         )?;
         let registrations = IntCounter::new("dfr_registrations_total", "Persons registered")?;
+        let consents = IntCounterVec::new(
+            Opts::new(
+                "dfr_consent_changes_total",
+                "Consent state changes by new state",
+            ),
+            &["state"],
+        )?;
         let pool_size = IntGauge::new("dfr_db_pool_connections", "Open database connections")?;
         let pool_idle = IntGauge::new("dfr_db_pool_idle_connections", "Idle database connections")?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(registrations.clone()))?;
+        registry.register(Box::new(consents.clone()))?;
         registry.register(Box::new(pool_size.clone()))?;
         registry.register(Box::new(pool_idle.clone()))?;
         Ok(Self {
@@ -56,6 +65,7 @@ impl Metrics {
             requests,
             latency,
             registrations,
+            consents,
             pool_size,
             pool_idle,
         })

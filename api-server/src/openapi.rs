@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{health, persons, plots, token};
+use crate::routes::{consents, health, persons, plots, token};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -12,9 +12,10 @@ use crate::routes::{health, persons, plots, token};
         health::live, health::ready, token::token, token::jwks,
         persons::create, persons::get, persons::search, persons::update, persons::delete,
         plots::create, plots::get,
+        consents::request, consents::get, consents::transition,
     ),
     modifiers(&BearerAuth),
-    tags((name = "persons"), (name = "plots"), (name = "auth"), (name = "health"))
+    tags((name = "persons"), (name = "plots"), (name = "consent"), (name = "auth"), (name = "health"))
 )]
 pub struct ApiDoc;
 

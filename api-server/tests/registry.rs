@@ -856,3 +856,119 @@ async fn refresh_tokens_rotate_and_a_reused_one_revokes_the_login() {
     .unwrap();
     assert_eq!(stored, 0, "refresh tokens are stored only as hashes");
 }
+
+#[tokio::test]
+async fn consent_is_answered_by_the_farmer_with_history_and_fixed_terms() {
+    let app = TestApp::start().await;
+    let admin = app.user("national_admin", &[], None, "").await;
+    let farmer_person = created(&app, &admin, &person("TO-01", "Consenting")).await;
+    let person_id = farmer_person["id"].as_str().unwrap();
+    let enumerator = app.user("enumerator", &["TO-01"], None, "").await;
+    let farmer = app
+        .user("farmer", &[], Some(Uuid::parse_str(person_id).unwrap()), "")
+        .await;
+    let stranger = app.user("farmer", &[], Some(Uuid::new_v4()), "").await;
+
+    let response = app.http.post(app.url("/api/dfr/consents")).bearer_auth(&enumerator)
+        .json(&json!({"personId": person_id, "purpose": "Share plot data for the fertiliser subsidy",
+                      "recipient": "Ministry of Agriculture", "terms": "Plot boundaries and crops, for 2026."}))
+        .send().await.unwrap();
+    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+    let consent: Value = response.json().await.unwrap();
+    assert_eq!(consent["state"], "requested");
+    let url = app.url(&format!(
+        "/api/dfr/consents/{}/transitions",
+        consent["id"].as_str().unwrap()
+    ));
+
+    // The farmer answers their own request (self-service, allowed by row-level security).
+    let given = app
+        .http
+        .post(&url)
+        .bearer_auth(&farmer)
+        .header("If-Match", "\"1\"")
+        .json(&json!({"state": "given"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(given.status(), 200, "{}", given.text().await.unwrap());
+    let given: Value = given.json().await.unwrap();
+    assert_eq!(given["state"], "given");
+    assert!(given["givenAt"].is_string());
+    let states: Vec<&str> = given["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["requested", "given"]);
+
+    // Another farmer sees nothing of it.
+    let hidden = app
+        .http
+        .get(app.url(&format!(
+            "/api/dfr/consents/{}",
+            consent["id"].as_str().unwrap()
+        )))
+        .bearer_auth(&stranger)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hidden.status(), 404);
+
+    // Once given, the terms are fixed, even for the table owner.
+    let rewrite = sqlx::query("UPDATE consents SET terms = 'something else'")
+        .execute(&app.owner)
+        .await;
+    assert!(
+        rewrite
+            .unwrap_err()
+            .to_string()
+            .contains("immutable once given")
+    );
+
+    let withdrawn = app
+        .http
+        .post(&url)
+        .bearer_auth(&farmer)
+        .header("If-Match", "\"2\"")
+        .json(&json!({"state": "withdrawn"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(withdrawn.status(), 200);
+    let (status, body) = problem(
+        app.http
+            .post(&url)
+            .bearer_auth(&farmer)
+            .header("If-Match", "\"3\"")
+            .json(&json!({"state": "given"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["errors"][0]["field"].as_str().unwrap()),
+        (422, "state")
+    );
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("a withdrawn consent cannot become given"),
+        "{body}"
+    );
+    let (status, _) = problem(
+        app.http
+            .post(&url)
+            .bearer_auth(&farmer)
+            .header("If-Match", "\"1\"")
+            .json(&json!({"state": "expired"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 412);
+}

@@ -1,3 +1,4 @@
+pub mod consents;
 pub mod health;
 pub mod persons;
 pub mod plots;
@@ -26,6 +27,12 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             get(persons::get)
                 .put(persons::update)
                 .delete(persons::delete),
+        )
+        .route("/api/dfr/consents", post(consents::request))
+        .route("/api/dfr/consents/{id}", get(consents::get))
+        .route(
+            "/api/dfr/consents/{id}/transitions",
+            post(consents::transition),
         )
         .route("/api/dfr/plots", post(plots::create))
         .route("/api/dfr/plots/{id}", get(plots::get))

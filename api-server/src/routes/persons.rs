@@ -435,7 +435,7 @@ pub async fn search(
     Ok(Json(Page { items, next }))
 }
 
-fn expected_version(headers: &HeaderMap) -> ApiResult<i32> {
+pub fn expected_version(headers: &HeaderMap) -> ApiResult<i32> {
     let value = headers
         .get(header::IF_MATCH)
         .ok_or(ApiError::PreconditionRequired)?;
