@@ -22,6 +22,8 @@ pub enum ApiError {
     NotFound,
     #[error("a person with this national ID already exists")]
     DuplicateNationalId { existing: String },
+    #[error("{0}")]
+    Conflict(String),
     #[error("If-Match is required for this change; send the ETag you last read")]
     PreconditionRequired,
     #[error("the record changed since you read it (version {current}); read it again and retry")]
@@ -92,6 +94,7 @@ impl ApiError {
                 "duplicate_national_id",
                 "Duplicate person",
             ),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
             ApiError::PreconditionRequired => (
                 StatusCode::PRECONDITION_REQUIRED,
                 "if_match_required",

@@ -972,3 +972,124 @@ async fn consent_is_answered_by_the_farmer_with_history_and_fixed_terms() {
     .await;
     assert_eq!(status, 412);
 }
+
+#[tokio::test]
+async fn households_profiles_and_holdings() {
+    let app = TestApp::start().await;
+    let admin = app.user("national_admin", &[], None, "").await;
+    let enumerator = app.user("enumerator", &["TO-01"], None, "").await;
+    let head = created(&app, &admin, &person("TO-01", "Head")).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let spouse = created(&app, &admin, &person("TO-01", "Spouse")).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let elsewhere = created(&app, &admin, &person("TO-02", "Far")).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let post = |path: &str, token: &str, body: Value| {
+        app.http
+            .post(app.url(path))
+            .bearer_auth(token.to_string())
+            .json(&body)
+            .send()
+    };
+
+    let household = post("/api/dfr/households", &enumerator, json!({"members": [{"personId": head, "role": "head"}, {"personId": spouse, "role": "spouse"}]}))
+        .await.unwrap();
+    assert_eq!(
+        household.status(),
+        201,
+        "{}",
+        household.text().await.unwrap()
+    );
+    let household: Value = household.json().await.unwrap();
+    let read: Value = app
+        .http
+        .get(app.url(&format!(
+            "/api/dfr/households/{}",
+            household["id"].as_str().unwrap()
+        )))
+        .bearer_auth(&enumerator)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(read["members"][0]["role"], "head");
+    assert_eq!(read["members"].as_array().unwrap().len(), 2);
+    let (status, body) = problem(
+        post(
+            "/api/dfr/households",
+            &enumerator,
+            json!({"members": [{"personId": spouse, "role": "spouse"}]}),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("exactly one head")
+    );
+    // A person the enumerator cannot see cannot be added either.
+    let (status, _) = problem(
+        post(
+            "/api/dfr/households",
+            &enumerator,
+            json!({"members": [{"personId": elsewhere, "role": "head"}]}),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 422);
+
+    let profile = json!({"personId": head, "primaryActivity": "mixed", "cooperative": "Hihifo Growers", "yearsFarming": 22});
+    assert_eq!(
+        post("/api/dfr/farmer-profiles", &enumerator, profile.clone())
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    let (status, body) = problem(
+        post("/api/dfr/farmer-profiles", &enumerator, profile)
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, body["code"].as_str().unwrap()), (409, "conflict"));
+    let read: Value = app
+        .http
+        .get(app.url(&format!("/api/dfr/farmer-profiles/{head}")))
+        .bearer_auth(&enumerator)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(read["cooperative"], "Hihifo Growers");
+
+    let plot: Value = post("/api/dfr/plots", &enumerator, json!({"personId": head, "geometry": {"type": "Point", "coordinates": [-175.2, -21.13]}, "tenure": "customary", "landUse": "cropland"}))
+        .await.unwrap().json().await.unwrap();
+    let holding = post("/api/dfr/holdings", &enumerator, json!({"plotId": plot["id"], "season": "2026A", "kind": "crop", "item": "taro", "quantity": 0.4}))
+        .await.unwrap();
+    assert_eq!(holding.status(), 201, "{}", holding.text().await.unwrap());
+    let (status, body) = problem(post("/api/dfr/holdings", &enumerator, json!({"plotId": plot["id"], "season": "spring", "kind": "crop", "item": "taro", "quantity": 0.4})).await.unwrap()).await;
+    assert_eq!(
+        (status, body["errors"][0]["field"].as_str().unwrap()),
+        (422, "season")
+    );
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE entity IN ('household', 'farmer_profile', 'holding', 'plot')")
+        .fetch_one(&app.owner).await.unwrap();
+    assert_eq!(events, 4, "every write is audited");
+}

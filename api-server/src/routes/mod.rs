@@ -1,7 +1,10 @@
+mod common;
 pub mod consents;
 pub mod health;
+pub mod households;
 pub mod persons;
 pub mod plots;
+pub mod profiles;
 pub mod token;
 
 use axum::Router;
@@ -34,6 +37,15 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             "/api/dfr/consents/{id}/transitions",
             post(consents::transition),
         )
+        .route("/api/dfr/households", post(households::create))
+        .route("/api/dfr/households/{id}", get(households::get))
+        .route("/api/dfr/farmer-profiles", post(profiles::create_profile))
+        .route(
+            "/api/dfr/farmer-profiles/{person_id}",
+            get(profiles::get_profile),
+        )
+        .route("/api/dfr/holdings", post(profiles::create_holding))
+        .route("/api/dfr/holdings/{id}", get(profiles::get_holding))
         .route("/api/dfr/plots", post(plots::create))
         .route("/api/dfr/plots/{id}", get(plots::get))
         .route("/api/dfr/openapi.json", get(openapi))
