@@ -5,6 +5,26 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    #[test]
+    fn a_bad_value_names_its_environment_variable() {
+        let error = super::Cli::try_parse_from(["dfr-api", "--database-port", "sixty"])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        let message = super::with_env_names(error, &super::Cli::command());
+        assert!(
+            message.contains(
+                "'--database-port <DATABASE_PORT>' (environment variable DFR_DATABASE_PORT)"
+            ),
+            "{message}"
+        );
+    }
+}
 use dfr_api::auth::{Role, TokenKeys, hash_password};
 use dfr_api::config::{DatabaseArgs, KeyArgs, ServeArgs};
 use dfr_api::crypto::KeyRing;
@@ -76,8 +96,58 @@ enum AuditAction {
     Verify,
 }
 
+/// Clap names the flag of a bad or missing value; the operator sets environment variables, so
+/// name those too.
+fn with_env_names(message: String, command: &clap::Command) -> String {
+    let mut message = message;
+    let mut commands = vec![command];
+    commands.extend(command.get_subcommands());
+    for command in commands {
+        for arg in command.get_arguments() {
+            let (Some(long), Some(env)) = (arg.get_long(), arg.get_env()) else {
+                continue;
+            };
+            let flag = format!("--{long} <");
+            let Some(start) = message.find(&flag) else {
+                continue;
+            };
+            let Some(close) = message[start..].find('>') else {
+                continue;
+            };
+            let mut end = start + close + 1;
+            if message[end..].starts_with('\'') {
+                end += 1;
+            }
+            let note = format!(" (environment variable {})", env.to_string_lossy());
+            if !message[end..].starts_with(&note) {
+                message.insert_str(end, &note);
+            }
+        }
+    }
+    message
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // No subcommand (only flags) means serve, as a container runs it.
+    let mut args: Vec<String> = std::env::args().collect();
+    let wants_help = args
+        .iter()
+        .any(|a| ["-h", "--help", "-V", "--version"].contains(&a.as_str()));
+    if !wants_help && args.get(1).is_none_or(|first| first.starts_with('-')) {
+        args.insert(1, "serve".into());
+    }
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(error) if !error.use_stderr() => error.exit(),
+        Err(error) => {
+            use clap::CommandFactory;
+            eprint!(
+                "{}",
+                with_env_names(error.render().to_string(), &Cli::command())
+            );
+            return ExitCode::from(2);
+        }
+    };
     tracing_subscriber::fmt()
         .json()
         .with_env_filter(
@@ -198,31 +268,10 @@ async fn run(cli: Cli) -> Result<(), String> {
                 );
             }
         }
-        None => {
-            let serve = ServeArgs::try_parse_from_env()?;
-            let keys = KeyArgs::try_parse_from_env()?;
-            serve_api(database, serve, keys).await?;
-        }
+        None => return Err("no command given".into()),
         Some(Command::Serve { serve, keys }) => serve_api(database, serve, keys).await?,
     }
     Ok(())
-}
-
-trait FromEnv: Sized {
-    fn try_parse_from_env() -> Result<Self, String>;
-}
-
-impl<T: clap::Args> FromEnv for T {
-    fn try_parse_from_env() -> Result<Self, String> {
-        #[derive(Parser)]
-        struct Only<A: clap::Args> {
-            #[command(flatten)]
-            args: A,
-        }
-        Only::<T>::try_parse_from(["dfr-api"])
-            .map(|only| only.args)
-            .map_err(|e| e.to_string())
-    }
 }
 
 async fn serve_api(database: DatabaseArgs, serve: ServeArgs, keys: KeyArgs) -> Result<(), String> {
