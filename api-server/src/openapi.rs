@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{consents, health, households, persons, plots, profiles, token};
+use crate::routes::{areas, consents, health, households, persons, plots, profiles, token};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -14,10 +14,11 @@ use crate::routes::{consents, health, households, persons, plots, profiles, toke
         plots::create, plots::get,
         consents::request, consents::get, consents::transition,
         households::create, households::get,
+        areas::list, areas::create,
         profiles::create_profile, profiles::get_profile, profiles::create_holding, profiles::get_holding,
     ),
     modifiers(&BearerAuth),
-    tags((name = "persons"), (name = "plots"), (name = "consent"), (name = "households"), (name = "farmers"), (name = "auth"), (name = "health"))
+    tags((name = "persons"), (name = "plots"), (name = "consent"), (name = "households"), (name = "areas"), (name = "farmers"), (name = "auth"), (name = "health"))
 )]
 pub struct ApiDoc;
 

@@ -1093,3 +1093,106 @@ async fn households_profiles_and_holdings() {
         .fetch_one(&app.owner).await.unwrap();
     assert_eq!(events, 4, "every write is audited");
 }
+
+#[tokio::test]
+async fn the_write_permission_matrix_beyond_persons() {
+    let app = TestApp::start().await;
+    let admin = app.user("national_admin", &[], None, "").await;
+    let person_id = created(&app, &admin, &person("TO-01", "Matrix")).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let plot: Value = app.http.post(app.url("/api/dfr/plots")).bearer_auth(&admin)
+        .json(&json!({"personId": person_id, "geometry": {"type": "Point", "coordinates": [-175.2, -21.13]}, "tenure": "owned", "landUse": "cropland"}))
+        .send().await.unwrap().json().await.unwrap();
+    let roles = [
+        ("national_admin", admin.clone()),
+        (
+            "supervisor",
+            app.user("supervisor", &["TO-01"], None, "").await,
+        ),
+        (
+            "enumerator",
+            app.user("enumerator", &["TO-01"], None, "").await,
+        ),
+        (
+            "farmer",
+            app.user(
+                "farmer",
+                &[],
+                Some(Uuid::parse_str(&person_id).unwrap()),
+                "",
+            )
+            .await,
+        ),
+        (
+            "api_client",
+            app.user("api_client", &[], None, "persons:read plots:read")
+                .await,
+        ),
+    ];
+    // role: add area, register plot, request consent, create household, add holding
+    let expected: [(&str, [u16; 5]); 5] = [
+        ("national_admin", [201, 201, 201, 201, 201]),
+        ("supervisor", [403, 201, 201, 201, 201]),
+        ("enumerator", [403, 201, 201, 201, 201]),
+        ("farmer", [403, 403, 403, 403, 403]),
+        ("api_client", [403, 403, 403, 403, 403]),
+    ];
+    for (index, ((role, token), (row_role, statuses))) in roles.iter().zip(expected).enumerate() {
+        assert_eq!(role, &row_role);
+        let member = created(&app, &admin, &person("TO-01", "Member")).await["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let requests = [
+            (
+                "/api/dfr/areas",
+                json!({"code": format!("TO-01-V{index}"), "parentCode": "TO-01", "name": "Village", "level": 2}),
+            ),
+            (
+                "/api/dfr/plots",
+                json!({"personId": person_id, "geometry": {"type": "Point", "coordinates": [-175.2, -21.13]}, "tenure": "leased", "landUse": "pasture"}),
+            ),
+            (
+                "/api/dfr/consents",
+                json!({"personId": person_id, "purpose": "p", "recipient": "r", "terms": "t"}),
+            ),
+            (
+                "/api/dfr/households",
+                json!({"members": [{"personId": member, "role": "head"}]}),
+            ),
+            (
+                "/api/dfr/holdings",
+                json!({"plotId": plot["id"], "season": "2026", "kind": "livestock", "item": "pigs", "quantity": 3}),
+            ),
+        ];
+        for ((path, body), status) in requests.iter().zip(statuses) {
+            let response = app
+                .http
+                .post(app.url(path))
+                .bearer_auth(token)
+                .json(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                response.status().as_u16(),
+                status,
+                "{role} POST {path}: {}",
+                response.text().await.unwrap()
+            );
+        }
+    }
+    let areas: Value = app
+        .http
+        .get(app.url("/api/dfr/areas"))
+        .bearer_auth(&roles[3].1)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(areas[0]["code"], "TO", "parents come first");
+}

@@ -1,3 +1,4 @@
+pub mod areas;
 mod common;
 pub mod consents;
 pub mod health;
@@ -37,6 +38,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             "/api/dfr/consents/{id}/transitions",
             post(consents::transition),
         )
+        .route("/api/dfr/areas", get(areas::list).post(areas::create))
         .route("/api/dfr/households", post(households::create))
         .route("/api/dfr/households/{id}", get(households::get))
         .route("/api/dfr/farmer-profiles", post(profiles::create_profile))

@@ -22,6 +22,8 @@ const ACTIVITIES: &[&str] = &["crops", "livestock", "mixed", "fisheries", "fores
 #[derive(Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProfileInput {
+    /// Client-generatable, like every record id.
+    pub id: Option<Uuid>,
     pub person_id: Uuid,
     /// crops, livestock, mixed, fisheries or forestry.
     pub primary_activity: String,
@@ -36,9 +38,10 @@ pub struct ProfileInput {
 pub async fn create_profile(
     State(state): State<AppState>,
     actor: Actor,
-    ApiJson(input): ApiJson<ProfileInput>,
+    ApiJson(mut input): ApiJson<ProfileInput>,
 ) -> ApiResult<(StatusCode, Json<ProfileInput>)> {
     require_staff(&actor, "register farmer profiles")?;
+    let id = *input.id.get_or_insert_with(Uuid::new_v4);
     if !ACTIVITIES.contains(&input.primary_activity.as_str()) {
         return Err(ApiError::field(
             "primaryActivity",
@@ -50,7 +53,6 @@ pub async fn create_profile(
     }
     let mut tx = begin_as(&state.pool, &actor).await?;
     let area = visible_person_area(&mut tx, input.person_id, "personId").await?;
-    let id = Uuid::new_v4();
     sqlx::query(
         "INSERT INTO farmer_profiles (id, person_id, area_code, primary_activity, cooperative, years_farming, updated_by) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -97,7 +99,7 @@ pub async fn get_profile(
     require_scope(&actor, "farmers:read")?;
     let mut tx = begin_as(&state.pool, &actor).await?;
     let row = sqlx::query(
-        "SELECT person_id, primary_activity, cooperative, years_farming FROM farmer_profiles \
+        "SELECT id, person_id, primary_activity, cooperative, years_farming FROM farmer_profiles \
          WHERE person_id = $1 AND deleted_at IS NULL",
     )
     .bind(person)
@@ -106,6 +108,7 @@ pub async fn get_profile(
     .ok_or(ApiError::NotFound)?;
     tx.commit().await?;
     Ok(Json(ProfileInput {
+        id: row.try_get("id")?,
         person_id: row.try_get("person_id")?,
         primary_activity: row.try_get("primary_activity")?,
         cooperative: row.try_get("cooperative")?,
