@@ -176,3 +176,52 @@ pub struct ProblemDoc {
     /// For duplicate_national_id: the existing record.
     existing: Option<String>,
 }
+
+/// Rejections produced by axum itself (a malformed path id, query string or form, a wrong
+/// method) arrive as plain text; answer them as problem+json like every other error.
+pub async fn plain_errors_as_problems(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| {
+            v.as_bytes().starts_with(b"application/problem+json")
+                || v.as_bytes().starts_with(b"application/json")
+        });
+    if !status.is_client_error() || is_problem {
+        return response;
+    }
+    let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let detail = String::from_utf8_lossy(&body).trim().to_string();
+    let code = match status {
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        _ => "bad_request",
+    };
+    let problem = Problem {
+        type_: format!("https://dfr.io/problems/{code}"),
+        title: status.canonical_reason().unwrap_or("Bad request"),
+        status: status.as_u16(),
+        detail: if detail.is_empty() {
+            status.to_string()
+        } else {
+            detail
+        },
+        code,
+        errors: Vec::new(),
+        existing: None,
+    };
+    let mut response = (status, Json(problem)).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/problem+json"),
+    );
+    response
+}

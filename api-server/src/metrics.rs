@@ -42,7 +42,7 @@ impl Metrics {
             .buckets(vec![
                 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.7, 1.0, 2.5, 5.0,
             ]),
-            &["route", "method"],
+            &["route", "method", "status"],
         )?;
         let registrations = IntCounter::new("dfr_registrations_total", "Persons registered")?;
         let consents = IntCounterVec::new(
@@ -86,7 +86,7 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     let metrics = &state.metrics;
     metrics
         .latency
-        .with_label_values(&[&route, &method])
+        .with_label_values(&[&route, &method, response.status().as_str()])
         .observe(started.elapsed().as_secs_f64());
     metrics
         .requests

@@ -54,6 +54,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/metrics", get(crate::metrics::render))
         .fallback(|| async { ApiError::NotFound })
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn(crate::error::plain_errors_as_problems))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             crate::metrics::track,
