@@ -161,6 +161,16 @@ impl IntoResponse for ApiError {
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
+/// A unique-constraint violation is the client's conflict, not a server error.
+pub fn conflict_on_duplicate(error: sqlx::Error, message: impl FnOnce() -> String) -> ApiError {
+    match &error {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
+            ApiError::Conflict(message())
+        }
+        _ => ApiError::Database(error),
+    }
+}
+
 /// RFC 7807 problem details, as every error is answered (for the OpenAPI document).
 #[derive(Serialize, utoipa::ToSchema)]
 #[allow(dead_code)]

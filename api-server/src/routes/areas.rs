@@ -11,7 +11,7 @@ use sqlx::Row;
 use crate::audit;
 use crate::auth::{Actor, Role};
 use crate::db::begin_as;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, conflict_on_duplicate};
 use crate::extract::ApiJson;
 use crate::state::AppState;
 
@@ -98,12 +98,7 @@ pub async fn create(
         .bind(area.level)
         .execute(&mut *tx)
         .await
-        .map_err(|error| match &error {
-            sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
-                ApiError::Conflict(format!("area {} exists", area.code))
-            }
-            _ => ApiError::Database(error),
-        })?;
+        .map_err(|error| conflict_on_duplicate(error, || format!("area {} exists", area.code)))?;
     audit::record(
         &mut tx,
         Some(actor.user_id),

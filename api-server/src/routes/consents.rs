@@ -11,6 +11,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
+use super::common::{require_scope, require_staff, visible_person_area};
 use crate::audit;
 use crate::auth::{Actor, Role};
 use crate::consent;
@@ -131,15 +132,7 @@ pub async fn request(
     actor: Actor,
     ApiJson(input): ApiJson<ConsentRequest>,
 ) -> ApiResult<(StatusCode, Json<ConsentView>)> {
-    if !matches!(
-        actor.role,
-        Role::NationalAdmin | Role::Supervisor | Role::Enumerator
-    ) {
-        return Err(ApiError::Forbidden(format!(
-            "the {} role cannot request consent",
-            actor.role.as_str()
-        )));
-    }
+    require_staff(&actor, "request consent")?;
     for (field, value, max) in [
         ("purpose", &input.purpose, 500),
         ("recipient", &input.recipient, 200),
@@ -156,14 +149,7 @@ pub async fn request(
         return Err(ApiError::field("expiresAt", "must be in the future"));
     }
     let mut tx = begin_as(&state.pool, &actor).await?;
-    let area: String =
-        sqlx::query_scalar("SELECT area_code FROM persons WHERE id = $1 AND deleted_at IS NULL")
-            .bind(input.person_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| {
-                ApiError::field("personId", "no such person in the areas you may see")
-            })?;
+    let area = visible_person_area(&mut tx, input.person_id, "personId").await?;
     let id = input.id.unwrap_or_else(Uuid::new_v4);
     sqlx::query(
         "INSERT INTO consents (id, person_id, area_code, purpose, recipient, terms, state, expires_at, updated_by) \
@@ -205,11 +191,7 @@ pub async fn get(
     actor: Actor,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<ConsentView>> {
-    if !actor.has_scope("consents:read") {
-        return Err(ApiError::Forbidden(
-            "the token lacks the consents:read scope".into(),
-        ));
-    }
+    require_scope(&actor, "consents:read")?;
     let mut tx = begin_as(&state.pool, &actor).await?;
     let consent = load(&mut tx, id).await?;
     tx.commit().await?;

@@ -10,8 +10,9 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
+use super::common::{require_scope, require_staff, visible_person_area};
 use crate::audit;
-use crate::auth::{Actor, Role};
+use crate::auth::Actor;
 use crate::db::begin_as;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
@@ -66,15 +67,7 @@ pub async fn create(
     actor: Actor,
     ApiJson(input): ApiJson<PlotInput>,
 ) -> ApiResult<(StatusCode, Json<PlotView>)> {
-    if !matches!(
-        actor.role,
-        Role::NationalAdmin | Role::Supervisor | Role::Enumerator
-    ) {
-        return Err(ApiError::Forbidden(format!(
-            "the {} role cannot register plots",
-            actor.role.as_str()
-        )));
-    }
+    require_staff(&actor, "register plots")?;
     let plot = geometry::validate(&input.geometry).map_err(|e| ApiError::field("geometry", e.0))?;
     if !TENURES.contains(&input.tenure.as_str()) {
         return Err(ApiError::field(
@@ -90,14 +83,7 @@ pub async fn create(
     }
     let mut tx = begin_as(&state.pool, &actor).await?;
     // Row-level security makes a person outside the caller's areas invisible here.
-    let area: String =
-        sqlx::query_scalar("SELECT area_code FROM persons WHERE id = $1 AND deleted_at IS NULL")
-            .bind(input.person_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| {
-                ApiError::field("personId", "no such person in the areas you may see")
-            })?;
+    let area = visible_person_area(&mut tx, input.person_id, "personId").await?;
     let row = sqlx::query(
         "INSERT INTO plots (id, person_id, area_code, geometry, area_ha, tenure, land_use, updated_by) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
@@ -138,11 +124,7 @@ pub async fn get(
     actor: Actor,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<PlotView>> {
-    if !actor.has_scope("plots:read") {
-        return Err(ApiError::Forbidden(
-            "the token lacks the plots:read scope".into(),
-        ));
-    }
+    require_scope(&actor, "plots:read")?;
     let mut tx = begin_as(&state.pool, &actor).await?;
     let row = sqlx::query(
         "SELECT id, version, person_id, area_code, geometry, area_ha, tenure, land_use FROM plots \

@@ -13,7 +13,7 @@ use super::common::{require_scope, require_staff, visible_person_area};
 use crate::audit;
 use crate::auth::Actor;
 use crate::db::begin_as;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, conflict_on_duplicate};
 use crate::extract::ApiJson;
 use crate::state::AppState;
 
@@ -66,12 +66,13 @@ pub async fn create_profile(
     .bind(actor.user_id)
     .execute(&mut *tx)
     .await
-    .map_err(|error| match &error {
-        sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => ApiError::Conflict(format!(
+    .map_err(|error| {
+        conflict_on_duplicate(error, || {
+            format!(
             "person {} already has a farmer profile: /api/dfr/farmer-profiles/{}",
             input.person_id, input.person_id
-        )),
-        _ => ApiError::Database(error),
+        )
+        })
     })?;
     audit::record(
         &mut tx,
