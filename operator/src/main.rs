@@ -51,6 +51,9 @@ struct RunArgs {
     lease_namespace: String,
     #[arg(long, env = "POD_NAME")]
     pod_name: Option<String>,
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "DFR_LEASE_NAME", default_value = "dfr-operator-leader")]
+    lease_name: String,
     #[arg(long, env = "DFR_API_IMAGE_REPOSITORY", default_value = "dfr-api")]
     api_image_repository: String,
     /// PostgreSQL image; `{version}` becomes the PostgreSQL major version.
@@ -170,7 +173,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
             .pod_name
             .clone()
             .unwrap_or_else(|| format!("dfr-operator-{}", std::process::id()));
-        let manager = LeaseManagerBuilder::new(client.clone(), "dfr-operator-leader")
+        let manager = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
             .with_namespace(&args.lease_namespace)
             .with_identity(&identity)
             .with_duration(15)
