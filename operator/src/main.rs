@@ -75,6 +75,10 @@ struct RunArgs {
         value_delimiter = ','
     )]
     kubernetes_api_cidrs: Vec<String>,
+    /// A kubeconfig to use instead of the in-cluster account or $KUBECONFIG (running outside
+    /// the cluster, as the local demo does).
+    #[arg(long)]
+    kubeconfig: Option<std::path::PathBuf>,
     /// Log format: json or text.
     #[arg(long, env = "DFR_LOG_FORMAT", default_value = "json")]
     log_format: String,
@@ -134,9 +138,18 @@ async fn run(args: RunArgs) -> Result<(), String> {
         args.metrics_addr,
         metrics.clone(),
     ));
-    let config = kube::Config::infer()
-        .await
-        .map_err(|e| format!("cannot configure a Kubernetes client: {e}"))?;
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| format!("--kubeconfig {}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &Default::default())
+                .await
+                .map_err(|e| format!("--kubeconfig {}: {e}", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| format!("cannot configure a Kubernetes client: {e}"))?,
+    };
     let client = dfr_operator::client::counting_client(config, metrics.kube_requests.clone())
         .map_err(|e| format!("cannot build the Kubernetes client: {e}"))?;
     client

@@ -260,8 +260,9 @@ impl ControlPlane {
 
     /// Stops what `up` started and removes the state dir. Safe to call twice.
     pub fn down(&self) -> Result<Vec<String>> {
-        let mut order: Vec<&str> = START_ORDER.to_vec();
-        order.reverse();
+        // Processes started against this control plane (the demo's operator) stop first.
+        let mut order: Vec<&str> = vec!["dfr-operator"];
+        order.extend(START_ORDER.iter().rev());
         let stopped = process::stop_all(&self.state_dir, &order)?;
         if self.state_dir.exists() {
             std::fs::remove_dir_all(&self.state_dir)
