@@ -181,6 +181,7 @@ async fn apply_children(country: &DfrCountry, desired: &Desired, ctx: &Context) 
     changes.extend(sync_namespaced(client, country, &desired.resource_quotas).await?);
     changes.extend(sync_namespaced(client, country, &desired.limit_ranges).await?);
     changes.extend(tenant::ensure_secrets(client, country, &ctx.settings).await?);
+    changes.extend(tenant::rotate_certificates(client, country, &ctx.settings).await?);
     changes.extend(sync_namespaced(client, country, &desired.service_accounts).await?);
     changes.extend(sync_namespaced(client, country, &desired.roles).await?);
     changes.extend(sync_namespaced(client, country, &desired.role_bindings).await?);

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::apply::{Changes, apply_if_changed, owned_by, retained_for};
-use crate::children::secrets::{SecretMaterial, desired_secrets};
+use crate::children::secrets::{Pem, SecretMaterial, desired_secrets, reissue, renewal_due};
 use crate::error::{Error, Result};
 use crate::settings::Settings;
 use crate::{labels, naming};
@@ -163,6 +163,76 @@ pub async fn ensure_secrets(
                 });
             }
         }
+    }
+    Ok(changes)
+}
+
+/// Renews the PostgreSQL and API certificates when they are within spec.tls.renewBefore of
+/// expiry, from the tenant CA, so clients keep trusting them. The pods see the new files when
+/// the kubelet refreshes the Secret volume.
+pub async fn rotate_certificates(
+    client: &Client,
+    country: &DfrCountry,
+    settings: &Settings,
+) -> Result<Changes> {
+    let namespace = naming::namespace(country);
+    let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let renew_before = crate::duration::parse_go_duration(&country.spec.tls.renew_before)
+        .ok_or_else(|| {
+            Error::InvalidSpec(format!(
+                "tls.renewBefore {:?} is not a duration",
+                country.spec.tls.renew_before
+            ))
+        })?;
+    let text = |secret: &Secret, key: &str| {
+        secret
+            .data
+            .as_ref()
+            .and_then(|data| data.get(key))
+            .and_then(|bytes| String::from_utf8(bytes.0.clone()).ok())
+            .unwrap_or_default()
+    };
+    let mut changes = Changes::default();
+    let Some(ca) = api
+        .get_opt(naming::SECRET_TENANT_CA)
+        .await
+        .map_err(Error::kube("reading the tenant CA"))?
+    else {
+        return Ok(changes);
+    };
+    let ca = Pem {
+        certificate: text(&ca, "tls.crt"),
+        key: text(&ca, "tls.key"),
+    };
+    let now = k8s_openapi::jiff::Timestamp::now();
+    for name in [naming::SECRET_POSTGRES_TLS, naming::SECRET_API_TLS] {
+        let Some(secret) = api
+            .get_opt(name)
+            .await
+            .map_err(Error::kube(format!("reading Secret {name}")))?
+        else {
+            continue;
+        };
+        if !renewal_due(&text(&secret, "tls.crt"), renew_before, now) {
+            continue;
+        }
+        let renewed = reissue(country, settings, name, &ca)
+            .map_err(|e| Error::SecretGeneration(e.to_string()))?;
+        let encode =
+            |value: &str| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, value);
+        let patch = json!({"data": {
+            "tls.crt": encode(&renewed.certificate),
+            "tls.key": encode(&renewed.key),
+            "ca.crt": encode(&ca.certificate),
+        }});
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(Error::kube(format!(
+                "renewing the certificate in Secret {name}"
+            )))?;
+        changes
+            .applied
+            .push(format!("Secret/{name} (certificate renewed)"));
     }
     Ok(changes)
 }

@@ -675,3 +675,66 @@ async fn the_operator_account_is_not_an_admin() {
         other => panic!("the operator's account may delete secrets: {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_certificate_near_expiry_is_renewed_from_the_tenant_ca() {
+    let t = tenant("vut-test.yaml").await;
+    let operator = RunningOperator::start(&t.admin, &t.id).await;
+    apply_country(&t.admin, &t.country).await;
+    t.wait_for_condition("CertificatesValid", "True", "CertificatesCurrent")
+        .await;
+    let secrets: Api<Secret> = t.api();
+    let original = secrets.get(naming::SECRET_POSTGRES_TLS).await.unwrap();
+
+    // Someone left a certificate that expires in an hour (well inside renewBefore, 720h).
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["postgres-rw".to_string()]).unwrap();
+    params.not_after = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+    let expiring = params.self_signed(&key).unwrap().pem();
+    let patch =
+        json!({"data": {"tls.crt": k8s_openapi::ByteString(expiring.clone().into_bytes())}});
+    secrets
+        .patch(
+            naming::SECRET_POSTGRES_TLS,
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+
+    let renewed = eventually(WAIT, "the certificate to be renewed", || {
+        let secrets = secrets.clone();
+        let expiring = expiring.clone();
+        async move {
+            let secret = secrets.get(naming::SECRET_POSTGRES_TLS).await.ok()?;
+            let pem = String::from_utf8(secret.data?.get("tls.crt")?.0.clone()).ok()?;
+            (pem != expiring).then_some(pem)
+        }
+    })
+    .await;
+    let not_after = dfr_operator::children::secrets::certificate_not_after(&renewed).unwrap();
+    let days_left =
+        (not_after.as_second() - k8s_openapi::jiff::Timestamp::now().as_second()) / 86_400;
+    assert!(days_left >= 89, "renewed for {days_left} days");
+    let ca = secrets
+        .get(naming::SECRET_TENANT_CA)
+        .await
+        .unwrap()
+        .data
+        .unwrap()["tls.crt"]
+        .clone();
+    let (_, ca) = x509_parser::pem::parse_x509_pem(&ca.0).unwrap();
+    let (_, leaf) = x509_parser::pem::parse_x509_pem(renewed.as_bytes()).unwrap();
+    leaf.parse_x509()
+        .unwrap()
+        .verify_signature(Some(ca.parse_x509().unwrap().public_key()))
+        .unwrap();
+    // Only the certificate and its key changed; the Secret is the same object.
+    let after = secrets.get(naming::SECRET_POSTGRES_TLS).await.unwrap();
+    assert_eq!(after.uid(), original.uid());
+    assert_ne!(
+        after.data.as_ref().unwrap()["tls.key"],
+        original.data.as_ref().unwrap()["tls.key"]
+    );
+    operator.stop().await;
+}

@@ -118,12 +118,74 @@ fn leaf(
     })
 }
 
+/// The DNS names a TLS Secret's certificate is for.
+pub fn tls_names(country: &DfrCountry, settings: &Settings, secret: &str) -> Vec<String> {
+    let namespace = naming::namespace(country);
+    let domain = &settings.cluster_domain;
+    if secret == naming::SECRET_API_TLS {
+        return service_names(naming::API, &namespace, domain);
+    }
+    let mut names = Vec::new();
+    for service in [
+        naming::POSTGRES_RW,
+        naming::POSTGRES_RO,
+        naming::POSTGRES_HEADLESS,
+    ] {
+        names.extend(service_names(service, &namespace, domain));
+    }
+    names.push(format!(
+        "*.{}",
+        naming::cluster_dns(naming::POSTGRES_HEADLESS, &namespace, domain)
+    ));
+    names.push("localhost".into());
+    names
+}
+
+/// Whether a certificate is within `renew_before` of its expiry (or unreadable).
+pub fn renewal_due(
+    certificate_pem: &str,
+    renew_before: std::time::Duration,
+    now: k8s_openapi::jiff::Timestamp,
+) -> bool {
+    match certificate_not_after(certificate_pem) {
+        Some(not_after) => {
+            not_after.as_second() - now.as_second()
+                <= i64::try_from(renew_before.as_secs()).unwrap_or(i64::MAX)
+        }
+        None => true,
+    }
+}
+
+/// A new certificate and key for a TLS Secret, from the tenant CA that signed the old one, so
+/// clients that trust the CA keep working through the renewal.
+pub fn reissue(
+    country: &DfrCountry,
+    settings: &Settings,
+    secret: &str,
+    ca: &Pem,
+) -> Result<Pem, SecretsError> {
+    let lifetime = duration::parse_go_duration(&country.spec.tls.duration)
+        .ok_or_else(|| SecretsError::Duration(country.spec.tls.duration.clone()))?;
+    let ca_key = KeyPair::from_pem(&ca.key)?;
+    let issuer = Issuer::from_ca_cert_pem(&ca.certificate, ca_key)?;
+    let common_name = if secret == naming::SECRET_API_TLS {
+        naming::API
+    } else {
+        naming::POSTGRES_RW
+    };
+    leaf(
+        &issuer,
+        common_name,
+        tls_names(country, settings, secret),
+        lifetime,
+    )
+}
+
 impl SecretMaterial {
     pub fn generate(country: &DfrCountry, settings: &Settings) -> Result<Self, SecretsError> {
         let lifetime = duration::parse_go_duration(&country.spec.tls.duration)
             .ok_or_else(|| SecretsError::Duration(country.spec.tls.duration.clone()))?;
         let namespace = naming::namespace(country);
-        let domain = &settings.cluster_domain;
 
         let ca_key = KeyPair::generate()?;
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
@@ -142,24 +204,16 @@ impl SecretMaterial {
         };
         let issuer = Issuer::new(ca_params, ca_key);
 
-        let mut postgres_names = Vec::new();
-        for service in [
+        let postgres_tls = leaf(
+            &issuer,
             naming::POSTGRES_RW,
-            naming::POSTGRES_RO,
-            naming::POSTGRES_HEADLESS,
-        ] {
-            postgres_names.extend(service_names(service, &namespace, domain));
-        }
-        postgres_names.push(format!(
-            "*.{}",
-            naming::cluster_dns(naming::POSTGRES_HEADLESS, &namespace, domain)
-        ));
-        postgres_names.push("localhost".into());
-        let postgres_tls = leaf(&issuer, naming::POSTGRES_RW, postgres_names, lifetime)?;
+            tls_names(country, settings, naming::SECRET_POSTGRES_TLS),
+            lifetime,
+        )?;
         let api_tls = leaf(
             &issuer,
             naming::API,
-            service_names(naming::API, &namespace, domain),
+            tls_names(country, settings, naming::SECRET_API_TLS),
             lifetime,
         )?;
 
@@ -341,6 +395,35 @@ mod tests {
         let lifetime = not_after.as_second() - k8s_openapi::jiff::Timestamp::now().as_second();
         let expected = 2160 * 3600;
         assert!((lifetime - expected).abs() < 120, "{lifetime} s");
+    }
+
+    #[test]
+    fn a_reissued_certificate_comes_from_the_same_ca_and_is_not_due() {
+        let country = sample("ton-prod.yaml");
+        let material = material();
+        let renewed = reissue(
+            &country,
+            &Settings::default(),
+            naming::SECRET_POSTGRES_TLS,
+            &material.ca,
+        )
+        .unwrap();
+        let (_, ca) = x509_parser::pem::parse_x509_pem(material.ca.certificate.as_bytes()).unwrap();
+        let ca = ca.parse_x509().unwrap();
+        let (_, leaf) = x509_parser::pem::parse_x509_pem(renewed.certificate.as_bytes()).unwrap();
+        leaf.parse_x509()
+            .unwrap()
+            .verify_signature(Some(ca.public_key()))
+            .unwrap();
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let month = std::time::Duration::from_secs(720 * 3600);
+        assert!(!renewal_due(&renewed.certificate, month, now));
+        assert!(renewal_due(
+            &renewed.certificate,
+            std::time::Duration::from_secs(2200 * 3600),
+            now
+        ));
+        assert!(renewal_due("not a certificate", month, now));
     }
 
     #[test]
