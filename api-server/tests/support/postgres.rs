@@ -21,7 +21,7 @@ fn postgres_ids() -> (u32, u32) {
     (user.uid.as_raw(), user.gid.as_raw())
 }
 
-fn as_postgres(program: &str) -> Command {
+pub fn as_postgres(program: &str) -> Command {
     let (uid, gid) = postgres_ids();
     let path = if program.starts_with('/') {
         program.to_string()
@@ -51,10 +51,11 @@ fn run(command: &mut Command, what: &str) {
 impl PgServer {
     pub fn shared() -> &'static PgServer {
         static SERVER: OnceLock<PgServer> = OnceLock::new();
-        SERVER.get_or_init(PgServer::start)
+        SERVER.get_or_init(|| PgServer::start(""))
     }
 
-    fn start() -> PgServer {
+    /// A server of its own, with extra `-c name=value` options (e.g. preloaded libraries).
+    pub fn start(extra_options: &str) -> PgServer {
         let (uid, gid) = postgres_ids();
         let dir = std::env::temp_dir().join(format!(
             "dfr-pg-{}-{}",
@@ -83,7 +84,7 @@ impl PgServer {
             .expect("free port")
             .port();
         let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300",
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 {extra_options}",
             dir.display()
         );
         run(

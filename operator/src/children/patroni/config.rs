@@ -13,6 +13,8 @@ use crate::settings::Settings;
 use crate::{labels, naming};
 
 pub const PATRONI_CONFIG_KEY: &str = "patroni.yml";
+/// Where the ConfigMap is mounted in the PostgreSQL pods.
+pub const CONFIG_DIR: &str = "/etc/patroni";
 pub const DATA_DIR: &str = "/var/lib/postgresql/data/pgdata";
 pub const TLS_DIR: &str = "/etc/dfr/tls";
 pub const SOCKET_DIR: &str = "/var/run/postgresql";
@@ -58,6 +60,8 @@ pub struct Kubernetes {
 #[derive(Serialize, Debug, PartialEq)]
 pub struct Bootstrap {
     pub dcs: Dcs,
+    /// Creates the registry's database and roles once, after initdb.
+    pub post_bootstrap: String,
     pub initdb: Vec<serde_yaml::Value>,
 }
 
@@ -132,6 +136,7 @@ pub fn patroni_config(country: &DfrCountry) -> PatroniConfig {
             standby_leader_label_value: labels::PATRONI_ROLE_PRIMARY.into(),
         },
         bootstrap: Bootstrap {
+            post_bootstrap: format!("{CONFIG_DIR}/{}", super::bootstrap::SCRIPT_KEY),
             dcs: Dcs {
                 ttl: 30,
                 loop_wait: 10,
@@ -194,10 +199,16 @@ pub fn render(config: &PatroniConfig) -> String {
 pub fn desired_config_map(country: &DfrCountry, _settings: &Settings) -> ConfigMap {
     ConfigMap {
         metadata: child_meta(country, naming::POSTGRES_CONFIG, metadata_labels(country)),
-        data: Some(BTreeMap::from([(
-            PATRONI_CONFIG_KEY.to_string(),
-            render(&patroni_config(country)),
-        )])),
+        data: Some(BTreeMap::from([
+            (
+                PATRONI_CONFIG_KEY.to_string(),
+                render(&patroni_config(country)),
+            ),
+            (
+                super::bootstrap::SCRIPT_KEY.to_string(),
+                super::bootstrap::POST_BOOTSTRAP_SCRIPT.to_string(),
+            ),
+        ])),
         ..ConfigMap::default()
     }
 }

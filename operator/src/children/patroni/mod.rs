@@ -1,11 +1,13 @@
 //! The Patroni-managed PostgreSQL cluster: its RBAC for the Kubernetes DCS, its configuration,
 //! the StatefulSet, the Services and the PodDisruptionBudget.
 
+mod bootstrap;
 mod config;
 mod rbac;
 mod services;
 mod statefulset;
 
+pub use bootstrap::{POST_BOOTSTRAP_SCRIPT, SCRIPT_KEY};
 pub use config::{PATRONI_CONFIG_KEY, desired_config_map, patroni_config};
 pub use rbac::{desired_role, desired_role_binding, desired_service_account};
 pub use services::{desired_headless_service, desired_ro_service, desired_rw_service};

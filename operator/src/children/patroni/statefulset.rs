@@ -17,7 +17,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::config::{PATRONI_CONFIG_KEY, SOCKET_DIR, TLS_DIR};
+use super::config::{CONFIG_DIR, PATRONI_CONFIG_KEY, SOCKET_DIR, TLS_DIR};
 use super::{metadata_labels, selector};
 use crate::children::child_meta;
 use crate::children::namespace::{DEFAULT_POSTGRES_CPU, DEFAULT_POSTGRES_MEMORY};
@@ -30,7 +30,6 @@ use crate::settings::Settings;
 
 /// The uid of the postgres user in the dfr-postgres image.
 pub const POSTGRES_UID: i64 = 999;
-const CONFIG_DIR: &str = "/etc/patroni";
 
 fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     VolumeMount {
@@ -121,6 +120,11 @@ fn container(country: &DfrCountry, settings: &Settings) -> Container {
                 naming::SECRET_POSTGRES_REPLICATION,
                 "password",
             ),
+            // For the post-bootstrap script that creates the registry's roles.
+            secret_env("DFR_DB_OWNER_USER", naming::SECRET_DB_OWNER, "username"),
+            secret_env("DFR_DB_OWNER_PASSWORD", naming::SECRET_DB_OWNER, "password"),
+            secret_env("DFR_DB_APP_USER", naming::SECRET_DB_APP, "username"),
+            secret_env("DFR_DB_APP_PASSWORD", naming::SECRET_DB_APP, "password"),
             value_env("PGHOST", SOCKET_DIR),
         ]),
         ports: Some(vec![
@@ -163,6 +167,8 @@ fn volumes() -> Vec<Volume> {
             name: "config".into(),
             config_map: Some(ConfigMapVolumeSource {
                 name: naming::POSTGRES_CONFIG.into(),
+                // The post-bootstrap script must be executable.
+                default_mode: Some(0o555),
                 ..ConfigMapVolumeSource::default()
             }),
             ..Volume::default()
