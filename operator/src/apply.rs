@@ -7,11 +7,12 @@ use std::fmt::Debug;
 
 use dfr_crds::DfrCountry;
 use k8s_openapi::NamespaceResourceScope;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::cache::{Cached, Caches};
 use crate::diff::first_difference;
 use crate::error::{Error, Result};
 use crate::{labels, naming};
@@ -86,30 +87,26 @@ where
     Ok(true)
 }
 
-/// Makes the tenant's objects of kind K in its namespace exactly `desired`.
+/// Makes the tenant's objects of kind K in its namespace exactly `desired`, reading what exists
+/// from the watch caches.
 pub async fn sync_namespaced<K>(
     client: &Client,
+    caches: &Caches,
     country: &DfrCountry,
     desired: &[K],
 ) -> Result<Changes>
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + Debug,
+    K: Cached<Scope = NamespaceResourceScope> + Serialize,
 {
     let namespace = naming::namespace(country);
     let api: Api<K> = Api::namespaced(client.clone(), &namespace);
-    let listed = api
-        .list(&ListParams::default().labels(&labels::children_selector(country)))
-        .await
-        .map_err(Error::kube(format!(
-            "listing {} in {namespace}",
-            K::kind(&())
-        )))?;
-    let mut live: BTreeMap<String, K> = listed
-        .items
+    let tenant = country.name_any();
+    let selector = [
+        (labels::MANAGED_BY, labels::OPERATOR_NAME),
+        (labels::TENANT, tenant.as_str()),
+    ];
+    let mut live: BTreeMap<String, K> = caches
+        .in_namespace::<K>(&namespace, &selector)
         .into_iter()
         .map(|object| (object.name_any(), object))
         .collect();

@@ -25,6 +25,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tracing::{debug, warn};
 
+use crate::cache::Caches;
 use crate::labels;
 use crate::metrics::Metrics;
 use crate::reconcile::{Context, error_policy, reconcile};
@@ -65,7 +66,22 @@ pub async fn run(
         instance: options.instance.clone(),
     };
     let recorder = Recorder::new(client.clone(), reporter);
-    let context = Arc::new(Context::new(client.clone(), settings, recorder, metrics));
+    let (caches, cache_tasks) = Caches::start(&client);
+    if !caches
+        .wait_until_ready(std::time::Duration::from_secs(60))
+        .await
+    {
+        warn!(
+            "the child caches did not fill within 60 s (check the operator's list/watch permissions); continuing"
+        );
+    }
+    let context = Arc::new(Context::new(
+        client.clone(),
+        caches,
+        settings,
+        recorder,
+        metrics,
+    ));
 
     let countries: Api<DeserializeGuard<DfrCountry>> = Api::all(client.clone());
     let mut tenants = watcher::Config::default();
@@ -111,6 +127,9 @@ pub async fn run(
             }
         })
         .await;
+    for task in cache_tasks {
+        task.abort();
+    }
 }
 
 fn owns<Child>(

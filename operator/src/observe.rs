@@ -3,49 +3,32 @@
 use dfr_crds::DfrCountry;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::Client;
-use kube::api::{Api, ListParams};
+use kube::ResourceExt;
 
-use crate::error::{Error, Result};
+use crate::cache::Caches;
+use crate::error::Result;
 use crate::settings::Settings;
 use crate::status::Observed;
 use crate::{labels, naming};
 
 pub async fn observe(
-    client: &Client,
+    caches: &Caches,
     country: &DfrCountry,
     settings: &Settings,
 ) -> Result<Observed> {
     let namespace = naming::namespace(country);
-    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), &namespace);
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-
-    let postgres = statefulsets
-        .get_opt(naming::POSTGRES)
-        .await
-        .map_err(Error::kube("reading the PostgreSQL StatefulSet"))?;
-    let api = deployments
-        .get_opt(naming::API)
-        .await
-        .map_err(Error::kube("reading the API Deployment"))?;
-
-    let leader_selector = format!(
-        "{}={},{}={},{}={}",
-        labels::NAME,
-        labels::APP_POSTGRES,
-        labels::INSTANCE,
-        kube::ResourceExt::name_any(country),
-        labels::PATRONI_ROLE,
-        labels::PATRONI_ROLE_PRIMARY
+    let postgres = caches.get::<StatefulSet>(Some(&namespace), naming::POSTGRES);
+    let api = caches.get::<Deployment>(Some(&namespace), naming::API);
+    let tenant = country.name_any();
+    let leaders = caches.in_namespace::<Pod>(
+        &namespace,
+        &[
+            (labels::NAME, labels::APP_POSTGRES),
+            (labels::INSTANCE, tenant.as_str()),
+            (labels::PATRONI_ROLE, labels::PATRONI_ROLE_PRIMARY),
+        ],
     );
-    let leaders = pods
-        .list(&ListParams::default().labels(&leader_selector))
-        .await
-        .map_err(Error::kube("listing the Patroni leader pod"))?;
     let primary = leaders
-        .items
         .iter()
         .filter(|pod| pod.metadata.deletion_timestamp.is_none() && pod_ready(pod))
         .find_map(|pod| pod.metadata.name.clone());
@@ -60,10 +43,8 @@ pub async fn observe(
                     .any(|c| c.type_ == "Available" && c.status == "True")
             });
 
-    let certificates_not_after = secrets
-        .get_opt(naming::SECRET_POSTGRES_TLS)
-        .await
-        .map_err(Error::kube("reading the PostgreSQL certificate"))?
+    let certificates_not_after = caches
+        .get::<Secret>(Some(&namespace), naming::SECRET_POSTGRES_TLS)
         .and_then(|secret| secret.data)
         .and_then(|data| data.get("tls.crt").cloned())
         .and_then(|pem| String::from_utf8(pem.0).ok())

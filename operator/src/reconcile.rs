@@ -17,6 +17,7 @@ use serde_json::json;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::apply::{Changes, sync_namespaced};
+use crate::cache::Caches;
 use crate::children::{Desired, desired_state};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
@@ -29,6 +30,7 @@ const RESYNC: Duration = Duration::from_secs(300);
 
 pub struct Context {
     pub client: Client,
+    pub caches: Caches,
     pub settings: Settings,
     pub recorder: Recorder,
     pub metrics: Metrics,
@@ -39,9 +41,16 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(client: Client, settings: Settings, recorder: Recorder, metrics: Metrics) -> Self {
+    pub fn new(
+        client: Client,
+        caches: Caches,
+        settings: Settings,
+        recorder: Recorder,
+        metrics: Metrics,
+    ) -> Self {
         Self {
             client,
+            caches,
             settings,
             recorder,
             metrics,
@@ -143,7 +152,7 @@ async fn apply(country: &DfrCountry, ctx: &Context) -> Result<Action> {
         let desired = desired_state(country, &ctx.settings);
         changes = apply_children(country, &desired, ctx).await?;
     }
-    let observed = observe::observe(&ctx.client, country, &ctx.settings).await?;
+    let observed = observe::observe(&ctx.caches, country, &ctx.settings).await?;
     write_status(country, &observed, ctx).await?;
     if !changes.is_empty() {
         let summary = summarize(&changes);
@@ -176,21 +185,38 @@ async fn apply(country: &DfrCountry, ctx: &Context) -> Result<Action> {
 /// Default-deny NetworkPolicies go in right after the namespace, before any workload.
 async fn apply_children(country: &DfrCountry, desired: &Desired, ctx: &Context) -> Result<Changes> {
     let client = &ctx.client;
-    let mut changes = tenant::sync_namespace(client, country, &desired.namespace).await?;
-    changes.extend(sync_namespaced(client, country, &desired.network_policies).await?);
-    changes.extend(sync_namespaced(client, country, &desired.resource_quotas).await?);
-    changes.extend(sync_namespaced(client, country, &desired.limit_ranges).await?);
-    changes.extend(tenant::ensure_secrets(client, country, &ctx.settings).await?);
-    changes.extend(tenant::rotate_certificates(client, country, &ctx.settings).await?);
-    changes.extend(sync_namespaced(client, country, &desired.service_accounts).await?);
-    changes.extend(sync_namespaced(client, country, &desired.roles).await?);
-    changes.extend(sync_namespaced(client, country, &desired.role_bindings).await?);
-    changes.extend(sync_namespaced(client, country, &desired.config_maps).await?);
-    changes.extend(sync_namespaced(client, country, &desired.services).await?);
-    changes.extend(sync_namespaced(client, country, &desired.stateful_sets).await?);
-    changes.extend(sync_namespaced(client, country, &desired.deployments).await?);
-    changes.extend(sync_namespaced(client, country, &desired.pod_disruption_budgets).await?);
-    changes.extend(sync_namespaced(client, country, &desired.horizontal_pod_autoscalers).await?);
+    let mut changes =
+        tenant::sync_namespace(client, &ctx.caches, country, &desired.namespace).await?;
+    changes.extend(sync_namespaced(client, &ctx.caches, country, &desired.network_policies).await?);
+    changes.extend(sync_namespaced(client, &ctx.caches, country, &desired.resource_quotas).await?);
+    changes.extend(sync_namespaced(client, &ctx.caches, country, &desired.limit_ranges).await?);
+    changes.extend(tenant::ensure_secrets(client, &ctx.caches, country, &ctx.settings).await?);
+    changes.extend(tenant::rotate_certificates(client, &ctx.caches, country, &ctx.settings).await?);
+    changes.extend(sync_namespaced(client, &ctx.caches, country, &desired.service_accounts).await?);
+    changes.extend(sync_namespaced(client, &ctx.caches, country, &desired.roles).await?);
+    changes.extend(sync_namespaced(client, &ctx.caches, country, &desired.role_bindings).await?);
+    changes.extend(sync_namespaced(client, &ctx.caches, country, &desired.config_maps).await?);
+    changes.extend(sync_namespaced(client, &ctx.caches, country, &desired.services).await?);
+    changes.extend(sync_namespaced(client, &ctx.caches, country, &desired.stateful_sets).await?);
+    changes.extend(sync_namespaced(client, &ctx.caches, country, &desired.deployments).await?);
+    changes.extend(
+        sync_namespaced(
+            client,
+            &ctx.caches,
+            country,
+            &desired.pod_disruption_budgets,
+        )
+        .await?,
+    );
+    changes.extend(
+        sync_namespaced(
+            client,
+            &ctx.caches,
+            country,
+            &desired.horizontal_pod_autoscalers,
+        )
+        .await?,
+    );
     Ok(changes)
 }
 

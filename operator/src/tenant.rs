@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::apply::{Changes, apply_if_changed, owned_by, retained_for};
+use crate::cache::Caches;
 use crate::children::secrets::{Pem, SecretMaterial, desired_secrets, reissue, renewal_due};
 use crate::error::{Error, Result};
 use crate::settings::Settings;
@@ -19,15 +20,20 @@ use crate::{labels, naming};
 /// Creates or updates the tenant namespace, taking back one this tenant retained earlier.
 pub async fn sync_namespace(
     client: &Client,
+    caches: &Caches,
     country: &DfrCountry,
     desired: &Namespace,
 ) -> Result<Changes> {
     let api: Api<Namespace> = Api::all(client.clone());
     let name = naming::namespace(country);
-    let live = api
-        .get_opt(&name)
-        .await
-        .map_err(Error::kube(format!("reading namespace {name}")))?;
+    // Only namespaces with the operator's label are cached; any other one is read directly.
+    let live = match caches.get::<Namespace>(None, &name) {
+        Some(namespace) => Some(namespace),
+        None => api
+            .get_opt(&name)
+            .await
+            .map_err(Error::kube(format!("reading namespace {name}")))?,
+    };
     let mut changes = Changes::default();
     match live {
         Some(ns) if ns.metadata.deletion_timestamp.is_some() => {
@@ -119,13 +125,15 @@ where
 /// its passwords and keys are already in use.
 pub async fn ensure_secrets(
     client: &Client,
+    caches: &Caches,
     country: &DfrCountry,
     settings: &Settings,
 ) -> Result<Changes> {
     let namespace = naming::namespace(country);
     let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-    let existing: BTreeSet<String> = list(&api, &labels::children_selector(country))
-        .await?
+    let tenant = country.name_any();
+    let existing: BTreeSet<String> = caches
+        .in_namespace::<Secret>(&namespace, &[(labels::TENANT, tenant.as_str())])
         .iter()
         .map(ResourceExt::name_any)
         .collect();
@@ -149,12 +157,22 @@ pub async fn ensure_secrets(
         }
         match api.create(&params, &secret).await {
             Ok(_) => changes.applied.push(format!("Secret/{name}")),
+            // Ours and just created (the cache had not seen it yet), or someone else's.
             Err(kube::Error::Api(status)) if status.code == 409 => {
-                return Err(Error::ForeignObject {
-                    kind: "Secret".into(),
-                    namespace: namespace.clone(),
-                    name,
-                });
+                let existing = api
+                    .get_opt(&name)
+                    .await
+                    .map_err(Error::kube(format!("reading Secret {name}")))?;
+                let ours = existing
+                    .as_ref()
+                    .is_some_and(|s| owned_by(s, country) || retained_for(s, country));
+                if !ours {
+                    return Err(Error::ForeignObject {
+                        kind: "Secret".into(),
+                        namespace: namespace.clone(),
+                        name,
+                    });
+                }
             }
             Err(error) => {
                 return Err(Error::Kube {
@@ -172,6 +190,7 @@ pub async fn ensure_secrets(
 /// the kubelet refreshes the Secret volume.
 pub async fn rotate_certificates(
     client: &Client,
+    caches: &Caches,
     country: &DfrCountry,
     settings: &Settings,
 ) -> Result<Changes> {
@@ -193,11 +212,7 @@ pub async fn rotate_certificates(
             .unwrap_or_default()
     };
     let mut changes = Changes::default();
-    let Some(ca) = api
-        .get_opt(naming::SECRET_TENANT_CA)
-        .await
-        .map_err(Error::kube("reading the tenant CA"))?
-    else {
+    let Some(ca) = caches.get::<Secret>(Some(&namespace), naming::SECRET_TENANT_CA) else {
         return Ok(changes);
     };
     let ca = Pem {
@@ -206,11 +221,7 @@ pub async fn rotate_certificates(
     };
     let now = k8s_openapi::jiff::Timestamp::now();
     for name in [naming::SECRET_POSTGRES_TLS, naming::SECRET_API_TLS] {
-        let Some(secret) = api
-            .get_opt(name)
-            .await
-            .map_err(Error::kube(format!("reading Secret {name}")))?
-        else {
+        let Some(secret) = caches.get::<Secret>(Some(&namespace), name) else {
             continue;
         };
         if !renewal_due(&text(&secret, "tls.crt"), renew_before, now) {
