@@ -80,8 +80,11 @@ where
         labels::MANAGED_BY,
         labels::OPERATOR_NAME
     ));
-    let stream = reflector::reflector(writer, watcher(Api::<K>::all(client.clone()), config))
+    // managedFields are most of an object's size and no reconcile reads them.
+    let objects = watcher(Api::<K>::all(client.clone()), config)
+        .modify(|object| object.managed_fields_mut().clear())
         .default_backoff();
+    let stream = reflector::reflector(writer, objects);
     tasks.push(tokio::spawn(async move {
         stream
             .for_each(|event| async move {
