@@ -246,6 +246,100 @@ fn map_write_error(error: sqlx::Error) -> ApiError {
     ApiError::Database(error)
 }
 
+/// The column values of a person as stored: PII encrypted, the national ID also as its blind
+/// index and last four characters.
+struct Stored {
+    cipher: String,
+    index: String,
+    last4: String,
+    phone: Option<String>,
+    email: Option<String>,
+}
+
+fn stored(state: &AppState, input: &PersonInput) -> ApiResult<Stored> {
+    let ring = &state.ring;
+    let encrypt = |plain: &str| {
+        ring.encrypt(plain)
+            .map_err(|e| ApiError::Internal(e.to_string()))
+    };
+    let value = &input.national_id.value;
+    Ok(Stored {
+        cipher: encrypt(value)?,
+        index: ring.blind_index(&input.national_id.system, value),
+        last4: value
+            .chars()
+            .skip(value.chars().count().saturating_sub(4))
+            .collect(),
+        phone: input.phone.as_deref().map(encrypt).transpose()?,
+        email: input.email.as_deref().map(encrypt).transpose()?,
+    })
+}
+
+/// The columns an insert and an update both write, in this order.
+const WRITTEN: &[&str] = &[
+    "national_id_system",
+    "national_id_cipher",
+    "national_id_index",
+    "national_id_last4",
+    "given_name",
+    "family_name",
+    "sex",
+    "birth_date",
+    "birth_date_estimated",
+    "phone_cipher",
+    "email_cipher",
+    "area_code",
+    "status",
+    "updated_by",
+];
+
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+fn bind_written<'q>(
+    query: PgQuery<'q>,
+    input: &'q PersonInput,
+    stored: &'q Stored,
+    actor: &Actor,
+) -> PgQuery<'q> {
+    query
+        .bind(&input.national_id.system)
+        .bind(&stored.cipher)
+        .bind(&stored.index)
+        .bind(&stored.last4)
+        .bind(input.given_name.trim())
+        .bind(input.family_name.trim())
+        .bind(input.sex)
+        .bind(input.birth_date)
+        .bind(input.birth_date_estimated)
+        .bind(&stored.phone)
+        .bind(&stored.email)
+        .bind(&input.area_code)
+        .bind(&input.status)
+        .bind(actor.user_id)
+}
+
+fn insert_sql() -> String {
+    let placeholders: Vec<String> = (2..=WRITTEN.len() + 1).map(|n| format!("${n}")).collect();
+    format!(
+        "INSERT INTO persons (id, {}) VALUES ($1, {}) RETURNING {COLUMNS}",
+        WRITTEN.join(", "),
+        placeholders.join(", ")
+    )
+}
+
+fn update_sql() -> String {
+    let sets: Vec<String> = WRITTEN
+        .iter()
+        .enumerate()
+        .map(|(i, column)| format!("{column} = ${}", i + 3))
+        .collect();
+    format!(
+        "UPDATE persons SET version = version + 1, updated_at = now(), {} \
+         WHERE id = $1 AND version = $2 AND deleted_at IS NULL RETURNING {COLUMNS}",
+        sets.join(", ")
+    )
+}
+
 /// ID systems are codes: `ton-nid` and `TON-NID` are one system.
 fn normalize_system(system: &str) -> String {
     system.trim().to_uppercase()
@@ -274,48 +368,20 @@ pub async fn create(
             existing: format!("/api/dfr/persons/{existing}"),
         });
     }
-    let encrypt = |plain: &str| {
-        ring.encrypt(plain)
-            .map_err(|e| ApiError::Internal(e.to_string()))
-    };
-    let last4: String = input
-        .national_id
-        .value
-        .chars()
-        .rev()
-        .take(4)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO persons (id, national_id_system, national_id_cipher, national_id_index, national_id_last4, \
-         given_name, family_name, sex, birth_date, birth_date_estimated, phone_cipher, email_cipher, area_code, \
-         status, updated_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING {COLUMNS}"
-    )))
-    .bind(input.id.unwrap_or_else(Uuid::new_v4))
-    .bind(&input.national_id.system)
-    .bind(encrypt(&input.national_id.value)?)
-    .bind(&index)
-    .bind(last4)
-    .bind(input.given_name.trim())
-    .bind(input.family_name.trim())
-    .bind(input.sex)
-    .bind(input.birth_date)
-    .bind(input.birth_date_estimated)
-    .bind(input.phone.as_deref().map(encrypt).transpose()?)
-    .bind(input.email.as_deref().map(encrypt).transpose()?)
-    .bind(&input.area_code)
-    .bind(&input.status)
-    .bind(actor.user_id)
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(|error| match &error {
-        sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
-            ApiError::DuplicateNationalId { existing: "/api/dfr/persons".into() }
-        }
-        _ => map_write_error(error),
-    })?;
+    let stored = stored(&state, &input)?;
+    let id = input.id.unwrap_or_else(Uuid::new_v4);
+    let query = sqlx::query(sqlx::AssertSqlSafe(insert_sql())).bind(id);
+    let row = bind_written(query, &input, &stored, &actor)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|error| match &error {
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
+                ApiError::DuplicateNationalId {
+                    existing: "/api/dfr/persons".into(),
+                }
+            }
+            _ => map_write_error(error),
+        })?;
     let id: Uuid = row.try_get("id")?;
     audit::record(
         &mut tx,
@@ -478,11 +544,7 @@ pub async fn update(
     input.national_id.system = normalize_system(&input.national_id.system);
     let version = expected_version(&headers)?;
     input.validate()?;
-    let ring = &state.ring;
-    let encrypt = |plain: &str| {
-        ring.encrypt(plain)
-            .map_err(|e| ApiError::Internal(e.to_string()))
-    };
+    let stored = stored(&state, &input)?;
     let mut tx = begin_as(&state.pool, &actor).await?;
     let before = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM persons WHERE id = $1 AND deleted_at IS NULL"
@@ -491,30 +553,13 @@ pub async fn update(
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(ApiError::NotFound)?;
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE persons SET version = version + 1, national_id_system = $3, national_id_cipher = $4, \
-         national_id_index = $5, given_name = $6, family_name = $7, sex = $8, birth_date = $9, \
-         birth_date_estimated = $10, phone_cipher = $11, email_cipher = $12, area_code = $13, status = $14, \
-         updated_at = now(), updated_by = $15 WHERE id = $1 AND version = $2 AND deleted_at IS NULL RETURNING {COLUMNS}"
-    )))
-    .bind(id)
-    .bind(version)
-    .bind(&input.national_id.system)
-    .bind(encrypt(&input.national_id.value)?)
-    .bind(ring.blind_index(&input.national_id.system, &input.national_id.value))
-    .bind(input.given_name.trim())
-    .bind(input.family_name.trim())
-    .bind(input.sex)
-    .bind(input.birth_date)
-    .bind(input.birth_date_estimated)
-    .bind(input.phone.as_deref().map(encrypt).transpose()?)
-    .bind(input.email.as_deref().map(encrypt).transpose()?)
-    .bind(&input.area_code)
-    .bind(&input.status)
-    .bind(actor.user_id)
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(map_write_error)?;
+    let query = sqlx::query(sqlx::AssertSqlSafe(update_sql()))
+        .bind(id)
+        .bind(version);
+    let row = bind_written(query, &input, &stored, &actor)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map_write_error)?;
     let Some(row) = row else {
         return Err(stale_or_missing(&mut tx, id).await);
     };
