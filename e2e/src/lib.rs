@@ -2,4 +2,6 @@
 //! control plane (`dfr-cluster`) and what the tests share.
 
 pub mod controlplane;
+pub mod images;
+pub mod node;
 pub mod testing;

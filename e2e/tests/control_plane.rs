@@ -58,7 +58,7 @@ async fn up_serves_and_down_leaves_nothing_behind() {
             .any(|l| l.starts_with("export DFR_KUBECONFIG="))
     );
 
-    let stopped = plane.down().unwrap();
+    let stopped = plane.down().await.unwrap();
     assert_eq!(stopped.len(), 3, "{stopped:?}");
     assert_eq!(
         processes_mentioning(&marker),
@@ -67,5 +67,5 @@ async fn up_serves_and_down_leaves_nothing_behind() {
     );
     assert!(!state.exists(), "the state dir was left behind");
     // Down is safe to repeat.
-    assert!(plane.down().unwrap().is_empty());
+    assert!(plane.down().await.unwrap().is_empty());
 }

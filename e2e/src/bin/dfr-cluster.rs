@@ -26,10 +26,22 @@ struct Target {
     state_dir: Option<PathBuf>,
 }
 
+#[derive(clap::Args)]
+struct UpArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Also run a real node: containerd, kubelet, kube-scheduler, kube-proxy, CoreDNS and local
+    /// volumes, with the pause, dfr-postgres, dfr-api and dfr-operator images built and loaded.
+    /// One node cluster per machine.
+    #[arg(long)]
+    node: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Build the components if needed, start etcd, kube-apiserver and kube-controller-manager.
-    Up(Target),
+    /// Build the components if needed, start etcd, kube-apiserver and kube-controller-manager
+    /// (and, with --node, a node).
+    Up(UpArgs),
     /// Stop what `up` started and remove its state.
     Down(Target),
     /// Print shell lines (for eval) that point kubectl and the tests at the control plane.
@@ -56,9 +68,14 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> Result<(), dfr_e2e::controlplane::Error> {
     match command {
-        Command::Up(target) => {
+        Command::Up(UpArgs { target, node }) => {
             let plane = ControlPlane::new(&target.name, target.state_dir)?;
-            let timings = plane.up().await?;
+            let timings = if node {
+                let images = dfr_e2e::node::images::build_all()?;
+                plane.up_with_node(&images).await?
+            } else {
+                plane.up().await?
+            };
             if let Some(build) = timings.build {
                 eprintln!(
                     "dfr-cluster: built the Kubernetes components in {:.1} s",
@@ -72,9 +89,14 @@ async fn run(command: Command) -> Result<(), dfr_e2e::controlplane::Error> {
                 );
             } else {
                 eprintln!(
-                    "dfr-cluster: control plane {} ready in {:.1} s (etcd, kube-apiserver, kube-controller-manager)",
+                    "dfr-cluster: {} ready in {:.1} s ({})",
                     plane.name,
-                    timings.start_to_ready.as_secs_f64()
+                    timings.start_to_ready.as_secs_f64(),
+                    if node {
+                        "etcd, kube-apiserver, kube-controller-manager, kube-scheduler, containerd, kubelet, kube-proxy, CoreDNS"
+                    } else {
+                        "etcd, kube-apiserver, kube-controller-manager"
+                    }
                 );
             }
             eprintln!(
@@ -84,7 +106,7 @@ async fn run(command: Command) -> Result<(), dfr_e2e::controlplane::Error> {
         }
         Command::Down(target) => {
             let plane = ControlPlane::new(&target.name, target.state_dir)?;
-            let stopped = plane.down()?;
+            let stopped = plane.down().await?;
             if stopped.is_empty() {
                 eprintln!(
                     "dfr-cluster: nothing of {} was running; state removed",

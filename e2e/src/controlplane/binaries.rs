@@ -80,6 +80,79 @@ pub fn go_build_args(output: &Path) -> Vec<String> {
     ]
 }
 
+pub const COREDNS_VERSION: &str = "v1.13.2";
+
+pub fn coredns_recipe_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("coredns-build")
+}
+
+/// The cluster DNS server, from e2e/coredns-build, cached like the Kubernetes components.
+pub fn ensure_coredns() -> Result<PathBuf> {
+    let recipe = read_recipe(&coredns_recipe_dir())?;
+    let key = cache_key(&recipe).replacen(
+        &format!("kube-{KUBERNETES_VERSION}"),
+        &format!("coredns-{COREDNS_VERSION}"),
+        1,
+    );
+    let dir = cache_root()?.join(key);
+    let binary = dir.join("coredns");
+    if !binary.exists() {
+        let args = vec![
+            "build".to_string(),
+            "-ldflags".into(),
+            "-s -w".into(),
+            "-o".into(),
+            dir.join(format!("coredns.partial-{}", std::process::id()))
+                .display()
+                .to_string(),
+            ".".into(),
+        ];
+        go_build(&coredns_recipe_dir(), &dir, &args, "CoreDNS")?;
+        std::fs::rename(
+            dir.join(format!("coredns.partial-{}", std::process::id())),
+            &binary,
+        )
+        .map_err(Error::io(format!("installing {}", binary.display())))?;
+    }
+    Ok(binary)
+}
+
+/// Runs `go build` with `args` in `recipe`, logging to `dir`/build.log.
+fn go_build(recipe: &Path, dir: &Path, args: &[String], what: &str) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
+    if Command::new("go")
+        .arg("version")
+        .stdout(Stdio::null())
+        .status()
+        .is_err()
+    {
+        return Err(Error::GoMissing);
+    }
+    let log = dir.join("build.log");
+    let log_file =
+        std::fs::File::create(&log).map_err(Error::io(format!("creating {}", log.display())))?;
+    let log_err = log_file
+        .try_clone()
+        .map_err(Error::io("duplicating the build log handle"))?;
+    eprintln!("dfr-cluster: building {what} from its Go modules (first run only)");
+    let status = Command::new("go")
+        .args(args)
+        .current_dir(recipe)
+        .env("CGO_ENABLED", "0")
+        .stdout(log_file)
+        .stderr(log_err)
+        .status()
+        .map_err(Error::io("running go build"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Error::BuildFailed {
+            status: status.to_string(),
+            log,
+        })
+    }
+}
+
 /// Builds the binary when the cache has none for this recipe. Returns the bin dir and, when it
 /// built, how long that took.
 pub fn ensure_built() -> Result<(PathBuf, Option<std::time::Duration>)> {
@@ -87,40 +160,12 @@ pub fn ensure_built() -> Result<(PathBuf, Option<std::time::Duration>)> {
     let binary = dir.join("dfr-kube");
     let mut took = None;
     if !binary.exists() {
-        std::fs::create_dir_all(&dir).map_err(Error::io(format!("creating {}", dir.display())))?;
-        if Command::new("go")
-            .arg("version")
-            .stdout(Stdio::null())
-            .status()
-            .is_err()
-        {
-            return Err(Error::GoMissing);
-        }
         let partial = dir.join(format!("dfr-kube.partial-{}", std::process::id()));
-        let log = dir.join("build.log");
-        let log_file = std::fs::File::create(&log)
-            .map_err(Error::io(format!("creating {}", log.display())))?;
-        let log_err = log_file
-            .try_clone()
-            .map_err(Error::io("duplicating the build log handle"))?;
-        eprintln!(
-            "dfr-cluster: building Kubernetes {KUBERNETES_VERSION} components from the Go modules (first run only; a few minutes)"
-        );
         let started = Instant::now();
-        let status = Command::new("go")
-            .args(go_build_args(&partial))
-            .current_dir(recipe_dir())
-            .env("CGO_ENABLED", "0")
-            .stdout(log_file)
-            .stderr(log_err)
-            .status()
-            .map_err(Error::io("running go build"))?;
-        if !status.success() {
+        let what = format!("the Kubernetes {KUBERNETES_VERSION} components (a few minutes)");
+        if let Err(error) = go_build(&recipe_dir(), &dir, &go_build_args(&partial), &what) {
             let _ = std::fs::remove_file(&partial);
-            return Err(Error::BuildFailed {
-                status: status.to_string(),
-                log,
-            });
+            return Err(error);
         }
         std::fs::rename(&partial, &binary)
             .map_err(Error::io(format!("installing {}", binary.display())))?;

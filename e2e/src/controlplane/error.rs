@@ -45,6 +45,18 @@ pub enum Error {
         #[source]
         source: nix::Error,
     },
+    #[error(
+        "another node cluster runs on this machine (state dir {0}); only one can, because kube-proxy's iptables chains and the kubelet's cgroups are machine-wide: stop it with `dfr-cluster down --state-dir {0}`"
+    )]
+    NodeBusy(PathBuf),
+    #[error("building the image {image} failed: {message}")]
+    Image { image: String, message: String },
+    #[error(
+        "control plane {0} already runs without a node; stop it first with `dfr-cluster down --name {0}`"
+    )]
+    RunningWithoutNode(String),
+    #[error("the machine could not be fully restored after stopping the node:\n{0}")]
+    Restore(String),
     #[error("HOME is not set; cannot find the cache directory")]
     NoHome,
 }

@@ -14,8 +14,6 @@ use std::time::{Duration, Instant};
 
 pub use error::{Error, Result};
 
-/// Components in start order; stopped in reverse.
-const START_ORDER: &[&str] = &["etcd", "kube-apiserver", "kube-controller-manager"];
 pub const SERVICE_CIDR: &str = "10.96.0.0/16";
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -59,12 +57,15 @@ pub fn etcd_args(state: &Path, ports: Ports) -> Vec<String> {
     ]
 }
 
+/// `advertise` is loopback for a control plane alone; with a node it is the host interface's
+/// address, where pods reach the API server through the `kubernetes` Service.
 pub fn apiserver_args(state: &Path, ports: Ports, advertise: IpAddr) -> Vec<String> {
     let pki = state.join("pki");
     let p = |name: &str| pki.join(name).display().to_string();
-    vec![
+    let with_node = !advertise.is_loopback();
+    let mut args = vec![
         format!("--etcd-servers=http://127.0.0.1:{}", ports.etcd_client),
-        "--bind-address=127.0.0.1".into(),
+        format!("--bind-address={advertise}"),
         format!("--secure-port={}", ports.apiserver),
         format!("--advertise-address={advertise}"),
         format!("--tls-cert-file={}", p("apiserver.crt")),
@@ -79,8 +80,33 @@ pub fn apiserver_args(state: &Path, ports: Ports, advertise: IpAddr) -> Vec<Stri
         "--authorization-mode=Node,RBAC".into(),
         format!("--service-cluster-ip-range={SERVICE_CIDR}"),
         "--allow-privileged=true".into(),
-        // Without a node there is nothing that could serve the `kubernetes` Service's endpoints.
-        "--endpoint-reconciler-type=none".into(),
+        "--profiling=false".into(),
+    ];
+    if with_node {
+        args.extend([
+            format!(
+                "--kubelet-client-certificate={}",
+                p("apiserver-kubelet-client.crt")
+            ),
+            format!("--kubelet-client-key={}", p("apiserver-kubelet-client.key")),
+            "--kubelet-preferred-address-types=InternalIP".into(),
+        ]);
+    } else {
+        // Without a node nothing could serve the `kubernetes` Service's endpoints.
+        args.push("--endpoint-reconciler-type=none".into());
+    }
+    args
+}
+
+pub fn scheduler_args(state: &Path, port: u16) -> Vec<String> {
+    let kubeconfig = state.join("scheduler.kubeconfig").display().to_string();
+    vec![
+        format!("--kubeconfig={kubeconfig}"),
+        format!("--authentication-kubeconfig={kubeconfig}"),
+        format!("--authorization-kubeconfig={kubeconfig}"),
+        "--bind-address=127.0.0.1".into(),
+        format!("--secure-port={port}"),
+        "--leader-elect=false".into(),
         "--profiling=false".into(),
     ]
 }
@@ -168,14 +194,34 @@ impl ControlPlane {
     }
 
     pub async fn up(&self) -> Result<Timings> {
+        self.start(None).await
+    }
+
+    /// The control plane plus a real node (containerd, kubelet, kube-proxy, CoreDNS, local
+    /// volumes) with `images` (docker-archive tars) loaded into its containerd.
+    pub async fn up_with_node(&self, images: &[PathBuf]) -> Result<Timings> {
+        self.start(Some(images)).await
+    }
+
+    pub fn has_node(&self) -> bool {
+        crate::node::record_path(&self.state_dir).exists()
+    }
+
+    async fn start(&self, node_images: Option<&[PathBuf]>) -> Result<Timings> {
         if self.is_ready().await {
+            if node_images.is_some() && !self.has_node() {
+                return Err(Error::RunningWithoutNode(self.name.clone()));
+            }
             return Ok(Timings {
                 build: None,
                 start_to_ready: Duration::ZERO,
             });
         }
         // A half-started or crashed earlier run: clear it out first.
-        self.down()?;
+        self.down().await?;
+        if node_images.is_some() {
+            crate::node::lock(&self.state_dir)?;
+        }
         let (bin_dir, build) = binaries::ensure_built()?;
         let started = Instant::now();
         let ports = Ports {
@@ -185,10 +231,14 @@ impl ControlPlane {
             controller_manager: free_port()?,
         };
         let state = &self.state_dir;
-        let advertise = IpAddr::from(Ipv4Addr::LOCALHOST);
+        let advertise = match node_images {
+            Some(_) => IpAddr::from(crate::node::config::HOST_IP),
+            None => IpAddr::from(Ipv4Addr::LOCALHOST),
+        };
+        let node_name = crate::node::node_name(&self.name);
         let service_ip = IpAddr::from([10, 96, 0, 1]);
-        pki::generate(advertise, service_ip)?.write(&state.join("pki"))?;
-        let server = format!("https://127.0.0.1:{}", ports.apiserver);
+        pki::generate(advertise, service_ip, &node_name)?.write(&state.join("pki"))?;
+        let server = format!("https://{advertise}:{}", ports.apiserver);
         let pki_dir = state.join("pki");
         let write = |file: &str, content: String| {
             let path = state.join(file);
@@ -208,6 +258,28 @@ impl ControlPlane {
                 "controller-manager.key",
             ),
         )?;
+        write(
+            "scheduler.kubeconfig",
+            kubeconfig::render(
+                &server,
+                &pki_dir,
+                "scheduler",
+                "scheduler.crt",
+                "scheduler.key",
+            ),
+        )?;
+        let layout = crate::node::NodeLayout {
+            node_name,
+            state_dir: state.clone(),
+            run_dir: PathBuf::from("/run/dfr").join(&self.name),
+            kubelet_port: free_port()?,
+            kubelet_healthz_port: free_port()?,
+            proxy_healthz_port: free_port()?,
+            proxy_metrics_port: free_port()?,
+        };
+        if node_images.is_some() {
+            crate::node::prepare(&layout, &server, &pki_dir)?;
+        }
 
         let mut etcd = process::spawn(&bin_dir, "etcd", &etcd_args(state, ports), state)?;
         let mut apiserver = process::spawn(
@@ -252,21 +324,49 @@ impl ControlPlane {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        if let Some(images) = node_images {
+            process::spawn(
+                &bin_dir,
+                "kube-scheduler",
+                &scheduler_args(state, free_port()?),
+                state,
+            )?;
+            crate::node::start(&layout, &bin_dir, &client, images).await?;
+        }
         Ok(Timings {
             build,
             start_to_ready: started.elapsed(),
         })
     }
 
-    /// Stops what `up` started and removes the state dir. Safe to call twice.
-    pub fn down(&self) -> Result<Vec<String>> {
-        // Processes started against this control plane (the demo's operator) stop first.
-        let mut order: Vec<&str> = vec!["dfr-operator"];
-        order.extend(START_ORDER.iter().rev());
-        let stopped = process::stop_all(&self.state_dir, &order)?;
+    /// Stops what `up` started, puts the machine back as it was and removes the state dir.
+    /// Safe to call twice. Returns what it stopped; problems restoring the machine are errors.
+    pub async fn down(&self) -> Result<Vec<String>> {
+        // Processes started against this control plane (the demo's operator) stop first, then
+        // the controllers, so nothing makes new pods while the node drains.
+        let mut stopped = process::stop_all(
+            &self.state_dir,
+            &["dfr-operator", "kube-controller-manager", "kube-scheduler"],
+        )?;
+        let mut problems = Vec::new();
+        if let Some(record) = crate::node::read_record(&self.state_dir) {
+            if let Ok(client) = self.client().await {
+                crate::node::drain(&client, &record.layout).await;
+            }
+            let (node_stopped, node_problems) = crate::node::stop(&record)?;
+            stopped.extend(node_stopped);
+            problems = node_problems;
+        }
+        stopped.extend(process::stop_all(
+            &self.state_dir,
+            &["kube-apiserver", "etcd"],
+        )?);
         if self.state_dir.exists() {
             std::fs::remove_dir_all(&self.state_dir)
                 .map_err(Error::io(format!("removing {}", self.state_dir.display())))?;
+        }
+        if !problems.is_empty() {
+            return Err(Error::Restore(problems.join("\n")));
         }
         Ok(stopped)
     }

@@ -22,6 +22,12 @@ pub struct Pki {
     pub admin: CertifiedKey,
     pub controller_manager: CertifiedKey,
     pub scheduler: CertifiedKey,
+    /// The kubelet's client identity (`system:node:<node>`), its serving certificate, the API
+    /// server's client certificate towards kubelets, and kube-proxy's identity.
+    pub node: CertifiedKey,
+    pub kubelet_serving: CertifiedKey,
+    pub apiserver_kubelet_client: CertifiedKey,
+    pub kube_proxy: CertifiedKey,
     pub service_account_private_pem: String,
     pub service_account_public_pem: String,
 }
@@ -58,8 +64,9 @@ fn leaf(
     })
 }
 
-/// `advertise` is the address the API server tells clients (and, later, pods) to use.
-pub fn generate(advertise: IpAddr, service_ip: IpAddr) -> Result<Pki> {
+/// `advertise` is the address the API server tells clients and pods to use; `node_name` is the
+/// name the kubelet registers under.
+pub fn generate(advertise: IpAddr, service_ip: IpAddr, node_name: &str) -> Result<Pki> {
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.distinguished_name = distinguished_name("dfr-cluster-ca", None);
@@ -95,7 +102,7 @@ pub fn generate(advertise: IpAddr, service_ip: IpAddr) -> Result<Pki> {
     let client = ExtendedKeyUsagePurpose::ClientAuth;
     let service_account = KeyPair::generate()?;
     Ok(Pki {
-        apiserver: leaf(&issuer, "kube-apiserver", None, &names, server)?,
+        apiserver: leaf(&issuer, "kube-apiserver", None, &names, server.clone())?,
         admin: leaf(
             &issuer,
             "dfr-cluster-admin",
@@ -110,7 +117,32 @@ pub fn generate(advertise: IpAddr, service_ip: IpAddr) -> Result<Pki> {
             &[],
             client.clone(),
         )?,
-        scheduler: leaf(&issuer, "system:kube-scheduler", None, &[], client)?,
+        scheduler: leaf(&issuer, "system:kube-scheduler", None, &[], client.clone())?,
+        node: leaf(
+            &issuer,
+            &format!("system:node:{node_name}"),
+            Some("system:nodes"),
+            &[],
+            client.clone(),
+        )?,
+        kubelet_serving: leaf(
+            &issuer,
+            node_name,
+            None,
+            &[
+                SanType::DnsName(node_name.try_into()?),
+                SanType::IpAddress(advertise),
+            ],
+            server,
+        )?,
+        apiserver_kubelet_client: leaf(
+            &issuer,
+            "kube-apiserver-kubelet-client",
+            Some("system:masters"),
+            &[],
+            client.clone(),
+        )?,
+        kube_proxy: leaf(&issuer, "system:kube-proxy", None, &[], client)?,
         service_account_private_pem: service_account.serialize_pem(),
         service_account_public_pem: service_account.public_key_pem(),
         ca,
@@ -122,7 +154,7 @@ impl Pki {
     pub fn write(&self, dir: &Path) -> Result<()> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
-        let files: [(&str, &str, bool); 12] = [
+        let files: [(&str, &str, bool); 20] = [
             ("ca.crt", &self.ca.cert_pem, false),
             ("ca.key", &self.ca.key_pem, true),
             ("apiserver.crt", &self.apiserver.cert_pem, false),
@@ -141,6 +173,22 @@ impl Pki {
             ),
             ("scheduler.crt", &self.scheduler.cert_pem, false),
             ("scheduler.key", &self.scheduler.key_pem, true),
+            ("node.crt", &self.node.cert_pem, false),
+            ("node.key", &self.node.key_pem, true),
+            ("kubelet-serving.crt", &self.kubelet_serving.cert_pem, false),
+            ("kubelet-serving.key", &self.kubelet_serving.key_pem, true),
+            (
+                "apiserver-kubelet-client.crt",
+                &self.apiserver_kubelet_client.cert_pem,
+                false,
+            ),
+            (
+                "apiserver-kubelet-client.key",
+                &self.apiserver_kubelet_client.key_pem,
+                true,
+            ),
+            ("kube-proxy.crt", &self.kube_proxy.cert_pem, false),
+            ("kube-proxy.key", &self.kube_proxy.key_pem, true),
             (
                 "service-account.key",
                 &self.service_account_private_pem,
@@ -171,13 +219,22 @@ mod tests {
 
     #[test]
     fn every_certificate_is_distinct_and_pem() {
-        let pki = generate(IpAddr::from([127, 0, 0, 1]), IpAddr::from([10, 96, 0, 1])).unwrap();
+        let pki = generate(
+            IpAddr::from([127, 0, 0, 1]),
+            IpAddr::from([10, 96, 0, 1]),
+            "dfr-node",
+        )
+        .unwrap();
         let certs = [
             &pki.ca,
             &pki.apiserver,
             &pki.admin,
             &pki.controller_manager,
             &pki.scheduler,
+            &pki.node,
+            &pki.kubelet_serving,
+            &pki.apiserver_kubelet_client,
+            &pki.kube_proxy,
         ];
         for cert in certs {
             assert!(cert.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));

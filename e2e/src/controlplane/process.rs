@@ -23,6 +23,17 @@ pub fn spawn(
     args: &[String],
     state_dir: &Path,
 ) -> Result<Started> {
+    spawn_program(&bin_dir.join(component), component, args, state_dir)
+}
+
+/// Starts `program` as `component`; its arguments must mention the state dir, which is how
+/// `stop_all` recognises it later.
+pub fn spawn_program(
+    program: &Path,
+    component: &str,
+    args: &[String],
+    state_dir: &Path,
+) -> Result<Started> {
     use std::os::unix::process::CommandExt;
     let logs = state_dir.join("logs");
     let pids = state_dir.join("pids");
@@ -35,7 +46,7 @@ pub fn spawn(
     let err = out
         .try_clone()
         .map_err(Error::io("duplicating a log handle"))?;
-    let child = Command::new(bin_dir.join(component))
+    let child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
         .stdout(out)

@@ -1,0 +1,472 @@
+//! The whole system on a real node: the operator installed from config/default runs in the
+//! cluster, a DfrCountry with two Patroni members in synchronous mode becomes Ready, the leader
+//! is deleted while a client writes through the API, and deleting the DfrCountry with
+//! deletionPolicy Retain keeps the data for the next apply.
+//!
+//! Needs `dfr-cluster up --node` (scripts/test starts one); run with
+//! `cargo test -p dfr-e2e --features node --test node_cluster`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use dfr_crds::DfrCountry;
+use dfr_e2e::testing::{kube_client, kubectl};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Service};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Api, Client, ResourceExt};
+use serde_json::{Value, json};
+
+const COUNTRY: &str = "ton-e2e";
+const NAMESPACE: &str = "dfr-ton-test";
+const AREA: &str = "TO-01";
+const PASSWORD: &str = "an e2e password that is long enough";
+
+fn repo() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+fn run_kubectl(args: &[&str]) -> String {
+    let output = kubectl(args);
+    assert!(
+        output.status.success(),
+        "kubectl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The Tonga dev sample as the failover scenario needs it: two members in synchronous mode, two
+/// API pods running this build, and data kept when the resource goes.
+fn country() -> DfrCountry {
+    let sample = std::fs::read_to_string(repo().join("config/samples/ton-dev.yaml")).unwrap();
+    let mut country: DfrCountry = serde_yaml::from_str(&sample).unwrap();
+    country.metadata.name = Some(COUNTRY.into());
+    let spec = &mut country.spec;
+    spec.environment = serde_json::from_value(json!("test")).unwrap();
+    spec.app_version = env!("CARGO_PKG_VERSION").into();
+    spec.deletion_policy = serde_json::from_value(json!("Retain")).unwrap();
+    spec.postgres.instances = 2;
+    spec.postgres.synchronous_mode = serde_json::from_value(json!("on")).unwrap();
+    spec.api.min_replicas = 2;
+    spec.api.max_replicas = 2;
+    country
+}
+
+async fn apply_country(client: &Client) {
+    let countries: Api<DfrCountry> = Api::all(client.clone());
+    countries
+        .patch(
+            COUNTRY,
+            &PatchParams::apply("dfr-e2e").force(),
+            &Patch::Apply(&country()),
+        )
+        .await
+        .unwrap();
+}
+
+fn condition(country: &DfrCountry, kind: &str) -> Option<String> {
+    country
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == kind)
+        .map(|c| c.status.clone())
+}
+
+async fn wait_ready(client: &Client, timeout: Duration) -> DfrCountry {
+    let countries: Api<DfrCountry> = Api::all(client.clone());
+    eventually("the DfrCountry to be Ready", timeout, || async {
+        let country = countries.get_opt(COUNTRY).await.ok().flatten()?;
+        let generation = country.metadata.generation;
+        let observed = country.status.as_ref()?.observed_generation;
+        (condition(&country, "Ready").as_deref() == Some("True") && observed == generation)
+            .then_some(country)
+    })
+    .await
+}
+
+/// `patronictl list` as JSON, run inside a member: members with their Role and State.
+fn patroni_members(pod: &str) -> Vec<Value> {
+    let out = run_kubectl(&[
+        "-n",
+        NAMESPACE,
+        "exec",
+        pod,
+        "-c",
+        "postgres",
+        "--",
+        "patronictl",
+        "-c",
+        "/etc/patroni/patroni.yml",
+        "list",
+        "-f",
+        "json",
+    ]);
+    serde_json::from_str(&out).unwrap()
+}
+
+/// The pod Patroni labelled leader (name and uid), ignoring pods on their way out.
+async fn leader(client: &Client) -> Option<(String, String)> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    let leaders = pods
+        .list(&ListParams::default().labels("role=primary"))
+        .await
+        .ok()?;
+    leaders
+        .items
+        .into_iter()
+        .find(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| (p.name_any(), p.uid().unwrap_or_default()))
+}
+
+async fn leader_pod(client: &Client) -> Option<String> {
+    leader(client).await.map(|(name, _)| name)
+}
+
+async fn api_base(client: &Client) -> String {
+    let services: Api<Service> = Api::namespaced(client.clone(), NAMESPACE);
+    let api = services.get("dfr-api").await.unwrap();
+    let spec = api.spec.unwrap();
+    let port = spec.ports.unwrap()[0].port;
+    format!("http://{}:{port}", spec.cluster_ip.unwrap())
+}
+
+/// The area the writes go to, and an enumerator for it, made the way an administrator would on
+/// a new installation: SQL as the superuser on the leader, `dfr-api create-user` in an API pod.
+async fn enumerator_token(client: &Client, http: &reqwest::Client, base: &str) -> String {
+    let leader = leader_pod(client).await.unwrap();
+    run_kubectl(&[
+        "-n",
+        NAMESPACE,
+        "exec",
+        &leader,
+        "-c",
+        "postgres",
+        "--",
+        "sh",
+        "-c",
+        "PGPASSWORD=\"$PATRONI_SUPERUSER_PASSWORD\" psql -v ON_ERROR_STOP=1 -U \"$PATRONI_SUPERUSER_USERNAME\" -d dfr -c \"INSERT INTO areas (code, parent_code, name, level) VALUES ('TO', NULL, 'Tonga', 0), ('TO-01', 'TO', 'Tongatapu', 1) ON CONFLICT DO NOTHING\"",
+    ]);
+    let username = format!("e2e-{}", dfr_e2e::testing::unique_suffix());
+    run_kubectl(&[
+        "-n",
+        NAMESPACE,
+        "exec",
+        "deploy/dfr-api",
+        "--",
+        "env",
+        &format!("DFR_NEW_USER_PASSWORD={PASSWORD}"),
+        "dfr-api",
+        "create-user",
+        "--username",
+        &username,
+        "--role",
+        "enumerator",
+        "--areas",
+        AREA,
+    ]);
+    login(http, base, &username).await
+}
+
+async fn login(http: &reqwest::Client, base: &str, username: &str) -> String {
+    let response = http
+        .post(format!("{base}/oauth/token"))
+        .form(&[
+            ("grant_type", "password"),
+            ("username", username),
+            ("password", PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    let body: Value = response.json().await.unwrap();
+    body["access_token"].as_str().unwrap().to_string()
+}
+
+fn person(number: u32) -> Value {
+    json!({
+        "nationalId": {"system": "TON-NID", "value": format!("E2E{number:08}")},
+        "givenName": "Failover",
+        "familyName": format!("Write {number}"),
+        "sex": 9,
+        "birthDate": "1990-01-01",
+        "areaCode": AREA,
+    })
+}
+
+/// Writes numbered persons until told to stop; returns the ids the API acknowledged (201).
+async fn write_until(
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> (Vec<String>, u32) {
+    let mut acknowledged = Vec::new();
+    let mut attempts = 0;
+    while !*stop.borrow() {
+        attempts += 1;
+        let response = http
+            .post(format!("{base}/api/dfr/persons"))
+            .bearer_auth(&token)
+            .json(&person(attempts))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        if let Ok(response) = response
+            && response.status() == 201
+        {
+            let body: Value = response.json().await.unwrap_or_default();
+            if let Some(id) = body["id"].as_str() {
+                acknowledged.push(id.to_string());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (acknowledged, attempts)
+}
+
+async fn missing(http: &reqwest::Client, base: &str, token: &str, ids: &[String]) -> Vec<String> {
+    let mut missing = Vec::new();
+    for id in ids {
+        let status = http
+            .get(format!("{base}/api/dfr/persons/{id}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        if status != 200 {
+            missing.push(format!("{id} ({status})"));
+        }
+    }
+    missing
+}
+
+async fn healthy_pair(client: &Client) -> (String, String) {
+    eventually(
+        "one leader and one synchronous standby",
+        Duration::from_secs(180),
+        || async {
+            let leader = leader_pod(client).await?;
+            let members = patroni_members(&leader);
+            let role = |r: &str| {
+                members
+                    .iter()
+                    .filter(|m| {
+                        m["Role"] == r
+                            && m["State"]
+                                .as_str()
+                                .is_some_and(|s| s == "running" || s == "streaming")
+                    })
+                    .map(|m| m["Member"].as_str().unwrap_or_default().to_string())
+                    .next()
+            };
+            Some((role("Leader")?, role("Sync Standby")?))
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_country_runs_fails_over_without_losing_writes_and_keeps_its_data() {
+    let client = kube_client().await;
+    let config = repo().join("config/default");
+    run_kubectl(&["apply", "--server-side", "-k", config.to_str().unwrap()]);
+    run_kubectl(&[
+        "-n",
+        "dfr-system",
+        "rollout",
+        "status",
+        "deploy/dfr-operator",
+        "--timeout=180s",
+    ]);
+
+    apply_country(&client).await;
+    let started = Instant::now();
+    let ready = wait_ready(&client, Duration::from_secs(420)).await;
+    println!(
+        "figure: DfrCountry Ready {:.1} s after apply",
+        started.elapsed().as_secs_f64()
+    );
+
+    let (leader, standby) = healthy_pair(&client).await;
+    assert_ne!(leader, standby);
+    let status = ready.status.clone().unwrap();
+    assert_eq!(status.primary.as_deref(), Some(leader.as_str()));
+    let listing = run_kubectl(&["get", "dfrcountries", COUNTRY]);
+    println!("{listing}");
+    let row = listing.lines().nth(1).unwrap();
+    assert!(row.contains(" True "), "Ready column: {row}");
+    assert!(row.contains(&leader), "Primary column: {row}");
+    assert!(row.contains(" 2/2 "), "API column: {row}");
+
+    let http = reqwest::Client::new();
+    let base = api_base(&client).await;
+    let health = http
+        .get(format!("{base}/api/dfr/health/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200, "{}", health.text().await.unwrap());
+
+    // Failover while a client writes.
+    let token = enumerator_token(&client, &http, &base).await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let writer = tokio::spawn(write_until(
+        http.clone(),
+        base.clone(),
+        token.clone(),
+        stopped,
+    ));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    let (_, old_uid) = self::leader(&client).await.unwrap();
+    let deleted_at = Instant::now();
+    pods.delete(&leader, &DeleteParams::default())
+        .await
+        .unwrap();
+    // The StatefulSet recreates the deleted pod under its old name, so a new leader is told
+    // apart by its pod's uid.
+    let new_leader = eventually("a new leader", Duration::from_secs(120), || async {
+        self::leader(&client)
+            .await
+            .filter(|(_, uid)| uid != &old_uid)
+            .map(|(name, _)| name)
+    })
+    .await;
+    let without_leader = deleted_at.elapsed();
+    let writes_back = eventually(
+        "the API to accept writes again",
+        Duration::from_secs(120),
+        || {
+            let (http, base, token) = (http.clone(), base.clone(), token.clone());
+            async move {
+                let response = http
+                    .post(format!("{base}/api/dfr/persons"))
+                    .bearer_auth(&token)
+                    .json(&person(900_000 + rand_number()))
+                    .send()
+                    .await
+                    .ok()?;
+                (response.status() == 201).then(Instant::now)
+            }
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.send(true).unwrap();
+    let (acknowledged, attempts) = writer.await.unwrap();
+    let lost = missing(&http, &base, &token, &acknowledged).await;
+    println!(
+        "figure: leader {leader} deleted; new leader {new_leader} after {:.1} s; writes accepted again after {:.1} s; {} of {attempts} writes acknowledged, {} lost",
+        without_leader.as_secs_f64(),
+        writes_back.duration_since(deleted_at).as_secs_f64(),
+        acknowledged.len(),
+        lost.len()
+    );
+    assert!(
+        acknowledged.len() > 20,
+        "the writer must have written before and after"
+    );
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    let _ = healthy_pair(&client).await;
+
+    // Retain: the resource goes, the data stays, and comes back with the resource.
+    let countries: Api<DfrCountry> = Api::all(client.clone());
+    countries
+        .delete(COUNTRY, &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(
+        "the DfrCountry to be gone",
+        Duration::from_secs(120),
+        || async {
+            countries
+                .get_opt(COUNTRY)
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let namespace = namespaces.get(NAMESPACE).await.unwrap();
+    assert!(namespace.metadata.deletion_timestamp.is_none());
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), NAMESPACE);
+    let kept: BTreeSet<String> = claims
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect();
+    assert_eq!(kept.len(), 2, "both members' volumes are kept: {kept:?}");
+
+    apply_country(&client).await;
+    wait_ready(&client, Duration::from_secs(420)).await;
+    let after: BTreeSet<String> = claims
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect();
+    assert_eq!(after, kept, "the re-applied country uses the same volumes");
+    let base = api_base(&client).await;
+    let username_token = token_after_reapply(&http, &base, &token).await;
+    let lost = missing(&http, &base, &username_token, &acknowledged).await;
+    assert!(lost.is_empty(), "records missing after re-apply: {lost:?}");
+    println!(
+        "figure: after delete (Retain) and re-apply, all {} acknowledged records are back",
+        acknowledged.len()
+    );
+}
+
+/// The old token still verifies if the JWT signing key was retained with the other Secrets;
+/// that is itself part of what Retain must keep.
+async fn token_after_reapply(http: &reqwest::Client, base: &str, token: &str) -> String {
+    let probe = eventually(
+        "the API to answer after re-apply",
+        Duration::from_secs(120),
+        || async {
+            http.get(format!("{base}/api/dfr/health/ready"))
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status() == 200)
+        },
+    )
+    .await;
+    drop(probe);
+    token.to_string()
+}
+
+fn rand_number() -> u32 {
+    rand::random::<u32>() % 99_999
+}
