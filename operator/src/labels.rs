@@ -24,6 +24,10 @@ pub const PART_OF_VALUE: &str = "dfr";
 
 /// Patroni marks its pods with this label; Services select the leader and replicas by it.
 pub const PATRONI_ROLE: &str = "role";
+/// Patroni finds its members by its `labels` plus this label carrying the scope (its default,
+/// `cluster-name`, is not one of ours); pods without it are invisible to the cluster, and a
+/// replica cannot find the leader to clone from.
+pub const PATRONI_SCOPE: &str = "dfr.io/patroni-scope";
 /// Patroni 4 labels the leader `primary` (3.x wrote `master`).
 pub const PATRONI_ROLE_PRIMARY: &str = "primary";
 pub const PATRONI_ROLE_REPLICA: &str = "replica";

@@ -352,20 +352,34 @@ pub fn dns_answers(reply: &[u8], question_len: usize) -> Vec<Ipv4Addr> {
     let mut at = question_len;
     let mut found = Vec::new();
     for _ in 0..count {
-        // Answers name their owner by a 2-byte pointer to the question.
-        let Some(header) = reply.get(at..at + 12) else {
+        // The owner name: labels up to the root, or ending in a 2-byte compression pointer.
+        loop {
+            match reply.get(at) {
+                Some(0) => {
+                    at += 1;
+                    break;
+                }
+                Some(&length) if length >= 0xc0 => {
+                    at += 2;
+                    break;
+                }
+                Some(&length) => at += 1 + usize::from(length),
+                None => return found,
+            }
+        }
+        let Some(header) = reply.get(at..at + 10) else {
             break;
         };
         let (kind, length) = (
-            u16::from_be_bytes([header[2], header[3]]),
-            usize::from(u16::from_be_bytes([header[10], header[11]])),
+            u16::from_be_bytes([header[0], header[1]]),
+            usize::from(u16::from_be_bytes([header[8], header[9]])),
         );
-        if let (1, Some(data)) = (kind, reply.get(at + 12..at + 12 + length))
+        if let (1, Some(data)) = (kind, reply.get(at + 10..at + 10 + length))
             && length == 4
         {
             found.push(Ipv4Addr::new(data[0], data[1], data[2], data[3]));
         }
-        at += 12 + length;
+        at += 10 + length;
     }
     found
 }
@@ -471,6 +485,15 @@ mod tests {
         reply.extend([0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 30, 0, 4, 10, 96, 0, 1]);
         assert_eq!(
             dns_answers(&reply, query.len()),
+            vec![Ipv4Addr::new(10, 96, 0, 1)]
+        );
+        // CoreDNS spells the owner name out instead of pointing back to the question.
+        let mut spelled = query.clone();
+        spelled[7] = 1;
+        spelled.extend(&query[12..query.len() - 4]);
+        spelled.extend([0, 1, 0, 1, 0, 0, 0, 6, 0, 4, 10, 96, 0, 1]);
+        assert_eq!(
+            dns_answers(&spelled, query.len()),
             vec![Ipv4Addr::new(10, 96, 0, 1)]
         );
     }

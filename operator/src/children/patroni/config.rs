@@ -51,6 +51,7 @@ pub struct Kubernetes {
     pub use_endpoints: bool,
     pub bypass_api_service: bool,
     pub labels: BTreeMap<String, String>,
+    pub scope_label: String,
     pub role_label: String,
     pub leader_label_value: String,
     pub follower_label_value: String,
@@ -89,6 +90,8 @@ pub struct Postgresql {
     pub data_dir: String,
     pub bin_dir: String,
     pub pgpass: String,
+    /// Options for pg_basebackup when a replica clones the leader.
+    pub basebackup: Vec<serde_yaml::Value>,
     pub pg_hba: Vec<String>,
     pub parameters: BTreeMap<String, String>,
 }
@@ -130,6 +133,7 @@ pub fn patroni_config(country: &DfrCountry) -> PatroniConfig {
             use_endpoints: false,
             bypass_api_service: true,
             labels: selector(country),
+            scope_label: labels::PATRONI_SCOPE.into(),
             role_label: labels::PATRONI_ROLE.into(),
             leader_label_value: labels::PATRONI_ROLE_PRIMARY.into(),
             follower_label_value: labels::PATRONI_ROLE_REPLICA.into(),
@@ -161,6 +165,9 @@ pub fn patroni_config(country: &DfrCountry) -> PatroniConfig {
             data_dir: DATA_DIR.into(),
             bin_dir: format!("/usr/lib/postgresql/{}/bin", spec.version),
             pgpass: "/tmp/pgpass".into(),
+            // Without it pg_basebackup waits for the leader's next scheduled checkpoint (up to
+            // checkpoint_timeout, 5 minutes) before a new replica starts copying.
+            basebackup: vec![yaml_pair("checkpoint", "fast")],
             pg_hba: vec![
                 // Inside the pod only: Patroni and the operator's tooling over the socket.
                 "local all all scram-sha-256".into(),
@@ -255,6 +262,13 @@ mod tests {
         assert_eq!(parameters["pgaudit.log"], "ddl, role, write");
         let initdb = format!("{:?}", yaml["bootstrap"]["initdb"]);
         assert!(initdb.contains("data-checksums"));
+    }
+
+    #[test]
+    fn replicas_clone_with_a_fast_checkpoint_and_members_are_found_by_their_scope_label() {
+        let yaml = parsed(&sample("ton-dev.yaml"));
+        assert_eq!(yaml["postgresql"]["basebackup"][0]["checkpoint"], "fast");
+        assert_eq!(yaml["kubernetes"]["scope_label"], labels::PATRONI_SCOPE);
     }
 
     #[test]

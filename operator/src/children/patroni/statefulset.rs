@@ -212,10 +212,19 @@ fn data_claim(country: &DfrCountry) -> PersistentVolumeClaim {
     }
 }
 
+/// The members' labels: the StatefulSet's, plus the scope label Patroni selects members by.
+fn pod_labels(country: &DfrCountry) -> BTreeMap<String, String> {
+    let mut labels = metadata_labels(country);
+    labels.insert(
+        crate::labels::PATRONI_SCOPE.to_string(),
+        naming::POSTGRES.to_string(),
+    );
+    labels
+}
+
 pub fn desired_statefulset(country: &DfrCountry, settings: &Settings) -> StatefulSet {
-    let labels = metadata_labels(country);
     StatefulSet {
-        metadata: child_meta(country, naming::POSTGRES, labels.clone()),
+        metadata: child_meta(country, naming::POSTGRES, metadata_labels(country)),
         spec: Some(StatefulSetSpec {
             replicas: Some(country.spec.postgres.instances),
             service_name: Some(naming::POSTGRES_HEADLESS.into()),
@@ -234,7 +243,7 @@ pub fn desired_statefulset(country: &DfrCountry, settings: &Settings) -> Statefu
             ),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(labels),
+                    labels: Some(pod_labels(country)),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
@@ -325,6 +334,28 @@ mod tests {
                 .unwrap()["cpu"]
                 .0,
             "500m"
+        );
+    }
+
+    #[test]
+    fn patroni_finds_the_members_by_its_labels_and_scope_label() {
+        let country = sample("ton-dev.yaml");
+        let statefulset = desired_statefulset(&country, &Settings::default());
+        let pod_labels = statefulset
+            .spec
+            .unwrap()
+            .template
+            .metadata
+            .unwrap()
+            .labels
+            .unwrap();
+        let patroni = super::super::patroni_config(&country);
+        for (key, value) in &patroni.kubernetes.labels {
+            assert_eq!(pod_labels.get(key), Some(value), "label {key}");
+        }
+        assert_eq!(
+            pod_labels.get(&patroni.kubernetes.scope_label),
+            Some(&patroni.scope)
         );
     }
 
