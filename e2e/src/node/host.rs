@@ -340,6 +340,47 @@ pub fn restore(footprint: &Footprint, private_roots: &[PathBuf], pod_logs: &Path
     problems
 }
 
+/// What is still on the machine after `restore`: mounts, chains, interfaces, cgroups, host
+/// paths or sysctls. `down` fails with this list rather than claim a clean machine.
+pub fn leftovers(footprint: &Footprint, private_roots: &[PathBuf]) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut roots = private_roots.to_vec();
+    roots.extend(footprint.created_paths.iter().cloned());
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for mount in mounts_under(&mountinfo, &roots) {
+        found.push(format!("mount {}", mount.display()));
+    }
+    for save in ["iptables-save", "ip6tables-save"] {
+        if let Ok(saved) = run(save, &[]) {
+            let (jumps, chains) = our_iptables(&saved);
+            found.extend(chains.iter().map(|c| format!("{save}: chain {c}")));
+            found.extend(jumps.iter().map(|j| format!("{save}: rule {}", j.join(" "))));
+        }
+    }
+    for link in [POD_BRIDGE, HOST_INTERFACE] {
+        if link_exists(link) {
+            found.push(format!("interface {link}"));
+        }
+    }
+    found.extend(
+        kubepods_cgroups()
+            .iter()
+            .map(|c| format!("cgroup {}", c.display())),
+    );
+    for path in &footprint.created_paths {
+        if std::fs::symlink_metadata(path).is_ok() {
+            found.push(format!("path {}", path.display()));
+        }
+    }
+    for (name, value) in &footprint.sysctls {
+        let now = std::fs::read_to_string(sysctl_path(name)).unwrap_or_default();
+        if now.trim() != value {
+            found.push(format!("sysctl {name}={} (was {value})", now.trim()));
+        }
+    }
+    found
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -247,19 +247,20 @@ pub async fn drain(client: &kube::Client, layout: &NodeLayout) {
     }
     let deadline = Instant::now() + DRAIN_TIMEOUT;
     while Instant::now() < deadline {
-        if running_sandboxes(layout).is_some_and(|n| n == 0) {
+        if running_tasks(layout).is_some_and(|n| n == 0) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
-/// Pod sandboxes containerd still knows of (each holds a network namespace).
-fn running_sandboxes(layout: &NodeLayout) -> Option<usize> {
+/// Processes containerd still runs: containers and the pause process of each sandbox. The
+/// CRI stops a sandbox's pause process only after tearing down its network.
+fn running_tasks(layout: &NodeLayout) -> Option<usize> {
     let output = std::process::Command::new(CTR)
         .arg("--address")
         .arg(layout.containerd_socket())
-        .args(["-n", "k8s.io", "containers", "ls", "-q"])
+        .args(["-n", "k8s.io", "tasks", "ls", "-q"])
         .output()
         .ok()?;
     output
@@ -287,12 +288,14 @@ pub fn stop(record: &NodeRecord) -> Result<(Vec<String>, Vec<String>)> {
     while !host::pod_processes().is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
-    let problems = host::restore(
-        &record.footprint,
-        &[layout.state_dir.clone(), layout.run_dir.clone()],
-        &layout.pod_logs(),
-    );
+    let private_roots = [layout.state_dir.clone(), layout.run_dir.clone()];
+    let mut problems = host::restore(&record.footprint, &private_roots, &layout.pod_logs());
     let _ = std::fs::remove_dir_all(&layout.run_dir);
+    problems.extend(
+        host::leftovers(&record.footprint, &private_roots)
+            .into_iter()
+            .map(|left| format!("left behind: {left}")),
+    );
     unlock(state);
     Ok((stopped, problems))
 }
