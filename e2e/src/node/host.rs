@@ -354,7 +354,11 @@ pub fn leftovers(footprint: &Footprint, private_roots: &[PathBuf]) -> Vec<String
         if let Ok(saved) = run(save, &[]) {
             let (jumps, chains) = our_iptables(&saved);
             found.extend(chains.iter().map(|c| format!("{save}: chain {c}")));
-            found.extend(jumps.iter().map(|j| format!("{save}: rule {}", j.join(" "))));
+            found.extend(
+                jumps
+                    .iter()
+                    .map(|j| format!("{save}: rule {}", j.join(" "))),
+            );
         }
     }
     for link in [POD_BRIDGE, HOST_INTERFACE] {
