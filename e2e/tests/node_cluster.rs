@@ -416,28 +416,16 @@ async fn a_country_runs_fails_over_without_losing_writes_and_keeps_its_data() {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let namespace = namespaces.get(NAMESPACE).await.unwrap();
     assert!(namespace.metadata.deletion_timestamp.is_none());
-    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), NAMESPACE);
-    let kept: BTreeSet<String> = claims
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .map(ResourceExt::name_any)
-        .collect();
+    let kept = claim_names(&client).await;
     assert_eq!(kept.len(), 2, "both members' volumes are kept: {kept:?}");
 
     apply_country(&client).await;
     wait_ready(&client, Duration::from_secs(420)).await;
-    let after: BTreeSet<String> = claims
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .map(ResourceExt::name_any)
-        .collect();
-    assert_eq!(after, kept, "the re-applied country uses the same volumes");
+    assert_eq!(
+        claim_names(&client).await,
+        kept,
+        "the re-applied country uses the same volumes"
+    );
     let base = api_base(&client).await;
     let username_token = token_after_reapply(&http, &base, &token).await;
     let lost = missing(&http, &base, &username_token, &acknowledged).await;
@@ -446,6 +434,18 @@ async fn a_country_runs_fails_over_without_losing_writes_and_keeps_its_data() {
         "figure: after delete (Retain) and re-apply, all {} acknowledged records are back",
         acknowledged.len()
     );
+}
+
+async fn claim_names(client: &Client) -> BTreeSet<String> {
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), NAMESPACE);
+    claims
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect()
 }
 
 /// The old token still verifies if the JWT signing key was retained with the other Secrets;

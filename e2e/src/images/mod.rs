@@ -28,6 +28,8 @@ pub const PAUSE_REFERENCE: &str = "dfr-pause:3";
 /// What the operator's StatefulSets run for PostgreSQL 15.
 pub const POSTGRES_REFERENCE: &str = "dfr-postgres:15";
 pub const BINARY_IMAGES: &[&str] = &["dfr-api", "dfr-operator"];
+/// The recipe directory shared by the images of a single binary (ours and CoreDNS).
+pub const RUNTIME_RECIPE: &str = "runtime";
 /// Where CoreDNS sits in dfr-coredns, as in the upstream image.
 pub const COREDNS_PATH: &str = "/coredns";
 /// Also in images/pause/Dockerfile, which a test holds to these.
@@ -180,11 +182,12 @@ pub fn build_coredns(binary: &Path, version: &str) -> Result<BuiltImage> {
     )
 }
 
-/// `binary` at `install` on the Debian base with ca-certificates, which images/`name` prepares.
+/// `binary` at `install` on the Debian base with ca-certificates, which images/runtime prepares
+/// for every image of a single binary.
 fn build_on_base(name: &str, reference: &str, binary: &Path, install: &str) -> Result<BuiltImage> {
     let images = images_dir();
     let recipe = Recipe {
-        dir: images.join(name),
+        dir: images.join(RUNTIME_RECIPE),
         files: BINARY_FILES,
     };
     let files = recipe.read()?;

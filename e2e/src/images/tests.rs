@@ -58,12 +58,18 @@ fn copied_recipe_files(stage: &[String], context: &Path) -> BTreeSet<PathBuf> {
         .collect()
 }
 
-fn assert_same_recipe(image: &str, context: &Path, files: &[&str], config: &ImageConfig) {
+fn assert_same_recipe(
+    image: &str,
+    context: &Path,
+    recipe_dir: &str,
+    files: &[&str],
+    config: &ImageConfig,
+) {
     let stage = last_stage(&dockerfile(image));
     assert_eq!(stage[0], "FROM debian:bookworm-slim", "{image}");
     let expected: BTreeSet<PathBuf> = files
         .iter()
-        .map(|file| canonical(&images_dir().join(image).join(file)))
+        .map(|file| canonical(&images_dir().join(recipe_dir).join(file)))
         .collect();
     assert_eq!(copied_recipe_files(&stage, context), expected, "{image}");
     assert!(
@@ -85,7 +91,13 @@ fn assert_same_recipe(image: &str, context: &Path, files: &[&str], config: &Imag
 #[test]
 fn the_postgres_dockerfile_runs_the_local_recipe_with_the_same_config() {
     let context = images_dir().join("dfr-postgres");
-    assert_same_recipe("dfr-postgres", &context, POSTGRES_FILES, &postgres_config());
+    assert_same_recipe(
+        "dfr-postgres",
+        &context,
+        "dfr-postgres",
+        POSTGRES_FILES,
+        &postgres_config(),
+    );
 }
 
 #[test]
@@ -94,14 +106,26 @@ fn the_binary_dockerfiles_run_the_local_recipe_with_the_same_config() {
     let context = images_dir().join("..");
     for name in BINARY_IMAGES {
         let install = format!("/usr/local/bin/{name}");
-        assert_same_recipe(name, &context, BINARY_FILES, &binary_config(&install));
+        assert_same_recipe(
+            name,
+            &context,
+            RUNTIME_RECIPE,
+            BINARY_FILES,
+            &binary_config(&install),
+        );
         let stage = last_stage(&dockerfile(name));
         let copy = format!("COPY --from=build /src/target/release/{name} {install}");
         assert!(stage.contains(&copy), "{name}: {stage:?}");
         assert!(dockerfile(name).contains(&format!("cargo build --release --locked -p {name}")));
     }
     let config = binary_config(COREDNS_PATH);
-    assert_same_recipe("dfr-coredns", &context, BINARY_FILES, &config);
+    assert_same_recipe(
+        "dfr-coredns",
+        &context,
+        RUNTIME_RECIPE,
+        BINARY_FILES,
+        &config,
+    );
     let stage = last_stage(&dockerfile("dfr-coredns"));
     assert!(stage.contains(&format!("COPY --from=build /coredns {COREDNS_PATH}")));
 }
@@ -135,13 +159,11 @@ fn the_checked_in_recipes_parse_and_pin_patroni_4() {
     let requirements =
         std::fs::read_to_string(postgres.join("requirements.txt")).expect("requirements.txt");
     assert!(requirements.contains("patroni==4.1.5 --hash=sha256:"));
-    for name in BINARY_IMAGES.iter().chain(&["dfr-coredns"]) {
-        let recipe = Recipe {
-            dir: images_dir().join(name),
-            files: BINARY_FILES,
-        };
-        recipe.read().expect("the binary recipes read");
-    }
+    let runtime = Recipe {
+        dir: images_dir().join(RUNTIME_RECIPE),
+        files: BINARY_FILES,
+    };
+    runtime.read().expect("the shared recipe of the binary images reads");
 }
 
 #[test]

@@ -118,36 +118,13 @@ pub fn create_host_interface() -> Result<()> {
 
 /// Mount points at or under any of `roots`, deepest first.
 pub fn mounts_under(mountinfo: &str, roots: &[PathBuf]) -> Vec<PathBuf> {
-    let mut found: Vec<PathBuf> = mountinfo
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(unescape_mount_path)
-        .filter(|mount| roots.iter().any(|root| mount.starts_with(root)))
+    let mut found: Vec<PathBuf> = roots
+        .iter()
+        .flat_map(|root| crate::images::mounts::mounts_under(mountinfo, root))
         .collect();
     found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     found.dedup();
     found
-}
-
-/// mountinfo writes space, tab, newline and backslash as octal escapes.
-fn unescape_mount_path(field: &str) -> PathBuf {
-    let mut out = String::new();
-    let mut chars = field.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\\' {
-            let digits: String = chars.by_ref().take(3).collect();
-            match u8::from_str_radix(&digits, 8) {
-                Ok(byte) => out.push(char::from(byte)),
-                Err(_) => {
-                    out.push('\\');
-                    out.push_str(&digits);
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    PathBuf::from(out)
 }
 
 /// Splits an iptables-save rule the way iptables-restore reads it: words, with double-quoted
@@ -391,7 +368,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn finds_mounts_under_the_roots_deepest_first_and_unescapes_them() {
+    fn finds_mounts_under_the_roots_deepest_first_and_unescaped() {
         let mountinfo = "\
 22 1 0:21 / / rw - ext4 /dev/vda rw
 30 22 0:40 / /s/kubelet rw - ext4 /dev/vda rw
@@ -409,8 +386,8 @@ mod tests {
             ]
         );
         assert_eq!(
-            unescape_mount_path("/other\\040dir"),
-            PathBuf::from("/other dir")
+            mounts_under(mountinfo, &["/other dir".into()]),
+            vec![PathBuf::from("/other dir")]
         );
     }
 

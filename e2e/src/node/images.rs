@@ -64,3 +64,19 @@ pub fn build_all() -> Result<Vec<PathBuf>> {
     }
     Ok(built.into_iter().map(|image| image.archive).collect())
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_sample_runs_the_api_image_this_build_makes() {
+        let sample = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/samples/ton-dev.yaml"),
+        )
+        .unwrap();
+        let country: dfr_crds::DfrCountry = serde_yaml::from_str(&sample).unwrap();
+        assert_eq!(country.spec.app_version, OUR_TAG);
+    }
+}
