@@ -163,7 +163,9 @@ fn the_checked_in_recipes_parse_and_pin_patroni_4() {
         dir: images_dir().join(RUNTIME_RECIPE),
         files: BINARY_FILES,
     };
-    runtime.read().expect("the shared recipe of the binary images reads");
+    runtime
+        .read()
+        .expect("the shared recipe of the binary images reads");
 }
 
 #[test]

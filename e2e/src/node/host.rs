@@ -94,6 +94,25 @@ fn link_exists(name: &str) -> bool {
     Path::new("/sys/class/net").join(name).exists()
 }
 
+const BRIDGE_NF_CALL_IPTABLES: &str = "/proc/sys/net/bridge/bridge-nf-call-iptables";
+
+/// Traffic between two pods on the bridge must pass iptables, or a reply to a pod that reached
+/// another through a Service IP skips the reverse NAT and is dropped. Recorded in SYSCTLS, so
+/// `down` puts the old value back.
+pub fn ensure_bridge_netfilter() -> Result<()> {
+    match std::fs::read_to_string(BRIDGE_NF_CALL_IPTABLES) {
+        Ok(value) if value.trim() == "1" => Ok(()),
+        Ok(_) => std::fs::write(BRIDGE_NF_CALL_IPTABLES, "1")
+            .map_err(Error::io(format!("setting {BRIDGE_NF_CALL_IPTABLES} to 1"))),
+        Err(source) => Err(Error::Io {
+            what: format!(
+                "reading {BRIDGE_NF_CALL_IPTABLES}: the kernel's br_netfilter module is not loaded (load it with `modprobe br_netfilter`)"
+            ),
+            source,
+        }),
+    }
+}
+
 /// The address the API server advertises and the kubelet serves on: on an interface of our
 /// own (a bridge without ports; these kernels have no dummy driver), so pods can route to it
 /// and nothing depends on the machine's own addresses.

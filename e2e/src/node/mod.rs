@@ -128,6 +128,7 @@ pub fn prepare(layout: &NodeLayout, server: &str, pki: &Path) -> Result<()> {
     ] {
         std::fs::create_dir_all(&dir).map_err(Error::io(format!("creating {}", dir.display())))?;
     }
+    host::ensure_bridge_netfilter()?;
     host::create_host_interface()
 }
 
