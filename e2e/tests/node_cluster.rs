@@ -419,8 +419,13 @@ async fn a_country_runs_fails_over_without_losing_writes_and_keeps_its_data() {
     let kept = claim_names(&client).await;
     assert_eq!(kept.len(), 2, "both members' volumes are kept: {kept:?}");
 
+    let reapplied = Instant::now();
     apply_country(&client).await;
     wait_ready(&client, Duration::from_secs(420)).await;
+    println!(
+        "figure: re-applied DfrCountry Ready on its retained data {:.1} s after apply",
+        reapplied.elapsed().as_secs_f64()
+    );
     assert_eq!(
         claim_names(&client).await,
         kept,

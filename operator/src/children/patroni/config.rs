@@ -142,9 +142,12 @@ pub fn patroni_config(country: &DfrCountry) -> PatroniConfig {
         bootstrap: Bootstrap {
             post_bootstrap: format!("{CONFIG_DIR}/{}", super::bootstrap::SCRIPT_KEY),
             dcs: Dcs {
-                ttl: 30,
-                loop_wait: 10,
-                retry_timeout: 10,
+                // A leader that stops renewing its lock (a hung or lost node) is replaced
+                // within ttl + loop_wait, 25 s at most: inside the 30 s failover target.
+                // Patroni needs loop_wait + 2 * retry_timeout <= ttl, and ttl >= 20.
+                ttl: 20,
+                loop_wait: 5,
+                retry_timeout: 5,
                 maximum_lag_on_failover: 1024 * 1024,
                 synchronous_mode: spec.synchronous_mode != SynchronousMode::Off,
                 synchronous_mode_strict: spec.synchronous_mode == SynchronousMode::Strict,
@@ -229,6 +232,15 @@ mod tests {
     fn parsed(country: &DfrCountry) -> serde_yaml::Value {
         let map = desired_config_map(country, &Settings::default());
         serde_yaml::from_str(&map.data.unwrap()[PATRONI_CONFIG_KEY]).unwrap()
+    }
+
+    #[test]
+    fn a_silent_leader_is_replaced_within_the_failover_target() {
+        let dcs = &parsed(&sample("ton-prod.yaml"))["bootstrap"]["dcs"];
+        let number = |key: &str| dcs[key].as_u64().unwrap();
+        assert!(number("ttl") >= 20, "Patroni refuses a shorter ttl");
+        assert!(number("loop_wait") + 2 * number("retry_timeout") <= number("ttl"));
+        assert!(number("ttl") + number("loop_wait") <= 30);
     }
 
     #[test]
