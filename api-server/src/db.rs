@@ -23,3 +23,19 @@ pub async fn begin_as<'a>(pool: &'a PgPool, actor: &Actor) -> ApiResult<Transact
     .await?;
     Ok(tx)
 }
+
+/// Refuses a connection that reached a standby. For a moment after a failover the read-write
+/// Service can still route to the former leader (its role label changes a loop later); a
+/// connection kept from that moment would serve stale reads and fail every write. The pool
+/// then connects again, until it reaches the leader.
+pub async fn refuse_standby(connection: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+    let standby: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
+        .fetch_one(connection)
+        .await?;
+    if standby {
+        return Err(sqlx::Error::Protocol(
+            "the read-write address reached a standby (a failover is in progress)".into(),
+        ));
+    }
+    Ok(())
+}

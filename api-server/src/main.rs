@@ -289,6 +289,7 @@ async fn serve_api(database: DatabaseArgs, serve: ServeArgs, keys: KeyArgs) -> R
     }
     let pool = PgPoolOptions::new()
         .max_connections(database.max_connections)
+        .after_connect(|connection, _| Box::pin(dfr_api::db::refuse_standby(connection)))
         .connect(&database.app_url())
         .await
         .map_err(|e| format!("cannot connect to the database as DFR_DATABASE_USER: {e}"))?;

@@ -1,7 +1,7 @@
 //! The whole system on a real node: the operator installed from config/default runs in the
 //! cluster, a DfrCountry with two Patroni members in synchronous mode becomes Ready, the leader
-//! is deleted while a client writes through the API, and deleting the DfrCountry with
-//! deletionPolicy Retain keeps the data for the next apply.
+//! is deleted and then the next leader hangs while a client writes through the API, and
+//! deleting the DfrCountry with deletionPolicy Retain keeps the data for the next apply.
 //!
 //! Needs `dfr-cluster up --node` (scripts/test starts one); run with
 //! `cargo test -p dfr-e2e --features node --test node_cluster`.
@@ -141,6 +141,44 @@ async fn leader(client: &Client) -> Option<(String, String)> {
         .map(|p| (p.name_any(), p.uid().unwrap_or_default()))
 }
 
+/// The leader other than the pod `uid`, which may still carry the label: a hung member cannot
+/// take its own label off.
+async fn leader_except(client: &Client, uid: &str) -> Option<String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    let leaders = pods
+        .list(&ListParams::default().labels("role=primary"))
+        .await
+        .ok()?;
+    leaders
+        .items
+        .into_iter()
+        .find(|p| p.metadata.deletion_timestamp.is_none() && p.uid().as_deref() != Some(uid))
+        .map(|p| p.name_any())
+}
+
+/// Freezes every process of a pod through its cgroup v1 freezer, until dropped: to Patroni and
+/// the API server the member simply stops answering, as when its node hangs or is cut off.
+struct Frozen(std::path::PathBuf);
+
+impl Frozen {
+    fn pod(uid: &str) -> Self {
+        let root = Path::new("/sys/fs/cgroup/freezer/kubepods");
+        let cgroup = ["burstable", "besteffort", ""]
+            .iter()
+            .map(|class| root.join(class).join(format!("pod{uid}")))
+            .find(|dir| dir.is_dir())
+            .unwrap_or_else(|| panic!("no freezer cgroup for pod {uid} under {}", root.display()));
+        std::fs::write(cgroup.join("freezer.state"), "FROZEN").unwrap();
+        Self(cgroup)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.0.join("freezer.state"), "THAWED");
+    }
+}
+
 async fn leader_pod(client: &Client) -> Option<String> {
     leader(client).await.map(|(name, _)| name)
 }
@@ -248,6 +286,26 @@ async fn write_until(
     (acknowledged, attempts)
 }
 
+/// Returns when the API acknowledges a write again.
+async fn writes_accepted(http: &reqwest::Client, base: &str, token: &str) -> Instant {
+    eventually(
+        "the API to accept writes again",
+        Duration::from_secs(120),
+        || async {
+            let response = http
+                .post(format!("{base}/api/dfr/persons"))
+                .bearer_auth(token)
+                .json(&person(900_000 + rand_number()))
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await
+                .ok()?;
+            (response.status() == 201).then(Instant::now)
+        },
+    )
+    .await
+}
+
 async fn missing(http: &reqwest::Client, base: &str, token: &str, ids: &[String]) -> Vec<String> {
     let mut missing = Vec::new();
     for id in ids {
@@ -272,19 +330,19 @@ async fn healthy_pair(client: &Client) -> (String, String) {
         || async {
             let leader = leader_pod(client).await?;
             let members = patroni_members(&leader);
-            let role = |r: &str| {
+            // A standby reports `streaming` only once it replicates again; a former leader that
+            // was cut off still shows its last state, `running`, until its Patroni catches up.
+            let member = |role: &str, state: &str| {
                 members
                     .iter()
-                    .filter(|m| {
-                        m["Role"] == r
-                            && m["State"]
-                                .as_str()
-                                .is_some_and(|s| s == "running" || s == "streaming")
-                    })
+                    .filter(|m| m["Role"] == role && m["State"] == state)
                     .map(|m| m["Member"].as_str().unwrap_or_default().to_string())
                     .next()
             };
-            Some((role("Leader")?, role("Sync Standby")?))
+            Some((
+                member("Leader", "running")?,
+                member("Sync Standby", "streaming")?,
+            ))
         },
     )
     .await
@@ -358,27 +416,13 @@ async fn a_country_runs_fails_over_without_losing_writes_and_keeps_its_data() {
     })
     .await;
     let without_leader = deleted_at.elapsed();
-    let writes_back = eventually(
-        "the API to accept writes again",
-        Duration::from_secs(120),
-        || {
-            let (http, base, token) = (http.clone(), base.clone(), token.clone());
-            async move {
-                let response = http
-                    .post(format!("{base}/api/dfr/persons"))
-                    .bearer_auth(&token)
-                    .json(&person(900_000 + rand_number()))
-                    .send()
-                    .await
-                    .ok()?;
-                (response.status() == 201).then(Instant::now)
-            }
-        },
-    )
-    .await;
+    let writes_back = writes_accepted(&http, &base, &token).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.send(true).unwrap();
     let (acknowledged, attempts) = writer.await.unwrap();
+    // Read back once both members agree again: until then the -rw Service may still reach a
+    // member that is no longer the leader.
+    let _ = healthy_pair(&client).await;
     let lost = missing(&http, &base, &token, &acknowledged).await;
     println!(
         "figure: leader {leader} deleted; new leader {new_leader} after {:.1} s; writes accepted again after {:.1} s; {} of {attempts} writes acknowledged, {} lost",
@@ -392,7 +436,44 @@ async fn a_country_runs_fails_over_without_losing_writes_and_keeps_its_data() {
         "the writer must have written before and after"
     );
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+
+    // A leader that hangs, as when its node is lost: nobody tells Patroni, so its lock must
+    // expire before the synchronous standby takes over.
+    let (hung, hung_uid) = self::leader(&client).await.unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let writer = tokio::spawn(write_until(
+        http.clone(),
+        base.clone(),
+        token.clone(),
+        stopped,
+    ));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let frozen = Frozen::pod(&hung_uid);
+    let frozen_at = Instant::now();
+    let successor = eventually(
+        "a leader other than the hung one",
+        Duration::from_secs(90),
+        || leader_except(&client, &hung_uid),
+    )
+    .await;
+    let without_leader = frozen_at.elapsed();
+    let writes_back = writes_accepted(&http, &base, &token).await;
+    drop(frozen);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.send(true).unwrap();
+    let (hung_acknowledged, attempts) = writer.await.unwrap();
     let _ = healthy_pair(&client).await;
+    let lost = missing(&http, &base, &token, &hung_acknowledged).await;
+    println!(
+        "figure: leader {hung} hung (frozen); {successor} leads after {:.1} s; writes accepted again after {:.1} s; {} of {attempts} writes acknowledged, {} lost",
+        without_leader.as_secs_f64(),
+        writes_back.duration_since(frozen_at).as_secs_f64(),
+        hung_acknowledged.len(),
+        lost.len()
+    );
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    let mut acknowledged = acknowledged;
+    acknowledged.extend(hung_acknowledged);
 
     // Retain: the resource goes, the data stays, and comes back with the resource.
     let countries: Api<DfrCountry> = Api::all(client.clone());

@@ -261,6 +261,16 @@ fn collect_dirs(dir: &Path, into: &mut Vec<PathBuf>) {
     }
 }
 
+/// Thaws every pod cgroup in the freezer hierarchy.
+pub fn thaw_pods() {
+    for cgroup in kubepods_cgroups() {
+        let state = cgroup.join("freezer.state");
+        if cgroup.starts_with("/sys/fs/cgroup/freezer") && state.exists() {
+            let _ = std::fs::write(state, "THAWED");
+        }
+    }
+}
+
 /// PIDs still inside the pod cgroups: what is left of containers whose shim was killed.
 pub fn pod_processes() -> Vec<i32> {
     let mut pids: Vec<i32> = kubepods_cgroups()

@@ -233,6 +233,7 @@ async fn node_ready(nodes: &kube::Api<Node>, name: &str) -> bool {
 /// their networks, so nothing is left running when the kubelet stops. The controllers must be
 /// stopped already, or they would make new pods.
 pub async fn drain(client: &kube::Client, layout: &NodeLayout) {
+    host::thaw_pods();
     let pods: kube::Api<Pod> = kube::Api::all(client.clone());
     let Ok(list) = pods.list(&ListParams::default()).await else {
         return;
@@ -276,6 +277,8 @@ pub fn stop(record: &NodeRecord) -> Result<(Vec<String>, Vec<String>)> {
     let layout = &record.layout;
     let state = &layout.state_dir;
     let stopped = process::stop_all(state, &["kube-proxy", "kubelet"])?;
+    // A frozen process cannot die; a test that froze a pod and failed may have left one.
+    host::thaw_pods();
     for pid in host::pod_processes() {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),
