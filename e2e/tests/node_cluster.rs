@@ -127,8 +127,9 @@ fn patroni_members(pod: &str) -> Vec<Value> {
     serde_json::from_str(&out).unwrap()
 }
 
-/// The pod Patroni labelled leader (name and uid), ignoring pods on their way out.
-async fn leader(client: &Client) -> Option<(String, String)> {
+/// The pod Patroni labelled leader (name and uid), ignoring pods on their way out and the pod
+/// `except`, which may still carry the label: a hung member cannot take its own label off.
+async fn leader(client: &Client, except: Option<&str>) -> Option<(String, String)> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
     let leaders = pods
         .list(&ListParams::default().labels("role=primary"))
@@ -137,23 +138,8 @@ async fn leader(client: &Client) -> Option<(String, String)> {
     leaders
         .items
         .into_iter()
-        .find(|p| p.metadata.deletion_timestamp.is_none())
+        .find(|p| p.metadata.deletion_timestamp.is_none() && p.uid().as_deref() != except)
         .map(|p| (p.name_any(), p.uid().unwrap_or_default()))
-}
-
-/// The leader other than the pod `uid`, which may still carry the label: a hung member cannot
-/// take its own label off.
-async fn leader_except(client: &Client, uid: &str) -> Option<String> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
-    let leaders = pods
-        .list(&ListParams::default().labels("role=primary"))
-        .await
-        .ok()?;
-    leaders
-        .items
-        .into_iter()
-        .find(|p| p.metadata.deletion_timestamp.is_none() && p.uid().as_deref() != Some(uid))
-        .map(|p| p.name_any())
 }
 
 /// Freezes every process of a pod through its cgroup v1 freezer, until dropped: to Patroni and
@@ -180,7 +166,26 @@ impl Drop for Frozen {
 }
 
 async fn leader_pod(client: &Client) -> Option<String> {
-    leader(client).await.map(|(name, _)| name)
+    leader(client, None).await.map(|(name, _)| name)
+}
+
+/// Runs `sql` in the registry database of the member `pod` as the superuser; returns its
+/// unaligned output.
+fn superuser_sql(pod: &str, sql: &str) -> String {
+    run_kubectl(&[
+        "-n",
+        NAMESPACE,
+        "exec",
+        pod,
+        "-c",
+        "postgres",
+        "--",
+        "sh",
+        "-c",
+        &format!(
+            "PGPASSWORD=\"$PATRONI_SUPERUSER_PASSWORD\" psql -v ON_ERROR_STOP=1 -qAt -U \"$PATRONI_SUPERUSER_USERNAME\" -d dfr -c \"{sql}\""
+        ),
+    ])
 }
 
 async fn api_base(client: &Client) -> String {
@@ -195,18 +200,10 @@ async fn api_base(client: &Client) -> String {
 /// a new installation: SQL as the superuser on the leader, `dfr-api create-user` in an API pod.
 async fn enumerator_token(client: &Client, http: &reqwest::Client, base: &str) -> String {
     let leader = leader_pod(client).await.unwrap();
-    run_kubectl(&[
-        "-n",
-        NAMESPACE,
-        "exec",
+    superuser_sql(
         &leader,
-        "-c",
-        "postgres",
-        "--",
-        "sh",
-        "-c",
-        "PGPASSWORD=\"$PATRONI_SUPERUSER_PASSWORD\" psql -v ON_ERROR_STOP=1 -U \"$PATRONI_SUPERUSER_USERNAME\" -d dfr -c \"INSERT INTO areas (code, parent_code, name, level) VALUES ('TO', NULL, 'Tonga', 0), ('TO-01', 'TO', 'Tongatapu', 1) ON CONFLICT DO NOTHING\"",
-    ]);
+        "INSERT INTO areas (code, parent_code, name, level) VALUES ('TO', NULL, 'Tonga', 0), ('TO-01', 'TO', 'Tongatapu', 1) ON CONFLICT DO NOTHING",
+    );
     let username = format!("e2e-{}", dfr_e2e::testing::unique_suffix());
     run_kubectl(&[
         "-n",
@@ -309,20 +306,10 @@ async fn writes_accepted(http: &reqwest::Client, base: &str, token: &str) -> Ins
 /// How many of `ids` the member `pod` holds, asked in SQL as the superuser.
 fn stored(pod: &str, ids: &[String]) -> usize {
     let list = ids.join(",");
-    let count = run_kubectl(&[
-        "-n",
-        NAMESPACE,
-        "exec",
+    let count = superuser_sql(
         pod,
-        "-c",
-        "postgres",
-        "--",
-        "sh",
-        "-c",
-        &format!(
-            "PGPASSWORD=\"$PATRONI_SUPERUSER_PASSWORD\" psql -qAt -U \"$PATRONI_SUPERUSER_USERNAME\" -d dfr -c \"SELECT count(*) FROM persons WHERE id = ANY('{{{list}}}'::uuid[])\""
-        ),
-    ]);
+        &format!("SELECT count(*) FROM persons WHERE id = ANY('{{{list}}}'::uuid[])"),
+    );
     count.trim().parse().unwrap()
 }
 
@@ -421,7 +408,7 @@ async fn a_country_runs_fails_over_without_losing_writes_and_keeps_its_data() {
     ));
     tokio::time::sleep(Duration::from_secs(3)).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
-    let (_, old_uid) = self::leader(&client).await.unwrap();
+    let (_, old_uid) = self::leader(&client, None).await.unwrap();
     let deleted_at = Instant::now();
     pods.delete(&leader, &DeleteParams::default())
         .await
@@ -429,9 +416,8 @@ async fn a_country_runs_fails_over_without_losing_writes_and_keeps_its_data() {
     // The StatefulSet recreates the deleted pod under its old name, so a new leader is told
     // apart by its pod's uid.
     let new_leader = eventually("a new leader", Duration::from_secs(120), || async {
-        self::leader(&client)
+        self::leader(&client, Some(&old_uid))
             .await
-            .filter(|(_, uid)| uid != &old_uid)
             .map(|(name, _)| name)
     })
     .await;
@@ -459,7 +445,7 @@ async fn a_country_runs_fails_over_without_losing_writes_and_keeps_its_data() {
 
     // A leader that hangs, as when its node is lost: nobody tells Patroni, so its lock must
     // expire before the synchronous standby takes over.
-    let (hung, hung_uid) = self::leader(&client).await.unwrap();
+    let (hung, hung_uid) = self::leader(&client, None).await.unwrap();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let writer = tokio::spawn(write_until(
         http.clone(),
@@ -473,7 +459,11 @@ async fn a_country_runs_fails_over_without_losing_writes_and_keeps_its_data() {
     let successor = eventually(
         "a leader other than the hung one",
         Duration::from_secs(90),
-        || leader_except(&client, &hung_uid),
+        || async {
+            self::leader(&client, Some(&hung_uid))
+                .await
+                .map(|(name, _)| name)
+        },
     )
     .await;
     let without_leader = frozen_at.elapsed();

@@ -94,27 +94,38 @@ pub fn ensure_coredns() -> Result<PathBuf> {
         &format!("coredns-{COREDNS_VERSION}"),
         1,
     );
-    let dir = cache_root()?.join(key);
-    let binary = dir.join("coredns");
+    let binary = cache_root()?.join(key).join("coredns");
     if !binary.exists() {
-        let args = vec![
-            "build".to_string(),
-            "-ldflags".into(),
-            "-s -w".into(),
-            "-o".into(),
-            dir.join(format!("coredns.partial-{}", std::process::id()))
-                .display()
-                .to_string(),
-            ".".into(),
-        ];
-        go_build(&coredns_recipe_dir(), &dir, &args, "CoreDNS")?;
-        std::fs::rename(
-            dir.join(format!("coredns.partial-{}", std::process::id())),
-            &binary,
-        )
-        .map_err(Error::io(format!("installing {}", binary.display())))?;
+        build_binary(&coredns_recipe_dir(), &binary, "CoreDNS", |output| {
+            vec![
+                "build".into(),
+                "-ldflags".into(),
+                "-s -w".into(),
+                "-o".into(),
+                output.display().to_string(),
+                ".".into(),
+            ]
+        })?;
     }
     Ok(binary)
+}
+
+/// Builds `binary` from `recipe` under a temporary name and renames it into place, so an
+/// interrupted or failed build never leaves a cache entry behind.
+fn build_binary(
+    recipe: &Path,
+    binary: &Path,
+    what: &str,
+    args: impl FnOnce(&Path) -> Vec<String>,
+) -> Result<()> {
+    let dir = binary.parent().unwrap_or(Path::new("."));
+    let name = binary.file_name().unwrap_or_default().to_string_lossy();
+    let partial = dir.join(format!("{name}.partial-{}", std::process::id()));
+    if let Err(error) = go_build(recipe, dir, &args(&partial), what) {
+        let _ = std::fs::remove_file(&partial);
+        return Err(error);
+    }
+    std::fs::rename(&partial, binary).map_err(Error::io(format!("installing {}", binary.display())))
 }
 
 /// Runs `go build` with `args` in `recipe`, logging to `dir`/build.log.
@@ -160,15 +171,9 @@ pub fn ensure_built() -> Result<(PathBuf, Option<std::time::Duration>)> {
     let binary = dir.join("dfr-kube");
     let mut took = None;
     if !binary.exists() {
-        let partial = dir.join(format!("dfr-kube.partial-{}", std::process::id()));
         let started = Instant::now();
         let what = format!("the Kubernetes {KUBERNETES_VERSION} components (a few minutes)");
-        if let Err(error) = go_build(&recipe_dir(), &dir, &go_build_args(&partial), &what) {
-            let _ = std::fs::remove_file(&partial);
-            return Err(error);
-        }
-        std::fs::rename(&partial, &binary)
-            .map_err(Error::io(format!("installing {}", binary.display())))?;
+        build_binary(&recipe_dir(), &binary, &what, go_build_args)?;
         took = Some(started.elapsed());
     }
     for component in COMPONENTS {

@@ -268,18 +268,22 @@ impl ControlPlane {
                 "scheduler.key",
             ),
         )?;
-        let layout = crate::node::NodeLayout {
-            node_name,
-            state_dir: state.clone(),
-            run_dir: PathBuf::from("/run/dfr").join(&self.name),
-            kubelet_port: free_port()?,
-            kubelet_healthz_port: free_port()?,
-            proxy_healthz_port: free_port()?,
-            proxy_metrics_port: free_port()?,
+        let node = match node_images {
+            Some(images) => {
+                let layout = crate::node::NodeLayout {
+                    node_name,
+                    state_dir: state.clone(),
+                    run_dir: PathBuf::from("/run/dfr").join(&self.name),
+                    kubelet_port: free_port()?,
+                    kubelet_healthz_port: free_port()?,
+                    proxy_healthz_port: free_port()?,
+                    proxy_metrics_port: free_port()?,
+                };
+                crate::node::prepare(&layout, &server, &pki_dir)?;
+                Some((layout, images))
+            }
+            None => None,
         };
-        if node_images.is_some() {
-            crate::node::prepare(&layout, &server, &pki_dir)?;
-        }
 
         let mut etcd = process::spawn(&bin_dir, "etcd", &etcd_args(state, ports), state)?;
         let mut apiserver = process::spawn(
@@ -324,7 +328,7 @@ impl ControlPlane {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        if let Some(images) = node_images {
+        if let Some((layout, images)) = node {
             process::spawn(
                 &bin_dir,
                 "kube-scheduler",

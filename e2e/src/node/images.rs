@@ -10,7 +10,7 @@ use crate::images::{self, BuiltImage};
 /// The tag of our own images: the workspace version, which the samples' dev appVersion names.
 pub const OUR_TAG: &str = env!("CARGO_PKG_VERSION");
 
-fn image_error(image: &str) -> impl FnOnce(images::Error) -> Error + '_ {
+pub(super) fn image_error(image: &str) -> impl FnOnce(images::Error) -> Error + '_ {
     move |error| Error::Image {
         image: image.to_string(),
         message: error.to_string(),

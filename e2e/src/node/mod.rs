@@ -159,7 +159,9 @@ pub async fn start(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     for archive in images {
-        import_image(layout, archive)?;
+        let name = archive.display().to_string();
+        crate::images::import(archive, &layout.containerd_socket())
+            .map_err(images::image_error(&name))?;
     }
     let mut kubelet = process::spawn(
         bin_dir,
@@ -194,27 +196,6 @@ fn not_ready(started: &process::Started, seconds: u64) -> Error {
         seconds,
         log: started.log.clone(),
         tail: process::tail(&started.log, 20),
-    }
-}
-
-/// Loads a docker-archive image into the CRI's namespace of this node's containerd.
-pub fn import_image(layout: &NodeLayout, archive: &Path) -> Result<()> {
-    let output = std::process::Command::new(CTR)
-        .arg("--address")
-        .arg(layout.containerd_socket())
-        .args(["-n", "k8s.io", "images", "import", "--no-unpack"])
-        .arg(archive)
-        .output()
-        .map_err(Error::io("running ctr images import"))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(Error::Io {
-            what: format!("importing {}", archive.display()),
-            source: std::io::Error::other(
-                String::from_utf8_lossy(&output.stderr).trim().to_string(),
-            ),
-        })
     }
 }
 
