@@ -2,9 +2,10 @@
 //! puts in the namespace, their JWKS, and the `Actor` every handler receives.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -12,7 +13,6 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::state::AppState;
 
 pub const ISSUER: &str = "dfr-api";
 
@@ -148,6 +148,14 @@ impl TokenKeys {
     }
 }
 
+/// The token part of the service's state: the key that signs and verifies access tokens, and
+/// how long a token lives.
+#[derive(Clone)]
+pub struct AccessTokens {
+    pub keys: Arc<TokenKeys>,
+    pub lifetime_seconds: i64,
+}
+
 pub fn hash_password(password: &str) -> Result<String, ApiError> {
     Argon2::default()
         .hash_password(password.as_bytes())
@@ -165,13 +173,14 @@ pub fn verify_password(password: &str, stored: &str) -> bool {
         .unwrap_or(false)
 }
 
-impl FromRequestParts<AppState> for Actor {
+impl<S> FromRequestParts<S> for Actor
+where
+    S: Send + Sync,
+    AccessTokens: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
@@ -184,7 +193,7 @@ impl FromRequestParts<AppState> for Actor {
         let token = header.strip_prefix("Bearer ").ok_or_else(|| {
             ApiError::Unauthenticated("the Authorization header must use the Bearer scheme".into())
         })?;
-        let claims = state.keys.verify(token)?;
+        let claims = AccessTokens::from_ref(state).keys.verify(token)?;
         Ok(Actor {
             user_id: claims.sub,
             role: claims.role,

@@ -25,7 +25,7 @@ mod tests {
         );
     }
 }
-use dfr_api::auth::{Role, TokenKeys, hash_password};
+use dfr_api::auth::{AccessTokens, Role, TokenKeys, hash_password};
 use dfr_api::config::{DatabaseArgs, KeyArgs, ServeArgs};
 use dfr_api::crypto::KeyRing;
 use dfr_api::db::MIGRATOR;
@@ -295,10 +295,12 @@ async fn serve_api(database: DatabaseArgs, serve: ServeArgs, keys: KeyArgs) -> R
         .map_err(|e| format!("cannot connect to the database as DFR_DATABASE_USER: {e}"))?;
     let state = AppState {
         pool,
-        keys: Arc::new(token_keys),
+        tokens: AccessTokens {
+            keys: Arc::new(token_keys),
+            lifetime_seconds: serve.access_token_seconds,
+        },
         ring: Arc::new(ring),
         metrics: Metrics::new().map_err(|e| e.to_string())?,
-        access_token_seconds: serve.access_token_seconds,
     };
     let listener = tokio::net::TcpListener::bind(serve.listen_addr)
         .await

@@ -11,7 +11,9 @@ use prometheus::{
     TextEncoder,
 };
 
-use crate::state::AppState;
+use sqlx::PgPool;
+
+use crate::error::ApiError;
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -74,7 +76,7 @@ impl Metrics {
 
 /// Records every request under its route template (never the raw path: ids would explode the
 /// label set).
-pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn track(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -83,7 +85,6 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     let method = request.method().as_str().to_string();
     let started = Instant::now();
     let response = next.run(request).await;
-    let metrics = &state.metrics;
     metrics
         .latency
         .with_label_values(&[&route, &method, response.status().as_str()])
@@ -95,15 +96,14 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     response
 }
 
-pub async fn render(State(state): State<AppState>) -> Response {
-    let metrics = &state.metrics;
-    metrics.pool_size.set(i64::from(state.pool.size()));
+pub async fn render(State(metrics): State<Metrics>, State(pool): State<PgPool>) -> Response {
+    metrics.pool_size.set(i64::from(pool.size()));
     metrics
         .pool_idle
-        .set(i64::try_from(state.pool.num_idle()).unwrap_or(i64::MAX));
+        .set(i64::try_from(pool.num_idle()).unwrap_or(i64::MAX));
     let mut buffer = Vec::new();
     match TextEncoder::new().encode(&metrics.registry.gather(), &mut buffer) {
         Ok(()) => ([("content-type", "text/plain; version=0.0.4")], buffer).into_response(),
-        Err(error) => crate::error::ApiError::Internal(error.to_string()).into_response(),
+        Err(error) => ApiError::Internal(error.to_string()).into_response(),
     }
 }

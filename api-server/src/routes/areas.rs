@@ -6,14 +6,13 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sqlx::Row;
+use sqlx::{PgPool, Row};
 
 use crate::audit;
 use crate::auth::{Actor, Role};
 use crate::db::begin_as;
 use crate::error::{ApiError, ApiResult, conflict_on_duplicate};
 use crate::extract::ApiJson;
-use crate::state::AppState;
 
 #[derive(Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -28,9 +27,9 @@ pub struct Area {
 
 #[utoipa::path(get, path = "/api/dfr/areas", tag = "areas", security(("bearer" = [])),
     responses((status = 200, description = "Every area, parents before children", body = Vec<Area>)))]
-pub async fn list(State(state): State<AppState>, _actor: Actor) -> ApiResult<Json<Vec<Area>>> {
+pub async fn list(State(pool): State<PgPool>, _actor: Actor) -> ApiResult<Json<Vec<Area>>> {
     let rows = sqlx::query("SELECT code, parent_code, name, level FROM areas ORDER BY level, code")
-        .fetch_all(&state.pool)
+        .fetch_all(&pool)
         .await?;
     let areas = rows
         .iter()
@@ -50,7 +49,7 @@ pub async fn list(State(state): State<AppState>, _actor: Actor) -> ApiResult<Jso
     responses((status = 201, description = "Added", body = Area),
         (status = 422, description = "Invalid code, parent or level", body = crate::error::ProblemDoc)))]
 pub async fn create(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
     actor: Actor,
     ApiJson(area): ApiJson<Area>,
 ) -> ApiResult<(StatusCode, Json<Area>)> {
@@ -74,7 +73,7 @@ pub async fn create(
     if area.name.trim().is_empty() || area.name.len() > 200 {
         return Err(ApiError::field("name", "must be 1 to 200 characters"));
     }
-    let mut tx = begin_as(&state.pool, &actor).await?;
+    let mut tx = begin_as(&pool, &actor).await?;
     let parent_level: Option<i16> = match &area.parent_code {
         Some(parent) => Some(
             sqlx::query_scalar("SELECT level FROM areas WHERE code = $1")

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, Row};
+use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use super::common::{require_scope, require_staff, visible_person_area};
@@ -18,7 +18,7 @@ use crate::consent;
 use crate::db::begin_as;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
-use crate::state::AppState;
+use crate::metrics::Metrics;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -128,7 +128,7 @@ async fn record_history(
     responses((status = 201, description = "Consent requested", body = ConsentView),
         (status = 422, description = "Invalid field", body = crate::error::ProblemDoc)))]
 pub async fn request(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
     actor: Actor,
     ApiJson(input): ApiJson<ConsentRequest>,
 ) -> ApiResult<(StatusCode, Json<ConsentView>)> {
@@ -148,7 +148,7 @@ pub async fn request(
     if input.expires_at.is_some_and(|at| at <= Utc::now()) {
         return Err(ApiError::field("expiresAt", "must be in the future"));
     }
-    let mut tx = begin_as(&state.pool, &actor).await?;
+    let mut tx = begin_as(&pool, &actor).await?;
     let area = visible_person_area(&mut tx, input.person_id, "personId").await?;
     let id = input.id.unwrap_or_else(Uuid::new_v4);
     sqlx::query(
@@ -187,12 +187,12 @@ pub async fn request(
     responses((status = 200, description = "The consent and its history", body = ConsentView),
         (status = 404, description = "No such consent, or not yours to see", body = crate::error::ProblemDoc)))]
 pub async fn get(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
     actor: Actor,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<ConsentView>> {
     require_scope(&actor, "consents:read")?;
-    let mut tx = begin_as(&state.pool, &actor).await?;
+    let mut tx = begin_as(&pool, &actor).await?;
     let consent = load(&mut tx, id).await?;
     tx.commit().await?;
     Ok(Json(consent))
@@ -205,7 +205,8 @@ pub async fn get(
         (status = 412, description = "Stale version", body = crate::error::ProblemDoc),
         (status = 422, description = "Not a permitted transition", body = crate::error::ProblemDoc)))]
 pub async fn transition(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
+    State(metrics): State<Metrics>,
     actor: Actor,
     Path(id): Path<Uuid>,
     headers: HeaderMap,
@@ -223,7 +224,7 @@ pub async fn transition(
         ));
     }
     let version = crate::routes::persons::expected_version(&headers)?;
-    let mut tx = begin_as(&state.pool, &actor).await?;
+    let mut tx = begin_as(&pool, &actor).await?;
     let current = load(&mut tx, id).await?;
     if current.version != version {
         return Err(ApiError::StaleVersion {
@@ -261,8 +262,7 @@ pub async fn transition(
     )
     .await?;
     tx.commit().await?;
-    state
-        .metrics
+    metrics
         .consents
         .with_label_values(&[change.state.as_str()])
         .inc();

@@ -2,8 +2,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
-
-use crate::state::AppState;
+use sqlx::PgPool;
 
 /// Liveness: the process serves requests.
 #[utoipa::path(get, path = "/api/dfr/health", tag = "health", responses((status = 200, description = "The process serves requests")))]
@@ -16,9 +15,9 @@ pub async fn live() -> Json<Value> {
 #[utoipa::path(get, path = "/api/dfr/health/ready", tag = "health",
     responses((status = 200, description = "The database answers and accepts writes"),
         (status = 503, description = "Unreachable, or a read-only replica")))]
-pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+pub async fn ready(State(pool): State<PgPool>) -> (StatusCode, Json<Value>) {
     let check = async {
-        let mut tx = state.pool.begin().await?;
+        let mut tx = pool.begin().await?;
         let recovering: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
             .fetch_one(&mut *tx)
             .await?;

@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sqlx::Row;
+use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use super::common::{require_scope, require_staff, visible_person_area};
@@ -16,7 +16,6 @@ use crate::auth::Actor;
 use crate::db::begin_as;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
-use crate::state::AppState;
 
 const ROLES: &[&str] = &["head", "spouse", "child", "other"];
 
@@ -75,13 +74,13 @@ fn check_members(members: &[Member]) -> ApiResult<()> {
     responses((status = 201, description = "Registered", body = HouseholdView),
         (status = 422, description = "Invalid members", body = crate::error::ProblemDoc)))]
 pub async fn create(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
     actor: Actor,
     ApiJson(input): ApiJson<HouseholdInput>,
 ) -> ApiResult<(StatusCode, Json<HouseholdView>)> {
     require_staff(&actor, "register households")?;
     check_members(&input.members)?;
-    let mut tx = begin_as(&state.pool, &actor).await?;
+    let mut tx = begin_as(&pool, &actor).await?;
     let head = input
         .members
         .iter()
@@ -142,12 +141,12 @@ pub async fn create(
     responses((status = 200, description = "The household", body = HouseholdView),
         (status = 404, description = "No such household, or not in your areas", body = crate::error::ProblemDoc)))]
 pub async fn get(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
     actor: Actor,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<HouseholdView>> {
     require_scope(&actor, "households:read")?;
-    let mut tx = begin_as(&state.pool, &actor).await?;
+    let mut tx = begin_as(&pool, &actor).await?;
     let row = sqlx::query(
         "SELECT id, version, area_code FROM households WHERE id = $1 AND deleted_at IS NULL",
     )

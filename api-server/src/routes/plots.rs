@@ -6,8 +6,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sqlx::Row;
 use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use super::common::{require_scope, require_staff, visible_person_area};
@@ -17,7 +17,6 @@ use crate::db::begin_as;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
 use crate::geometry;
-use crate::state::AppState;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -63,7 +62,7 @@ fn view(row: &PgRow) -> ApiResult<PlotView> {
     responses((status = 201, description = "Registered, with its area in hectares", body = PlotView),
         (status = 422, description = "Invalid GeoJSON or field", body = crate::error::ProblemDoc)))]
 pub async fn create(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
     actor: Actor,
     ApiJson(input): ApiJson<PlotInput>,
 ) -> ApiResult<(StatusCode, Json<PlotView>)> {
@@ -81,7 +80,7 @@ pub async fn create(
             format!("must be one of {}", LAND_USES.join(", ")),
         ));
     }
-    let mut tx = begin_as(&state.pool, &actor).await?;
+    let mut tx = begin_as(&pool, &actor).await?;
     // Row-level security makes a person outside the caller's areas invisible here.
     let area = visible_person_area(&mut tx, input.person_id, "personId").await?;
     let row = sqlx::query(
@@ -120,12 +119,12 @@ pub async fn create(
     responses((status = 200, description = "The plot", body = PlotView),
         (status = 404, description = "No such plot, or not in your areas", body = crate::error::ProblemDoc)))]
 pub async fn get(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
     actor: Actor,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<PlotView>> {
     require_scope(&actor, "plots:read")?;
-    let mut tx = begin_as(&state.pool, &actor).await?;
+    let mut tx = begin_as(&pool, &actor).await?;
     let row = sqlx::query(
         "SELECT id, version, person_id, area_code, geometry, area_ha, tenure, land_use FROM plots \
          WHERE id = $1 AND deleted_at IS NULL",

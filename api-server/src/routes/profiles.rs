@@ -5,8 +5,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sqlx::Row;
 use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use super::common::{require_scope, require_staff, visible_person_area};
@@ -15,7 +15,6 @@ use crate::auth::Actor;
 use crate::db::begin_as;
 use crate::error::{ApiError, ApiResult, conflict_on_duplicate};
 use crate::extract::ApiJson;
-use crate::state::AppState;
 
 const ACTIVITIES: &[&str] = &["crops", "livestock", "mixed", "fisheries", "forestry"];
 
@@ -36,7 +35,7 @@ pub struct ProfileInput {
     responses((status = 201, description = "Registered", body = ProfileInput),
         (status = 409, description = "The person already has a profile", body = crate::error::ProblemDoc)))]
 pub async fn create_profile(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
     actor: Actor,
     ApiJson(mut input): ApiJson<ProfileInput>,
 ) -> ApiResult<(StatusCode, Json<ProfileInput>)> {
@@ -51,7 +50,7 @@ pub async fn create_profile(
     if input.years_farming.is_some_and(|y| !(0..=100).contains(&y)) {
         return Err(ApiError::field("yearsFarming", "must be between 0 and 100"));
     }
-    let mut tx = begin_as(&state.pool, &actor).await?;
+    let mut tx = begin_as(&pool, &actor).await?;
     let area = visible_person_area(&mut tx, input.person_id, "personId").await?;
     sqlx::query(
         "INSERT INTO farmer_profiles (id, person_id, area_code, primary_activity, cooperative, years_farming, updated_by) \
@@ -93,12 +92,12 @@ pub async fn create_profile(
     responses((status = 200, description = "The profile", body = ProfileInput),
         (status = 404, description = "None, or not in your areas", body = crate::error::ProblemDoc)))]
 pub async fn get_profile(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
     actor: Actor,
     Path(person): Path<Uuid>,
 ) -> ApiResult<Json<ProfileInput>> {
     require_scope(&actor, "farmers:read")?;
-    let mut tx = begin_as(&state.pool, &actor).await?;
+    let mut tx = begin_as(&pool, &actor).await?;
     let row = sqlx::query(
         "SELECT id, person_id, primary_activity, cooperative, years_farming FROM farmer_profiles \
          WHERE person_id = $1 AND deleted_at IS NULL",
@@ -155,7 +154,7 @@ fn valid_season(season: &str) -> bool {
     responses((status = 201, description = "Registered", body = HoldingInput),
         (status = 422, description = "Invalid field", body = crate::error::ProblemDoc)))]
 pub async fn create_holding(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
     actor: Actor,
     ApiJson(input): ApiJson<HoldingInput>,
 ) -> ApiResult<(StatusCode, Json<HoldingInput>)> {
@@ -175,7 +174,7 @@ pub async fn create_holding(
     if !(input.quantity.is_finite() && input.quantity > 0.0) {
         return Err(ApiError::field("quantity", "must be a positive number"));
     }
-    let mut tx = begin_as(&state.pool, &actor).await?;
+    let mut tx = begin_as(&pool, &actor).await?;
     let area: String =
         sqlx::query_scalar("SELECT area_code FROM plots WHERE id = $1 AND deleted_at IS NULL")
             .bind(input.plot_id)
@@ -217,12 +216,12 @@ pub async fn create_holding(
     responses((status = 200, description = "The holding", body = HoldingInput),
         (status = 404, description = "None, or not in your areas", body = crate::error::ProblemDoc)))]
 pub async fn get_holding(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
     actor: Actor,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<HoldingInput>> {
     require_scope(&actor, "plots:read")?;
-    let mut tx = begin_as(&state.pool, &actor).await?;
+    let mut tx = begin_as(&pool, &actor).await?;
     let row = sqlx::query("SELECT id, plot_id, season, kind, item, quantity FROM holdings WHERE id = $1 AND deleted_at IS NULL")
         .bind(id)
         .fetch_optional(&mut *tx)

@@ -6,14 +6,13 @@ use axum::extract::State;
 use axum::{Form, Json};
 use chrono::{Duration, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
-use crate::auth::{Claims, ISSUER, Role, verify_password};
+use crate::auth::{AccessTokens, Claims, ISSUER, Role, verify_password};
 use crate::error::{ApiError, ApiResult};
 use crate::sessions;
-use crate::state::AppState;
 
 const MAX_FAILED_ATTEMPTS: i32 = 5;
 const LOCKOUT_MINUTES: i32 = 15;
@@ -54,42 +53,43 @@ fn refused() -> ApiError {
     responses((status = 200, description = "Tokens", body = TokenResponse),
         (status = 400, description = "invalid_grant or a missing field", body = crate::error::ProblemDoc)))]
 pub async fn token(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
+    State(tokens): State<AccessTokens>,
     Form(request): Form<TokenRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
     match request.grant_type.as_str() {
         "password" => {
             let username = required(request.username, "username")?;
             let password = required(request.password, "password")?;
-            let user = authenticate(&state, &username, &password, false).await?;
+            let user = authenticate(&pool, &username, &password, false).await?;
             let role = role_of(&user)?;
             if role == Role::NationalAdmin {
                 check_second_factor(&user, request.totp.as_deref())?;
             }
-            let refresh = sessions::issue_refresh(&state.pool, user.try_get("id")?, None).await?;
-            respond(&state, &user, Some(refresh))
+            let refresh = sessions::issue_refresh(&pool, user.try_get("id")?, None).await?;
+            respond(&tokens, &user, Some(refresh))
         }
         "client_credentials" => {
             let client = required(request.client_id, "client_id")?;
             let secret = required(request.client_secret, "client_secret")?;
-            let user = authenticate(&state, &client, &secret, true).await?;
+            let user = authenticate(&pool, &client, &secret, true).await?;
             // Machine clients ask again with their credentials; they get no refresh token.
-            respond(&state, &user, None)
+            respond(&tokens, &user, None)
         }
         "refresh_token" => {
             let presented = required(request.refresh_token, "refresh_token")?;
-            let (user_id, family) = sessions::redeem_refresh(&state.pool, &presented).await?;
+            let (user_id, family) = sessions::redeem_refresh(&pool, &presented).await?;
             let user = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "SELECT {USER_COLUMNS} FROM users WHERE id = $1"
             )))
             .bind(user_id)
-            .fetch_one(&state.pool)
+            .fetch_one(&pool)
             .await?;
             if user.try_get::<bool, _>("locked")? {
                 return Err(ApiError::InvalidGrant("the account is locked".into()));
             }
-            let refresh = sessions::issue_refresh(&state.pool, user_id, Some(family)).await?;
-            respond(&state, &user, Some(refresh))
+            let refresh = sessions::issue_refresh(&pool, user_id, Some(family)).await?;
+            respond(&tokens, &user, Some(refresh))
         }
         other => Err(ApiError::field(
             "grant_type",
@@ -125,17 +125,12 @@ fn check_second_factor(user: &PgRow, code: Option<&str>) -> ApiResult<()> {
 }
 
 /// Checks a password, counting failures and locking the account after too many.
-async fn authenticate(
-    state: &AppState,
-    name: &str,
-    secret: &str,
-    client: bool,
-) -> ApiResult<PgRow> {
+async fn authenticate(pool: &PgPool, name: &str, secret: &str, client: bool) -> ApiResult<PgRow> {
     let user = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {USER_COLUMNS} FROM users WHERE username = $1"
     )))
     .bind(name)
-    .fetch_optional(&state.pool)
+    .fetch_optional(pool)
     .await?
     .ok_or_else(refused)?;
     if user.try_get::<bool, _>("locked")? {
@@ -156,21 +151,21 @@ async fn authenticate(
         .bind(id)
         .bind(MAX_FAILED_ATTEMPTS)
         .bind(LOCKOUT_MINUTES)
-        .execute(&state.pool)
+        .execute(pool)
         .await?;
         return Err(refused());
     }
     if user.try_get::<i32, _>("failed_attempts")? > 0 {
         sqlx::query("UPDATE users SET failed_attempts = 0, locked_until = NULL WHERE id = $1")
             .bind(id)
-            .execute(&state.pool)
+            .execute(pool)
             .await?;
     }
     Ok(user)
 }
 
 fn respond(
-    state: &AppState,
+    tokens: &AccessTokens,
     user: &PgRow,
     refresh_token: Option<String>,
 ) -> ApiResult<Json<TokenResponse>> {
@@ -184,12 +179,12 @@ fn respond(
         scope: scopes.join(" "),
         iss: ISSUER.into(),
         iat: now.timestamp(),
-        exp: (now + Duration::seconds(state.access_token_seconds)).timestamp(),
+        exp: (now + Duration::seconds(tokens.lifetime_seconds)).timestamp(),
     };
     Ok(Json(TokenResponse {
-        access_token: state.keys.sign(&claims)?,
+        access_token: tokens.keys.sign(&claims)?,
         token_type: "Bearer",
-        expires_in: state.access_token_seconds,
+        expires_in: tokens.lifetime_seconds,
         scope: claims.scope,
         refresh_token,
     }))
@@ -197,6 +192,6 @@ fn respond(
 
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth",
     responses((status = 200, description = "The public keys that verify access tokens")))]
-pub async fn jwks(State(state): State<AppState>) -> Json<jsonwebtoken::jwk::JwkSet> {
-    Json(state.keys.jwks().clone())
+pub async fn jwks(State(tokens): State<AccessTokens>) -> Json<jsonwebtoken::jwk::JwkSet> {
+    Json(tokens.keys.jwks().clone())
 }

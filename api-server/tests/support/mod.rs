@@ -6,7 +6,7 @@ pub mod postgres;
 use std::sync::Arc;
 
 use base64::Engine;
-use dfr_api::auth::{TokenKeys, hash_password};
+use dfr_api::auth::{AccessTokens, TokenKeys, hash_password};
 use dfr_api::crypto::KeyRing;
 use dfr_api::metrics::Metrics;
 use dfr_api::state::AppState;
@@ -113,10 +113,12 @@ impl TestApp {
     ) -> TestApp {
         let state = AppState {
             pool: app_pool.clone(),
-            keys: Arc::new(TokenKeys::from_pem(signing_key.as_bytes()).unwrap()),
+            tokens: AccessTokens {
+                keys: Arc::new(TokenKeys::from_pem(signing_key.as_bytes()).unwrap()),
+                lifetime_seconds: 600,
+            },
             ring: Arc::new(KeyRing::from_json(&keyring_json).unwrap()),
             metrics: Metrics::new().unwrap(),
-            access_token_seconds: 600,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
