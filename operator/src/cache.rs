@@ -1,47 +1,31 @@
-//! Watch caches of every kind of child. Reconciles read the cluster from here instead of listing
-//! it, so an unchanged tenant costs the API server no request at all; only writes and the rare
-//! check for a foreign object go to the API server.
+//! One watch per kind of child, shared: each watch fills a cache that reconciles read instead of
+//! listing, and hands its stream of changes to the controller (see [`Subscriptions`]), so drift
+//! in a child brings its DfrCountry back to the reconciler. An unchanged tenant costs the API
+//! server no request at all; only writes and the rare check for a foreign object go to it.
+//!
+//! The kinds come from [`crate::children::kinds`], plus the three with explicit steps:
+//! namespaces, Secrets and pods.
 
 use std::fmt::Debug;
+use std::hash::Hash;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{
-    ConfigMap, LimitRange, Namespace, Pod, ResourceQuota, Secret, Service, ServiceAccount,
-};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use kube::api::Api;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ReflectHandle, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 use tracing::warn;
 
+use crate::children::kinds::for_each_child_kind;
 use crate::labels;
 
-#[derive(Clone)]
-pub struct Caches {
-    pub namespaces: Store<Namespace>,
-    pub resource_quotas: Store<ResourceQuota>,
-    pub limit_ranges: Store<LimitRange>,
-    pub secrets: Store<Secret>,
-    pub service_accounts: Store<ServiceAccount>,
-    pub roles: Store<Role>,
-    pub role_bindings: Store<RoleBinding>,
-    pub config_maps: Store<ConfigMap>,
-    pub services: Store<Service>,
-    pub stateful_sets: Store<StatefulSet>,
-    pub deployments: Store<Deployment>,
-    pub pod_disruption_budgets: Store<PodDisruptionBudget>,
-    pub horizontal_pod_autoscalers: Store<HorizontalPodAutoscaler>,
-    pub network_policies: Store<NetworkPolicy>,
-    pub pods: Store<Pod>,
-}
+/// How many changes a watch may hold for a slow subscriber before it waits; large enough that
+/// the first list of hundreds of tenants never stalls on the controller's start.
+const SUBSCRIBER_BUFFER: usize = 4096;
 
 /// The kinds with a cache, and where it is.
 pub trait Cached:
@@ -50,31 +34,98 @@ pub trait Cached:
     fn store(caches: &Caches) -> &Store<Self>;
 }
 
-macro_rules! cached {
-    ($($kind:ty => $field:ident),* $(,)?) => {$(
-        impl Cached for $kind {
+macro_rules! define_caches {
+    ($($field:ident: $kind:ty => $stage:ident, $build:path;)*) => {
+        /// Read-only views of every watch.
+        #[derive(Clone)]
+        pub struct Caches {
+            pub namespaces: Store<Namespace>,
+            pub secrets: Store<Secret>,
+            pub pods: Store<Pod>,
+            $(pub $field: Store<$kind>,)*
+        }
+
+        /// The change streams of the same watches, for the controller. Each is consumed once.
+        pub struct Subscriptions {
+            pub namespaces: ReflectHandle<Namespace>,
+            pub secrets: ReflectHandle<Secret>,
+            pub pods: ReflectHandle<Pod>,
+            $(pub $field: ReflectHandle<$kind>,)*
+        }
+
+        $(impl Cached for $kind {
             fn store(caches: &Caches) -> &Store<Self> {
                 &caches.$field
             }
+        })*
+
+        impl Caches {
+            /// Starts one watch per kind; the returned tasks end when aborted.
+            pub fn start(client: &Client) -> (Caches, Subscriptions, Vec<JoinHandle<()>>) {
+                let mut tasks = Vec::new();
+                let namespaces = spawn::<Namespace>(client, &mut tasks);
+                let secrets = spawn::<Secret>(client, &mut tasks);
+                let pods = spawn::<Pod>(client, &mut tasks);
+                $(let $field = spawn::<$kind>(client, &mut tasks);)*
+                let caches = Caches {
+                    namespaces: namespaces.0,
+                    secrets: secrets.0,
+                    pods: pods.0,
+                    $($field: $field.0,)*
+                };
+                let subscriptions = Subscriptions {
+                    namespaces: namespaces.1,
+                    secrets: secrets.1,
+                    pods: pods.1,
+                    $($field: $field.1,)*
+                };
+                (caches, subscriptions, tasks)
+            }
+
+            /// Waits for every cache's first full list, so no reconcile mistakes an unlisted
+            /// object for a missing one. Immediate once they are filled.
+            pub async fn wait_until_ready(&self, timeout: Duration) -> bool {
+                let all = async {
+                    let _ = self.namespaces.wait_until_ready().await;
+                    let _ = self.secrets.wait_until_ready().await;
+                    let _ = self.pods.wait_until_ready().await;
+                    $(let _ = self.$field.wait_until_ready().await;)*
+                };
+                tokio::time::timeout(timeout, all).await.is_ok()
+            }
         }
-    )*};
+    };
+}
+for_each_child_kind!(define_caches);
+
+impl Cached for Namespace {
+    fn store(caches: &Caches) -> &Store<Self> {
+        &caches.namespaces
+    }
 }
 
-cached! {
-    Namespace => namespaces, ResourceQuota => resource_quotas, LimitRange => limit_ranges,
-    Secret => secrets, ServiceAccount => service_accounts, Role => roles,
-    RoleBinding => role_bindings, ConfigMap => config_maps, Service => services,
-    StatefulSet => stateful_sets, Deployment => deployments,
-    PodDisruptionBudget => pod_disruption_budgets,
-    HorizontalPodAutoscaler => horizontal_pod_autoscalers,
-    NetworkPolicy => network_policies, Pod => pods,
+impl Cached for Secret {
+    fn store(caches: &Caches) -> &Store<Self> {
+        &caches.secrets
+    }
 }
 
-fn spawn<K>(client: &Client, tasks: &mut Vec<JoinHandle<()>>) -> Store<K>
+impl Cached for Pod {
+    fn store(caches: &Caches) -> &Store<Self> {
+        &caches.pods
+    }
+}
+
+/// One watch of the operator's objects of kind K: a cache plus a stream for the controller.
+fn spawn<K>(client: &Client, tasks: &mut Vec<JoinHandle<()>>) -> (Store<K>, ReflectHandle<K>)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K: Resource<DynamicType: Eq + Hash + Clone + Default>,
 {
-    let (reader, writer) = reflector::store();
+    let (reader, writer) = reflector::store_shared(SUBSCRIBER_BUFFER);
+    let subscription = writer
+        .subscribe()
+        .expect("a store made by store_shared can always be subscribed to");
     let config = watcher::Config::default().labels(&format!(
         "{}={}",
         labels::MANAGED_BY,
@@ -94,56 +145,10 @@ where
             })
             .await;
     }));
-    reader
+    (reader, subscription)
 }
 
 impl Caches {
-    /// Starts one watch per kind; the returned tasks end when aborted.
-    pub fn start(client: &Client) -> (Caches, Vec<JoinHandle<()>>) {
-        let mut tasks = Vec::new();
-        let caches = Caches {
-            namespaces: spawn(client, &mut tasks),
-            resource_quotas: spawn(client, &mut tasks),
-            limit_ranges: spawn(client, &mut tasks),
-            secrets: spawn(client, &mut tasks),
-            service_accounts: spawn(client, &mut tasks),
-            roles: spawn(client, &mut tasks),
-            role_bindings: spawn(client, &mut tasks),
-            config_maps: spawn(client, &mut tasks),
-            services: spawn(client, &mut tasks),
-            stateful_sets: spawn(client, &mut tasks),
-            deployments: spawn(client, &mut tasks),
-            pod_disruption_budgets: spawn(client, &mut tasks),
-            horizontal_pod_autoscalers: spawn(client, &mut tasks),
-            network_policies: spawn(client, &mut tasks),
-            pods: spawn(client, &mut tasks),
-        };
-        (caches, tasks)
-    }
-
-    /// Waits for every cache's first full list, so no reconcile mistakes an unlisted object for
-    /// a missing one.
-    pub async fn wait_until_ready(&self, timeout: Duration) -> bool {
-        let all = async {
-            let _ = self.namespaces.wait_until_ready().await;
-            let _ = self.resource_quotas.wait_until_ready().await;
-            let _ = self.limit_ranges.wait_until_ready().await;
-            let _ = self.secrets.wait_until_ready().await;
-            let _ = self.service_accounts.wait_until_ready().await;
-            let _ = self.roles.wait_until_ready().await;
-            let _ = self.role_bindings.wait_until_ready().await;
-            let _ = self.config_maps.wait_until_ready().await;
-            let _ = self.services.wait_until_ready().await;
-            let _ = self.stateful_sets.wait_until_ready().await;
-            let _ = self.deployments.wait_until_ready().await;
-            let _ = self.pod_disruption_budgets.wait_until_ready().await;
-            let _ = self.horizontal_pod_autoscalers.wait_until_ready().await;
-            let _ = self.network_policies.wait_until_ready().await;
-            let _ = self.pods.wait_until_ready().await;
-        };
-        tokio::time::timeout(timeout, all).await.is_ok()
-    }
-
     /// The cached objects of kind K in `namespace` carrying every label of `selector`.
     pub fn in_namespace<K: Cached>(&self, namespace: &str, selector: &[(&str, &str)]) -> Vec<K> {
         K::store(self)

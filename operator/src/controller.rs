@@ -7,25 +7,18 @@ use std::sync::Arc;
 
 use dfr_crds::DfrCountry;
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{
-    ConfigMap, LimitRange, Namespace, Pod, ResourceQuota, Secret, Service, ServiceAccount,
-};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::Client;
+use kube::ResourceExt;
 use kube::api::Api;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::{Client, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
 use tracing::{debug, warn};
 
-use crate::cache::Caches;
+use crate::cache::{Caches, Subscriptions};
+use crate::children::kinds::for_each_child_kind;
 use crate::labels;
 use crate::metrics::Metrics;
 use crate::reconcile::{Context, error_policy, reconcile};
@@ -66,15 +59,8 @@ pub async fn run(
         instance: options.instance.clone(),
     };
     let recorder = Recorder::new(client.clone(), reporter);
-    let (caches, cache_tasks) = Caches::start(&client);
-    if !caches
-        .wait_until_ready(std::time::Duration::from_secs(60))
-        .await
-    {
-        warn!(
-            "the child caches did not fill within 60 s (check the operator's list/watch permissions); continuing"
-        );
-    }
+    // The caches fill while the controller starts; each reconcile waits for them first.
+    let (caches, subscriptions, cache_tasks) = Caches::start(&client);
     let context = Arc::new(Context::new(
         client.clone(),
         caches,
@@ -88,35 +74,8 @@ pub async fn run(
     if let Some(selector) = &options.tenant_selector {
         tenants = tenants.labels(selector);
     }
-    let children = watcher::Config::default().labels(&format!(
-        "{}={}",
-        labels::MANAGED_BY,
-        labels::OPERATOR_NAME
-    ));
-
-    let controller = Controller::new(countries, tenants);
-    let controller = owns::<Namespace>(controller, &client, &children);
-    let controller = owns::<ResourceQuota>(controller, &client, &children);
-    let controller = owns::<LimitRange>(controller, &client, &children);
-    let controller = owns::<Secret>(controller, &client, &children);
-    let controller = owns::<ServiceAccount>(controller, &client, &children);
-    let controller = owns::<Role>(controller, &client, &children);
-    let controller = owns::<RoleBinding>(controller, &client, &children);
-    let controller = owns::<ConfigMap>(controller, &client, &children);
-    let controller = owns::<Service>(controller, &client, &children);
-    let controller = owns::<StatefulSet>(controller, &client, &children);
-    let controller = owns::<Deployment>(controller, &client, &children);
-    let controller = owns::<PodDisruptionBudget>(controller, &client, &children);
-    let controller = owns::<HorizontalPodAutoscaler>(controller, &client, &children);
-    let controller = owns::<NetworkPolicy>(controller, &client, &children);
-    // Pods are owned by StatefulSets and ReplicaSets, not by the DfrCountry; Patroni's leader
-    // label on a pod is what DatabaseReady and status.primary report, so map pods by tenant.
+    let controller = own_children(Controller::new(countries, tenants), subscriptions);
     controller
-        .watches(Api::<Pod>::all(client.clone()), children, |pod: Pod| {
-            pod.labels()
-                .get(labels::TENANT)
-                .map(|tenant| ObjectRef::new(tenant))
-        })
         .with_config(controller::Config::default().concurrency(options.concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
@@ -132,13 +91,27 @@ pub async fn run(
     }
 }
 
-fn owns<Child>(
-    controller: Controller<DeserializeGuard<DfrCountry>>,
-    client: &Client,
-    config: &watcher::Config,
-) -> Controller<DeserializeGuard<DfrCountry>>
-where
-    Child: Clone + Resource<DynamicType = ()> + DeserializeOwned + Debug + Send + 'static,
-{
-    controller.owns(Api::<Child>::all(client.clone()), config.clone())
+macro_rules! own_child_kinds {
+    ($($field:ident: $kind:ty => $stage:ident, $build:path;)*) => {
+        /// Hands every watch's stream to the controller: one watch per kind, shared with the
+        /// caches.
+        fn own_children(
+            controller: Controller<DeserializeGuard<DfrCountry>>,
+            subscriptions: Subscriptions,
+        ) -> Controller<DeserializeGuard<DfrCountry>> {
+            let controller = controller
+                .owns_shared_stream(subscriptions.namespaces)
+                .owns_shared_stream(subscriptions.secrets)
+                $(.owns_shared_stream(subscriptions.$field))*;
+            // Pods are owned by StatefulSets and ReplicaSets, not by the DfrCountry; Patroni's
+            // leader label on a pod is what DatabaseReady and status.primary report, so pods map
+            // to their tenant by label.
+            controller.watches_shared_stream(subscriptions.pods, |pod| {
+                pod.labels()
+                    .get(labels::TENANT)
+                    .map(|tenant| ObjectRef::new(tenant))
+            })
+        }
+    };
 }
+for_each_child_kind!(own_child_kinds);

@@ -53,6 +53,12 @@ pub enum Error {
 
     #[error("finalizer: {0}")]
     Finalizer(String),
+
+    #[error(
+        "the operator's watches did not finish their first list within {0} s; check its list and \
+         watch permissions and the API server's health"
+    )]
+    CachesNotReady(u64),
 }
 
 impl Error {
@@ -74,6 +80,7 @@ impl Error {
             Error::Serialization { .. } => "SerializationFailed",
             Error::MissingMetadata(_) => "MissingMetadata",
             Error::Finalizer(_) => "FinalizerFailed",
+            Error::CachesNotReady(_) => "CachesNotReady",
         }
     }
 
@@ -90,6 +97,7 @@ impl Error {
             Error::Serialization { .. } => "serialization",
             Error::MissingMetadata(_) => "missing_metadata",
             Error::Finalizer(_) => "finalizer",
+            Error::CachesNotReady(_) => "caches_not_ready",
         }
     }
 

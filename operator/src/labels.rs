@@ -3,8 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use dfr_crds::DfrCountry;
-use kube::ResourceExt;
+use crate::tenant::Tenant;
 
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const NAME: &str = "app.kubernetes.io/name";
@@ -37,36 +36,33 @@ pub const APP_POSTGRES: &str = "postgres";
 pub const APP_API: &str = "dfr-api";
 
 /// Labels identifying the tenant, on every object.
-pub fn tenant(country: &DfrCountry) -> BTreeMap<String, String> {
-    let mut labels = dfr_crds::tenant_labels(&country.spec);
-    labels.insert(TENANT.into(), country.name_any());
+pub fn tenant(tenant: &Tenant) -> BTreeMap<String, String> {
+    let mut labels = dfr_crds::tenant_labels(&tenant.spec);
+    labels.insert(TENANT.into(), tenant.name.clone());
     labels.insert(MANAGED_BY.into(), OPERATOR_NAME.into());
     labels.insert(PART_OF.into(), PART_OF_VALUE.into());
     labels
 }
 
 /// Labels of one application component of a tenant (`name` e.g. postgres, `component` e.g. database).
-pub fn component(country: &DfrCountry, name: &str, component: &str) -> BTreeMap<String, String> {
-    let mut labels = tenant(country);
+pub fn component(tenant: &Tenant, name: &str, component: &str) -> BTreeMap<String, String> {
+    let mut labels = self::tenant(tenant);
     labels.insert(NAME.into(), name.into());
-    labels.insert(INSTANCE.into(), country.name_any());
+    labels.insert(INSTANCE.into(), tenant.name.clone());
     labels.insert(COMPONENT.into(), component.into());
     labels
 }
 
 /// The stable subset used in selectors (selectors of Deployments and StatefulSets are immutable,
 /// so they must not contain anything that changes, such as the version).
-pub fn selector(country: &DfrCountry, name: &str) -> BTreeMap<String, String> {
+pub fn selector(tenant: &Tenant, name: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (NAME.to_string(), name.to_string()),
-        (INSTANCE.to_string(), country.name_any()),
+        (INSTANCE.to_string(), tenant.name.clone()),
     ])
 }
 
-/// The label selector string that finds every child of a tenant.
-pub fn children_selector(country: &DfrCountry) -> String {
-    format!(
-        "{MANAGED_BY}={OPERATOR_NAME},{TENANT}={}",
-        country.name_any()
-    )
+/// The label selector string that finds every child of the tenant named `tenant_name`.
+pub fn children_selector(tenant_name: &str) -> String {
+    format!("{MANAGED_BY}={OPERATOR_NAME},{TENANT}={tenant_name}")
 }

@@ -9,6 +9,7 @@ pub mod diff;
 pub mod duration;
 pub mod error;
 pub mod labels;
+pub mod lifecycle;
 pub mod metrics;
 pub mod naming;
 pub mod observe;

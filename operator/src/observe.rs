@@ -1,9 +1,8 @@
 //! Reads what the tenant's workloads report, for the status. Reads only.
 
-use dfr_crds::DfrCountry;
+use crate::tenant::Tenant;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::ResourceExt;
 
 use crate::cache::Caches;
 use crate::error::Result;
@@ -11,20 +10,16 @@ use crate::settings::Settings;
 use crate::status::Observed;
 use crate::{labels, naming};
 
-pub async fn observe(
-    caches: &Caches,
-    country: &DfrCountry,
-    settings: &Settings,
-) -> Result<Observed> {
-    let namespace = naming::namespace(country);
+pub async fn observe(caches: &Caches, tenant: &Tenant, settings: &Settings) -> Result<Observed> {
+    let namespace = tenant.namespace.clone();
     let postgres = caches.get::<StatefulSet>(Some(&namespace), naming::POSTGRES);
     let api = caches.get::<Deployment>(Some(&namespace), naming::API);
-    let tenant = country.name_any();
+    let tenant_name = tenant.name.clone();
     let leaders = caches.in_namespace::<Pod>(
         &namespace,
         &[
             (labels::NAME, labels::APP_POSTGRES),
-            (labels::INSTANCE, tenant.as_str()),
+            (labels::INSTANCE, tenant_name.as_str()),
             (labels::PATRONI_ROLE, labels::PATRONI_ROLE_PRIMARY),
         ],
     );
@@ -51,25 +46,27 @@ pub async fn observe(
         .and_then(|pem| crate::children::secrets::certificate_not_after(&pem));
 
     Ok(Observed {
+        generation: tenant.generation,
         namespace,
         postgres_ready: postgres
             .as_ref()
             .and_then(|s| s.status.as_ref())
             .and_then(|s| s.ready_replicas)
             .unwrap_or(0),
-        postgres_desired: country.spec.postgres.instances,
+        postgres_desired: tenant.spec.postgres.instances,
         primary,
         api_available: api_status.and_then(|s| s.available_replicas).unwrap_or(0),
         api_desired: api
             .as_ref()
             .and_then(|d| d.spec.as_ref())
             .and_then(|s| s.replicas)
-            .unwrap_or(country.spec.api.min_replicas),
+            .unwrap_or(tenant.spec.api.min_replicas),
         api_deployment_available,
         certificates_not_after,
         problem: None,
-        suspended: country.spec.suspend,
+        suspended: tenant.spec.suspend,
         cluster_domain: settings.cluster_domain.clone(),
+        renew_before: tenant.tls.renew_before,
     })
 }
 

@@ -16,14 +16,19 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::apply::{Changes, sync_namespaced};
+use crate::apply::{Changes, sync_stage};
 use crate::cache::Caches;
+use crate::children::kinds::Stage;
 use crate::children::{Desired, desired_state};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::status::{Observed, desired_status};
-use crate::{naming, observe, tenant, validate};
+use crate::tenant::Tenant;
+use crate::{lifecycle, naming, observe, validate};
+
+/// How long a reconcile waits for the watch caches' first list after the operator starts.
+const CACHE_FILL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How often a healthy tenant is looked at again even without a change, to refresh status.
 const RESYNC: Duration = Duration::from_secs(300);
@@ -127,6 +132,9 @@ pub fn backoff(attempts: u32, needs_a_person: bool) -> Duration {
 }
 
 async fn reconcile_country(country: Arc<DfrCountry>, ctx: &Arc<Context>) -> Result<Action> {
+    if !ctx.caches.wait_until_ready(CACHE_FILL_TIMEOUT).await {
+        return Err(Error::CachesNotReady(CACHE_FILL_TIMEOUT.as_secs()));
+    }
     let api: Api<DfrCountry> = Api::all(ctx.client.clone());
     let result = finalizer(&api, naming::FINALIZER, country.clone(), |event| async {
         match event {
@@ -146,13 +154,13 @@ async fn reconcile_country(country: Arc<DfrCountry>, ctx: &Arc<Context>) -> Resu
 }
 
 async fn apply(country: &DfrCountry, ctx: &Context) -> Result<Action> {
+    let tenant = validate::validate(country)?;
     let mut changes = Changes::default();
-    if !country.spec.suspend {
-        validate::validate(country)?;
-        let desired = desired_state(country, &ctx.settings);
-        changes = apply_children(country, &desired, ctx).await?;
+    if !tenant.spec.suspend {
+        let desired = desired_state(&tenant, &ctx.settings);
+        changes = apply_children(&tenant, &desired, ctx).await?;
     }
-    let observed = observe::observe(&ctx.caches, country, &ctx.settings).await?;
+    let observed = observe::observe(&ctx.caches, &tenant, &ctx.settings).await?;
     write_status(country, &observed, ctx).await?;
     if !changes.is_empty() {
         let summary = summarize(&changes);
@@ -182,41 +190,22 @@ async fn apply(country: &DfrCountry, ctx: &Context) -> Result<Action> {
     Ok(Action::requeue(RESYNC))
 }
 
-/// Default-deny NetworkPolicies go in right after the namespace, before any workload.
-async fn apply_children(country: &DfrCountry, desired: &Desired, ctx: &Context) -> Result<Changes> {
+/// The namespace first, then each stage of the kind table (default-deny policies before
+/// anything runs), with the generated Secrets in place before the workloads that mount them.
+/// Within a stage every object is applied at once.
+async fn apply_children(tenant: &Tenant, desired: &Desired, ctx: &Context) -> Result<Changes> {
     let client = &ctx.client;
-    let mut changes =
-        tenant::sync_namespace(client, &ctx.caches, country, &desired.namespace).await?;
-    changes.extend(sync_namespaced(client, &ctx.caches, country, &desired.network_policies).await?);
-    changes.extend(sync_namespaced(client, &ctx.caches, country, &desired.resource_quotas).await?);
-    changes.extend(sync_namespaced(client, &ctx.caches, country, &desired.limit_ranges).await?);
-    changes.extend(tenant::ensure_secrets(client, &ctx.caches, country, &ctx.settings).await?);
-    changes.extend(tenant::rotate_certificates(client, &ctx.caches, country, &ctx.settings).await?);
-    changes.extend(sync_namespaced(client, &ctx.caches, country, &desired.service_accounts).await?);
-    changes.extend(sync_namespaced(client, &ctx.caches, country, &desired.roles).await?);
-    changes.extend(sync_namespaced(client, &ctx.caches, country, &desired.role_bindings).await?);
-    changes.extend(sync_namespaced(client, &ctx.caches, country, &desired.config_maps).await?);
-    changes.extend(sync_namespaced(client, &ctx.caches, country, &desired.services).await?);
-    changes.extend(sync_namespaced(client, &ctx.caches, country, &desired.stateful_sets).await?);
-    changes.extend(sync_namespaced(client, &ctx.caches, country, &desired.deployments).await?);
-    changes.extend(
-        sync_namespaced(
-            client,
-            &ctx.caches,
-            country,
-            &desired.pod_disruption_budgets,
-        )
-        .await?,
-    );
-    changes.extend(
-        sync_namespaced(
-            client,
-            &ctx.caches,
-            country,
-            &desired.horizontal_pod_autoscalers,
-        )
-        .await?,
-    );
+    let caches = &ctx.caches;
+    let mut changes = lifecycle::sync_namespace(client, caches, tenant, &desired.namespace).await?;
+    for stage in Stage::ALL {
+        if stage == Stage::Support {
+            changes.extend(lifecycle::ensure_secrets(client, caches, tenant, &ctx.settings).await?);
+            changes.extend(
+                lifecycle::rotate_certificates(client, caches, tenant, &ctx.settings).await?,
+            );
+        }
+        changes.extend(sync_stage(stage, client, caches, tenant, desired).await?);
+    }
     Ok(changes)
 }
 
@@ -245,7 +234,7 @@ fn summarize(changes: &Changes) -> String {
 }
 
 async fn cleanup(country: &DfrCountry, ctx: &Context) -> Result<Action> {
-    let outcome = tenant::apply_deletion_policy(&ctx.client, country).await?;
+    let outcome = lifecycle::apply_deletion_policy(&ctx.client, country).await?;
     info!("{outcome}");
     let reason = match country.spec.deletion_policy {
         dfr_crds::DeletionPolicy::Retain => "DataRetained",
@@ -260,7 +249,7 @@ async fn cleanup(country: &DfrCountry, ctx: &Context) -> Result<Action> {
 async fn write_status(country: &DfrCountry, observed: &Observed, ctx: &Context) -> Result<()> {
     let now = now_seconds();
     let previous = country.status.as_ref();
-    let status = desired_status(country, observed, previous, now);
+    let status = desired_status(observed, previous, now);
     let ready = ready_status(Some(&status));
     ctx.metrics
         .set_tenant_ready(&country.name_any(), Some(&ready));
@@ -320,7 +309,7 @@ async fn report_problem(country: &DfrCountry, error: &Error, ctx: &Context) {
         ..observed_from_status(country, &ctx.settings)
     };
     let previous = country.status.as_ref();
-    let status = desired_status(country, &observed, previous, now_seconds());
+    let status = desired_status(&observed, previous, now_seconds());
     ctx.metrics
         .set_tenant_ready(&country.name_any(), Some(&ready_status(Some(&status))));
     if previous == Some(&status) {
@@ -341,9 +330,12 @@ async fn report_problem(country: &DfrCountry, error: &Error, ctx: &Context) {
 }
 
 /// The last observation the status holds, for reporting a problem without reading the cluster.
+/// It reads the raw object, since the problem may be that the spec does not validate.
 fn observed_from_status(country: &DfrCountry, settings: &Settings) -> Observed {
     let status = country.status.clone().unwrap_or_default();
+    let tenant = validate::validate(country).ok();
     Observed {
+        generation: country.metadata.generation,
         namespace: naming::namespace(country),
         postgres_ready: status.postgres.as_ref().map(|p| p.ready).unwrap_or(0),
         postgres_desired: country.spec.postgres.instances,
@@ -362,6 +354,7 @@ fn observed_from_status(country: &DfrCountry, settings: &Settings) -> Observed {
         problem: None,
         suspended: country.spec.suspend,
         cluster_domain: settings.cluster_domain.clone(),
+        renew_before: tenant.map(|t| t.tls.renew_before).unwrap_or_default(),
     }
 }
 

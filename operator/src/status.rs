@@ -2,7 +2,7 @@
 //! gathers [`Observed`] and writes the result only when it differs from the current status.
 
 use dfr_crds::condition_type as ct;
-use dfr_crds::{ApiStatus, DfrCountry, DfrCountryStatus, Endpoints, PostgresStatus};
+use dfr_crds::{ApiStatus, DfrCountryStatus, Endpoints, PostgresStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
@@ -11,6 +11,8 @@ use crate::naming;
 /// What the operator saw of a tenant in one reconcile.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Observed {
+    /// The DfrCountry generation this observation answers.
+    pub generation: Option<i64>,
     pub namespace: String,
     pub postgres_ready: i32,
     pub postgres_desired: i32,
@@ -25,15 +27,16 @@ pub struct Observed {
     pub problem: Option<(String, String)>,
     pub suspended: bool,
     pub cluster_domain: String,
+    /// spec.tls.renewBefore: a certificate this close to expiry is reported as due.
+    pub renew_before: std::time::Duration,
 }
 
 pub fn desired_status(
-    country: &DfrCountry,
     observed: &Observed,
     previous: Option<&DfrCountryStatus>,
     now: Timestamp,
 ) -> DfrCountryStatus {
-    let generation = country.metadata.generation;
+    let generation = observed.generation;
     let previous_conditions = previous
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
@@ -106,7 +109,8 @@ pub fn desired_status(
         ),
     };
 
-    let certificates = certificates_condition(country, observed.certificates_not_after, now);
+    let certificates =
+        certificates_condition(observed.renew_before, observed.certificates_not_after, now);
 
     let conditions = vec![
         condition(ct::READY, ready, &ready_reason, ready_message),
@@ -211,7 +215,7 @@ fn api_condition(observed: &Observed) -> (bool, &'static str, String) {
 }
 
 fn certificates_condition(
-    country: &DfrCountry,
+    renew_before: std::time::Duration,
     not_after: Option<Timestamp>,
     now: Timestamp,
 ) -> (&'static str, &'static str, String) {
@@ -229,8 +233,6 @@ fn certificates_condition(
             format!("a certificate expired at {not_after}"),
         );
     }
-    let renew_before = crate::duration::parse_go_duration(&country.spec.tls.renew_before)
-        .unwrap_or(std::time::Duration::ZERO);
     let renewal_due = not_after
         .checked_sub(jiff_span(renew_before))
         .map(|due| due <= now)
@@ -285,17 +287,6 @@ fn make_condition(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use dfr_crds::DfrCountrySpec;
-
-    fn country() -> DfrCountry {
-        let spec: DfrCountrySpec = serde_yaml::from_str(
-            "countryCode: TON\ndisplayName: Tonga\nenvironment: dev\nappVersion: '1.0'\n",
-        )
-        .unwrap();
-        let mut c = DfrCountry::new("ton-dev", spec);
-        c.metadata.generation = Some(3);
-        c
-    }
 
     fn find<'a>(status: &'a DfrCountryStatus, type_: &str) -> &'a Condition {
         status.conditions.iter().find(|c| c.type_ == type_).unwrap()
@@ -303,8 +294,10 @@ mod tests {
 
     fn waiting() -> Observed {
         Observed {
+            generation: Some(3),
             namespace: "dfr-ton-dev".into(),
             postgres_desired: 2,
+            renew_before: std::time::Duration::from_secs(720 * 3600),
             api_desired: 2,
             cluster_domain: "cluster.local".into(),
             ..Observed::default()
@@ -313,7 +306,7 @@ mod tests {
 
     #[test]
     fn without_a_leader_the_tenant_is_not_ready_and_says_why() {
-        let status = desired_status(&country(), &waiting(), None, Timestamp::UNIX_EPOCH);
+        let status = desired_status(&waiting(), None, Timestamp::UNIX_EPOCH);
         let ready = find(&status, ct::READY);
         assert_eq!(ready.status, "False");
         assert_eq!(ready.reason, "WaitingForPrimary");
@@ -332,11 +325,11 @@ mod tests {
         let mut observed = waiting();
         observed.primary = Some("postgres-0".into());
         observed.postgres_ready = 2;
-        let status = desired_status(&country(), &observed, None, Timestamp::UNIX_EPOCH);
+        let status = desired_status(&observed, None, Timestamp::UNIX_EPOCH);
         assert_eq!(find(&status, ct::READY).reason, "WaitingForApi");
         observed.api_available = 2;
         observed.api_deployment_available = true;
-        let status = desired_status(&country(), &observed, None, Timestamp::UNIX_EPOCH);
+        let status = desired_status(&observed, None, Timestamp::UNIX_EPOCH);
         assert_eq!(find(&status, ct::READY).status, "True");
         assert_eq!(find(&status, ct::PROGRESSING).status, "False");
         assert_eq!(status.primary.as_deref(), Some("postgres-0"));
@@ -346,7 +339,7 @@ mod tests {
     fn a_problem_makes_the_tenant_degraded_and_not_ready() {
         let mut observed = waiting();
         observed.problem = Some(("NamespaceConflict".into(), "namespace taken".into()));
-        let status = desired_status(&country(), &observed, None, Timestamp::UNIX_EPOCH);
+        let status = desired_status(&observed, None, Timestamp::UNIX_EPOCH);
         assert_eq!(find(&status, ct::DEGRADED).status, "True");
         assert_eq!(find(&status, ct::DEGRADED).reason, "NamespaceConflict");
         assert_eq!(find(&status, ct::READY).reason, "NamespaceConflict");
@@ -354,16 +347,16 @@ mod tests {
 
     #[test]
     fn transition_time_is_kept_while_the_status_does_not_change() {
-        let first = desired_status(&country(), &waiting(), None, Timestamp::UNIX_EPOCH);
+        let first = desired_status(&waiting(), None, Timestamp::UNIX_EPOCH);
         let later = Timestamp::from_second(1_000).unwrap();
-        let second = desired_status(&country(), &waiting(), Some(&first), later);
+        let second = desired_status(&waiting(), Some(&first), later);
         assert_eq!(
             first, second,
             "an unchanged observation must produce an identical status"
         );
         let mut observed = waiting();
         observed.primary = Some("postgres-1".into());
-        let third = desired_status(&country(), &observed, Some(&second), later);
+        let third = desired_status(&observed, Some(&second), later);
         assert_eq!(
             find(&third, ct::DATABASE_READY).last_transition_time,
             Time(later)
@@ -374,7 +367,7 @@ mod tests {
     fn suspended_tenants_say_so() {
         let mut observed = waiting();
         observed.suspended = true;
-        let status = desired_status(&country(), &observed, None, Timestamp::UNIX_EPOCH);
+        let status = desired_status(&observed, None, Timestamp::UNIX_EPOCH);
         assert_eq!(find(&status, ct::PROGRESSING).reason, "Suspended");
     }
 
@@ -383,16 +376,16 @@ mod tests {
         let now = Timestamp::from_second(1_000_000).unwrap();
         let soon = Timestamp::from_second(1_000_000 + 3600).unwrap();
         assert_eq!(
-            certificates_condition(&country(), Some(soon), now).1,
+            certificates_condition(std::time::Duration::from_secs(720 * 3600), Some(soon), now).1,
             "RenewalDue"
         );
         let far = Timestamp::from_second(1_000_000 + 200 * 24 * 3600).unwrap();
         assert_eq!(
-            certificates_condition(&country(), Some(far), now).1,
+            certificates_condition(std::time::Duration::from_secs(720 * 3600), Some(far), now).1,
             "CertificatesCurrent"
         );
         assert_eq!(
-            certificates_condition(&country(), Some(now), now).0,
+            certificates_condition(std::time::Duration::from_secs(720 * 3600), Some(now), now).0,
             "False"
         );
     }

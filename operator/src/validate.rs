@@ -1,16 +1,63 @@
-//! Checks the CRD schema cannot express. The API server already enforced the schema and CEL
-//! rules; these catch what would otherwise fail later inside the cluster, with a clear message.
+//! Turns a DfrCountry into the checked [`Tenant`] view. The API server already enforced the
+//! schema and CEL rules (quantities included); these checks repeat what a CRD older than this
+//! operator may not have enforced and catch what CEL cannot express, so a bad value is one
+//! `InvalidSpec` error naming the field instead of a failure later inside the cluster.
 
 use std::collections::BTreeSet;
 
 use dfr_crds::DfrCountry;
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::{Resource, ResourceExt};
 
+use crate::children::quantity;
+use crate::duration::parse_go_duration;
 use crate::error::{Error, Result};
+use crate::naming;
+use crate::tenant::{Tenant, TlsLifetimes};
 
-pub fn validate(country: &DfrCountry) -> Result<()> {
+pub fn validate(country: &DfrCountry) -> Result<Tenant> {
     let spec = &country.spec;
+    if country.metadata.uid.is_none() {
+        return Err(Error::MissingMetadata("uid"));
+    }
+    let owner = country
+        .controller_owner_ref(&())
+        .ok_or(Error::MissingMetadata("name"))?;
+    check_egress_names(country)?;
+    check_quantity("postgres.storage.size", &spec.postgres.storage.size)?;
+    check_resources("postgres.resources", spec.postgres.resources.as_ref())?;
+    check_resources("api.resources", spec.api.resources.as_ref())?;
+    if let Some(volume) = spec
+        .backup
+        .as_ref()
+        .and_then(|backup| backup.destination.volume.as_ref())
+    {
+        check_quantity("backup.destination.volume.size", &volume.size)?;
+    }
+    let tls = TlsLifetimes {
+        duration: duration("tls.duration", &spec.tls.duration)?,
+        renew_before: duration("tls.renewBefore", &spec.tls.renew_before)?,
+    };
+    if tls.renew_before >= tls.duration {
+        return Err(Error::InvalidSpec(format!(
+            "tls.renewBefore {:?} must be shorter than tls.duration {:?}",
+            spec.tls.renew_before, spec.tls.duration
+        )));
+    }
+    Ok(Tenant {
+        name: country.name_any(),
+        namespace: naming::namespace(country),
+        owner,
+        generation: country.metadata.generation,
+        spec: spec.clone(),
+        tls,
+    })
+}
+
+fn check_egress_names(country: &DfrCountry) -> Result<()> {
     let mut names = BTreeSet::new();
-    for rule in &spec.network.egress {
+    for rule in &country.spec.network.egress {
         if !names.insert(rule.name.as_str()) {
             return Err(Error::InvalidSpec(format!(
                 "network.egress has two entries named {}: each destination needs its own name",
@@ -24,8 +71,38 @@ pub fn validate(country: &DfrCountry) -> Result<()> {
             )));
         }
     }
-    if country.metadata.uid.is_none() {
-        return Err(Error::MissingMetadata("uid"));
+    Ok(())
+}
+
+fn duration(field: &str, text: &str) -> Result<std::time::Duration> {
+    parse_go_duration(text).ok_or_else(|| {
+        Error::InvalidSpec(format!(
+            "{field} {text:?} is not a duration such as 720h or 1h30m"
+        ))
+    })
+}
+
+fn check_quantity(field: &str, value: &Quantity) -> Result<()> {
+    match quantity::parse(&value.0) {
+        Some(amount) if amount >= 0.0 => Ok(()),
+        _ => Err(Error::InvalidSpec(format!(
+            "{field} {:?} is not a Kubernetes quantity such as 10Gi, 512Mi or 500m",
+            value.0
+        ))),
+    }
+}
+
+fn check_resources(field: &str, resources: Option<&ResourceRequirements>) -> Result<()> {
+    let Some(resources) = resources else {
+        return Ok(());
+    };
+    for (part, values) in [
+        ("requests", &resources.requests),
+        ("limits", &resources.limits),
+    ] {
+        for (name, value) in values.iter().flatten() {
+            check_quantity(&format!("{field}.{part}.{name}"), value)?;
+        }
     }
     Ok(())
 }
@@ -45,9 +122,9 @@ fn is_dns_label(name: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn country(egress: &str) -> DfrCountry {
+    fn country(extra: &str) -> DfrCountry {
         let spec = serde_yaml::from_str(&format!(
-            "countryCode: TON\ndisplayName: Tonga\nenvironment: dev\nappVersion: '1.0'\nnetwork:\n  egress: {egress}\n"
+            "countryCode: TON\ndisplayName: Tonga\nenvironment: dev\nappVersion: '1.0'\n{extra}"
         ))
         .unwrap();
         let mut c = DfrCountry::new("ton-dev", spec);
@@ -55,18 +132,68 @@ mod tests {
         c
     }
 
+    fn egress(rules: &str) -> DfrCountry {
+        country(&format!("network:\n  egress: {rules}\n"))
+    }
+
     #[test]
     fn duplicate_egress_names_are_rejected_by_name() {
         let twice = "[{name: sms, cidr: 203.0.113.0/24, ports: [{port: 443}]}, {name: sms, cidr: 198.51.100.0/24, ports: [{port: 443}]}]";
-        let error = validate(&country(twice)).unwrap_err().to_string();
+        let error = validate(&egress(twice)).unwrap_err().to_string();
         assert!(error.contains("two entries named sms"), "{error}");
     }
 
     #[test]
     fn egress_names_must_be_dns_labels() {
         let upper = "[{name: SMS_Gateway, cidr: 203.0.113.0/24, ports: [{port: 443}]}]";
-        assert!(validate(&country(upper)).is_err());
+        assert!(validate(&egress(upper)).is_err());
         let fine = "[{name: sms-gateway, cidr: 203.0.113.0/24, ports: [{port: 443}]}]";
-        assert!(validate(&country(fine)).is_ok());
+        assert!(validate(&egress(fine)).is_ok());
+    }
+
+    #[test]
+    fn the_view_carries_identity_and_parsed_durations() {
+        let tenant = validate(&country("tls: {duration: 48h, renewBefore: 90m}\n")).unwrap();
+        assert_eq!(tenant.name, "ton-dev");
+        assert_eq!(tenant.namespace, "dfr-ton-dev");
+        assert_eq!(tenant.owner.uid, "u");
+        assert_eq!(tenant.owner.controller, Some(true));
+        assert_eq!(tenant.tls.duration.as_secs(), 48 * 3600);
+        assert_eq!(tenant.tls.renew_before.as_secs(), 90 * 60);
+    }
+
+    #[test]
+    fn a_bad_duration_is_one_error_naming_the_field() {
+        let error = validate(&country("tls: {renewBefore: soon}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("tls.renewBefore \"soon\""), "{error}");
+        let error = validate(&country("tls: {duration: 1h, renewBefore: 2h}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("must be shorter than tls.duration"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_bad_quantity_names_its_field() {
+        let error = validate(&country("postgres: {storage: {size: lots}}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("postgres.storage.size \"lots\""), "{error}");
+        let error = validate(&country("api: {resources: {limits: {memory: big}}}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("api.resources.limits.memory"), "{error}");
+        assert!(validate(&country("postgres: {storage: {size: 20Gi}}\n")).is_ok());
+    }
+
+    #[test]
+    fn an_object_not_read_from_the_api_server_is_refused() {
+        let mut c = country("");
+        c.metadata.uid = None;
+        assert!(matches!(validate(&c), Err(Error::MissingMetadata("uid"))));
     }
 }

@@ -281,7 +281,7 @@ async fn a_sample_becomes_a_tenant_with_every_child_and_honest_status() {
     }
     let secrets = t
         .api::<Secret>()
-        .list(&ListParams::default().labels(&labels::children_selector(&country)))
+        .list(&ListParams::default().labels(&labels::children_selector(&country.name_any())))
         .await
         .unwrap();
     let names: Vec<String> = secrets.items.iter().map(ResourceExt::name_any).collect();

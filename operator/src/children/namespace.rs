@@ -1,19 +1,19 @@
 //! The tenant namespace, with Pod Security `restricted`, and the quota and default limits that
-//! keep one country from starving the others.
+//! keep one tenant from starving the others.
 
 use std::collections::BTreeMap;
 
-use dfr_crds::DfrCountry;
+use crate::tenant::Tenant;
 use k8s_openapi::api::core::v1::{
     LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, ResourceQuota, ResourceQuotaSpec,
     ResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::Resource;
 
 use super::{child_meta, quantity};
-use crate::{labels, naming};
+use crate::labels;
+use crate::settings::Settings;
 
 pub const QUOTA: &str = "dfr-tenant";
 pub const LIMITS: &str = "dfr-defaults";
@@ -24,8 +24,8 @@ pub const DEFAULT_POSTGRES_MEMORY: &str = "1Gi";
 pub const DEFAULT_API_CPU: &str = "250m";
 pub const DEFAULT_API_MEMORY: &str = "256Mi";
 
-pub fn desired_namespace(country: &DfrCountry) -> Namespace {
-    let mut labels = labels::tenant(country);
+pub fn desired_namespace(tenant: &Tenant) -> Namespace {
+    let mut labels = labels::tenant(tenant);
     for mode in ["enforce", "audit", "warn"] {
         labels.insert(
             format!("pod-security.kubernetes.io/{mode}"),
@@ -38,9 +38,9 @@ pub fn desired_namespace(country: &DfrCountry) -> Namespace {
     }
     Namespace {
         metadata: ObjectMeta {
-            name: Some(naming::namespace(country)),
+            name: Some(tenant.namespace.clone()),
             labels: Some(labels),
-            owner_references: country.controller_owner_ref(&()).map(|owner| vec![owner]),
+            owner_references: Some(vec![tenant.owner.clone()]),
             ..ObjectMeta::default()
         },
         ..Namespace::default()
@@ -70,8 +70,16 @@ fn amount(
 
 /// Sized for the largest the tenant may become (all PostgreSQL members, the API at
 /// maxReplicas) plus headroom for a rolling update and backup jobs.
-pub fn desired_resource_quota(country: &DfrCountry) -> ResourceQuota {
-    let spec = &country.spec;
+pub fn desired_resource_quotas(tenant: &Tenant, _settings: &Settings) -> Vec<ResourceQuota> {
+    vec![desired_resource_quota(tenant)]
+}
+
+pub fn desired_limit_ranges(tenant: &Tenant, _settings: &Settings) -> Vec<LimitRange> {
+    vec![desired_limit_range(tenant)]
+}
+
+pub fn desired_resource_quota(tenant: &Tenant) -> ResourceQuota {
+    let spec = &tenant.spec;
     let instances = f64::from(spec.postgres.instances);
     let api_pods = f64::from(spec.api.max_replicas);
     let pg = spec.postgres.resources.as_ref();
@@ -121,7 +129,7 @@ pub fn desired_resource_quota(country: &DfrCountry) -> ResourceQuota {
         ("limits.memory".to_string(), quantity::bytes(memory_limits)),
     ]);
     ResourceQuota {
-        metadata: child_meta(country, QUOTA, labels::tenant(country)),
+        metadata: child_meta(tenant, QUOTA, labels::tenant(tenant)),
         spec: Some(ResourceQuotaSpec {
             hard: Some(hard),
             ..ResourceQuotaSpec::default()
@@ -131,7 +139,7 @@ pub fn desired_resource_quota(country: &DfrCountry) -> ResourceQuota {
 }
 
 /// Defaults for containers that set no resources, so the quota admits them.
-pub fn desired_limit_range(country: &DfrCountry) -> LimitRange {
+pub fn desired_limit_range(tenant: &Tenant) -> LimitRange {
     let values = |cpu: &str, memory: &str| {
         BTreeMap::from([
             ("cpu".to_string(), Quantity(cpu.into())),
@@ -139,7 +147,7 @@ pub fn desired_limit_range(country: &DfrCountry) -> LimitRange {
         ])
     };
     LimitRange {
-        metadata: child_meta(country, LIMITS, labels::tenant(country)),
+        metadata: child_meta(tenant, LIMITS, labels::tenant(tenant)),
         spec: Some(LimitRangeSpec {
             limits: vec![LimitRangeItem {
                 type_: "Container".into(),
@@ -159,8 +167,8 @@ mod tests {
 
     #[test]
     fn the_namespace_enforces_restricted_pod_security_and_names_the_tenant() {
-        let country = sample("ton-prod.yaml");
-        let ns = desired_namespace(&country);
+        let tenant = sample("ton-prod.yaml");
+        let ns = desired_namespace(&tenant);
         assert_eq!(ns.metadata.name.as_deref(), Some("dfr-ton-prod"));
         let labels = ns.metadata.labels.unwrap();
         assert_eq!(labels["pod-security.kubernetes.io/enforce"], "restricted");
@@ -171,15 +179,15 @@ mod tests {
 
     #[test]
     fn the_quota_grows_with_the_spec() {
-        let mut country = sample("ton-prod.yaml");
-        let hard = |c: &DfrCountry| desired_resource_quota(c).spec.unwrap().hard.unwrap();
-        let small = hard(&country);
+        let mut tenant = sample("ton-prod.yaml");
+        let hard = |c: &Tenant| desired_resource_quota(c).spec.unwrap().hard.unwrap();
+        let small = hard(&tenant);
         // ton-prod: 3 members of 50Gi each.
         assert_eq!(small["requests.storage"].0, format!("{}Mi", 3 * 50 * 1024));
         assert_eq!(small["pods"].0, (3 + 8 + 4).to_string());
-        country.spec.postgres.instances = 5;
-        country.spec.api.max_replicas = 20;
-        let large = hard(&country);
+        tenant.spec.postgres.instances = 5;
+        tenant.spec.api.max_replicas = 20;
+        let large = hard(&tenant);
         assert_eq!(large["pods"].0, (5 + 20 + 4).to_string());
         let cpu = |h: &BTreeMap<String, Quantity>| quantity::parse(&h["requests.cpu"].0).unwrap();
         assert!(cpu(&large) > cpu(&small));

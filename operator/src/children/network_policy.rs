@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use dfr_crds::{DfrCountry, EgressPort, Protocol};
+use crate::tenant::Tenant;
+use dfr_crds::{EgressPort, Protocol};
 use k8s_openapi::api::networking::v1::{
     IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
     NetworkPolicyPort, NetworkPolicySpec,
@@ -44,7 +45,7 @@ fn namespaces(selector: &LabelSelector) -> NetworkPolicyPeer {
 }
 
 fn policy(
-    country: &DfrCountry,
+    tenant: &Tenant,
     name: &str,
     target: LabelSelector,
     ingress: Option<Vec<NetworkPolicyIngressRule>>,
@@ -59,9 +60,9 @@ fn policy(
     }
     NetworkPolicy {
         metadata: child_meta(
-            country,
+            tenant,
             name,
-            labels::component(country, "network-policy", "network"),
+            labels::component(tenant, "network-policy", "network"),
         ),
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(target),
@@ -72,20 +73,20 @@ fn policy(
     }
 }
 
-pub fn desired_network_policies(country: &DfrCountry, settings: &Settings) -> Vec<NetworkPolicy> {
-    let api = labels::selector(country, labels::APP_API);
-    let postgres = labels::selector(country, labels::APP_POSTGRES);
+pub fn desired_network_policies(tenant: &Tenant, settings: &Settings) -> Vec<NetworkPolicy> {
+    let api = labels::selector(tenant, labels::APP_API);
+    let postgres = labels::selector(tenant, labels::APP_POSTGRES);
     let everything = LabelSelector::default();
     let mut policies = vec![
         policy(
-            country,
+            tenant,
             "default-deny",
             everything.clone(),
             Some(vec![]),
             Some(vec![]),
         ),
         policy(
-            country,
+            tenant,
             "allow-dns",
             everything,
             None,
@@ -112,7 +113,7 @@ pub fn desired_network_policies(country: &DfrCountry, settings: &Settings) -> Ve
             }]),
         ),
         policy(
-            country,
+            tenant,
             "api-to-postgres",
             selecting(api.clone()),
             None,
@@ -122,7 +123,7 @@ pub fn desired_network_policies(country: &DfrCountry, settings: &Settings) -> Ve
             }]),
         ),
         policy(
-            country,
+            tenant,
             "postgres-from-api",
             selecting(postgres.clone()),
             Some(vec![NetworkPolicyIngressRule {
@@ -132,7 +133,7 @@ pub fn desired_network_policies(country: &DfrCountry, settings: &Settings) -> Ve
             None,
         ),
         policy(
-            country,
+            tenant,
             "postgres-replication",
             selecting(postgres.clone()),
             Some(vec![NetworkPolicyIngressRule {
@@ -145,7 +146,7 @@ pub fn desired_network_policies(country: &DfrCountry, settings: &Settings) -> Ve
             }]),
         ),
         policy(
-            country,
+            tenant,
             "patroni-to-kubernetes-api",
             selecting(postgres.clone()),
             None,
@@ -175,10 +176,10 @@ pub fn desired_network_policies(country: &DfrCountry, settings: &Settings) -> Ve
             }]),
         ),
     ];
-    let network = &country.spec.network;
+    let network = &tenant.spec.network;
     if let Some(ingress) = &network.ingress_namespace_selector {
         policies.push(policy(
-            country,
+            tenant,
             "api-ingress",
             selecting(api.clone()),
             Some(vec![NetworkPolicyIngressRule {
@@ -194,7 +195,7 @@ pub fn desired_network_policies(country: &DfrCountry, settings: &Settings) -> Ve
             ("postgres-metrics", postgres, naming::PATRONI_PORT),
         ] {
             policies.push(policy(
-                country,
+                tenant,
                 name,
                 selecting(target),
                 Some(vec![NetworkPolicyIngressRule {
@@ -207,7 +208,7 @@ pub fn desired_network_policies(country: &DfrCountry, settings: &Settings) -> Ve
     }
     for rule in &network.egress {
         policies.push(policy(
-            country,
+            tenant,
             &format!("egress-{}", rule.name),
             selecting(api.clone()),
             None,

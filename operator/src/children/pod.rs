@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use dfr_crds::DfrCountry;
+use crate::tenant::Tenant;
 use k8s_openapi::api::core::v1::{
     Capabilities, EnvVar, EnvVarSource, ObjectFieldSelector, PodSecurityContext, SeccompProfile,
     SecretKeySelector, SecurityContext,
@@ -94,7 +94,7 @@ pub enum Budget {
 }
 
 pub fn disruption_budget(
-    country: &DfrCountry,
+    tenant: &Tenant,
     name: &str,
     labels: BTreeMap<String, String>,
     selector: BTreeMap<String, String>,
@@ -105,7 +105,7 @@ pub fn disruption_budget(
         Budget::MinAvailable(n) => (None, Some(IntOrString::Int(n))),
     };
     PodDisruptionBudget {
-        metadata: child_meta(country, name, labels),
+        metadata: child_meta(tenant, name, labels),
         spec: Some(PodDisruptionBudgetSpec {
             max_unavailable,
             min_available,

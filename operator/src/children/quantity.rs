@@ -12,15 +12,21 @@ pub fn parse(quantity: &str) -> Option<f64> {
     let value: f64 = number.parse().ok()?;
     let multiplier = match suffix {
         "" => 1.0,
+        "n" => 1e-9,
+        "u" => 1e-6,
         "m" => 1e-3,
         "k" => 1e3,
         "M" => 1e6,
         "G" => 1e9,
         "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
         "Ki" => 1024.0,
         "Mi" => 1024.0_f64.powi(2),
         "Gi" => 1024.0_f64.powi(3),
         "Ti" => 1024.0_f64.powi(4),
+        "Pi" => 1024.0_f64.powi(5),
+        "Ei" => 1024.0_f64.powi(6),
         _ => return None,
     };
     Some(value * multiplier)

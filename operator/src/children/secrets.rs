@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::tenant::Tenant;
 use base64::Engine;
-use dfr_crds::DfrCountry;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use rand::Rng;
@@ -119,8 +119,8 @@ fn leaf(
 }
 
 /// The DNS names a TLS Secret's certificate is for.
-pub fn tls_names(country: &DfrCountry, settings: &Settings, secret: &str) -> Vec<String> {
-    let namespace = naming::namespace(country);
+pub fn tls_names(tenant: &Tenant, settings: &Settings, secret: &str) -> Vec<String> {
+    let namespace = tenant.namespace.clone();
     let domain = &settings.cluster_domain;
     if secret == naming::SECRET_API_TLS {
         return service_names(naming::API, &namespace, domain);
@@ -159,13 +159,13 @@ pub fn renewal_due(
 /// A new certificate and key for a TLS Secret, from the tenant CA that signed the old one, so
 /// clients that trust the CA keep working through the renewal.
 pub fn reissue(
-    country: &DfrCountry,
+    tenant: &Tenant,
     settings: &Settings,
     secret: &str,
     ca: &Pem,
 ) -> Result<Pem, SecretsError> {
-    let lifetime = duration::parse_go_duration(&country.spec.tls.duration)
-        .ok_or_else(|| SecretsError::Duration(country.spec.tls.duration.clone()))?;
+    let lifetime = duration::parse_go_duration(&tenant.spec.tls.duration)
+        .ok_or_else(|| SecretsError::Duration(tenant.spec.tls.duration.clone()))?;
     let ca_key = KeyPair::from_pem(&ca.key)?;
     let issuer = Issuer::from_ca_cert_pem(&ca.certificate, ca_key)?;
     let common_name = if secret == naming::SECRET_API_TLS {
@@ -176,16 +176,16 @@ pub fn reissue(
     leaf(
         &issuer,
         common_name,
-        tls_names(country, settings, secret),
+        tls_names(tenant, settings, secret),
         lifetime,
     )
 }
 
 impl SecretMaterial {
-    pub fn generate(country: &DfrCountry, settings: &Settings) -> Result<Self, SecretsError> {
-        let lifetime = duration::parse_go_duration(&country.spec.tls.duration)
-            .ok_or_else(|| SecretsError::Duration(country.spec.tls.duration.clone()))?;
-        let namespace = naming::namespace(country);
+    pub fn generate(tenant: &Tenant, settings: &Settings) -> Result<Self, SecretsError> {
+        let lifetime = duration::parse_go_duration(&tenant.spec.tls.duration)
+            .ok_or_else(|| SecretsError::Duration(tenant.spec.tls.duration.clone()))?;
+        let namespace = tenant.namespace.clone();
 
         let ca_key = KeyPair::generate()?;
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
@@ -207,13 +207,13 @@ impl SecretMaterial {
         let postgres_tls = leaf(
             &issuer,
             naming::POSTGRES_RW,
-            tls_names(country, settings, naming::SECRET_POSTGRES_TLS),
+            tls_names(tenant, settings, naming::SECRET_POSTGRES_TLS),
             lifetime,
         )?;
         let api_tls = leaf(
             &issuer,
             naming::API,
-            tls_names(country, settings, naming::SECRET_API_TLS),
+            tls_names(tenant, settings, naming::SECRET_API_TLS),
             lifetime,
         )?;
 
@@ -231,11 +231,11 @@ impl SecretMaterial {
     }
 }
 
-fn secret(country: &DfrCountry, name: &str, type_: Option<&str>, data: &[(&str, &str)]) -> Secret {
-    let mut secret_labels = labels::tenant(country);
+fn secret(tenant: &Tenant, name: &str, type_: Option<&str>, data: &[(&str, &str)]) -> Secret {
+    let mut secret_labels = labels::tenant(tenant);
     secret_labels.insert(labels::COMPONENT.into(), "credentials".into());
     Secret {
-        metadata: child_meta(country, name, secret_labels),
+        metadata: child_meta(tenant, name, secret_labels),
         type_: type_.map(ToString::to_string),
         data: Some(
             data.iter()
@@ -246,10 +246,10 @@ fn secret(country: &DfrCountry, name: &str, type_: Option<&str>, data: &[(&str, 
     }
 }
 
-pub fn desired_secrets(country: &DfrCountry, material: &SecretMaterial) -> Vec<Secret> {
+pub fn desired_secrets(tenant: &Tenant, material: &SecretMaterial) -> Vec<Secret> {
     let login = |name: &str, user: &str, password: &str| {
         secret(
-            country,
+            tenant,
             name,
             None,
             &[("username", user), ("password", password)],
@@ -257,7 +257,7 @@ pub fn desired_secrets(country: &DfrCountry, material: &SecretMaterial) -> Vec<S
     };
     let tls = |name: &str, pem: &Pem| {
         secret(
-            country,
+            tenant,
             name,
             Some("kubernetes.io/tls"),
             &[
@@ -289,19 +289,19 @@ pub fn desired_secrets(country: &DfrCountry, material: &SecretMaterial) -> Vec<S
             &material.app_password,
         ),
         secret(
-            country,
+            tenant,
             naming::SECRET_API_JWT,
             None,
             &[("private.pem", &material.jwt_private_key_pem)],
         ),
         secret(
-            country,
+            tenant,
             naming::SECRET_API_PII_KEYS,
             None,
             &[("keyring.json", &material.pii_keyring_json)],
         ),
         secret(
-            country,
+            tenant,
             naming::SECRET_TENANT_CA,
             Some("kubernetes.io/tls"),
             &[
@@ -399,10 +399,10 @@ mod tests {
 
     #[test]
     fn a_reissued_certificate_comes_from_the_same_ca_and_is_not_due() {
-        let country = sample("ton-prod.yaml");
+        let tenant = sample("ton-prod.yaml");
         let material = material();
         let renewed = reissue(
-            &country,
+            &tenant,
             &Settings::default(),
             naming::SECRET_POSTGRES_TLS,
             &material.ca,

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use dfr_crds::DfrCountry;
+use crate::tenant::Tenant;
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
@@ -29,8 +29,8 @@ pub const PII_KEYRING_FILE: &str = "/etc/dfr/pii/keyring.json";
 pub const DATABASE_CA_FILE: &str = "/etc/dfr/tls/ca.crt";
 
 /// The API server's configuration contract (api-server/README.md).
-fn environment(country: &DfrCountry, settings: &Settings) -> Vec<EnvVar> {
-    let namespace = naming::namespace(country);
+fn environment(tenant: &Tenant, settings: &Settings) -> Vec<EnvVar> {
+    let namespace = tenant.namespace.clone();
     vec![
         value_env("DFR_LISTEN_ADDR", format!("0.0.0.0:{}", naming::API_PORT)),
         value_env(
@@ -55,8 +55,8 @@ fn environment(country: &DfrCountry, settings: &Settings) -> Vec<EnvVar> {
         ),
         value_env("DFR_JWT_SIGNING_KEY_FILE", JWT_KEY_FILE),
         value_env("DFR_PII_KEYRING_FILE", PII_KEYRING_FILE),
-        value_env("DFR_COUNTRY_CODE", country.spec.country_code.clone()),
-        value_env("DFR_ENVIRONMENT", country.spec.environment.as_str()),
+        value_env("DFR_COUNTRY_CODE", tenant.spec.country_code.clone()),
+        value_env("DFR_ENVIRONMENT", tenant.spec.environment.as_str()),
         value_env("RUST_LOG", "info"),
     ]
 }
@@ -101,8 +101,8 @@ fn probe(path: &str, period: i32) -> Probe {
     }
 }
 
-fn resources(country: &DfrCountry) -> ResourceRequirements {
-    country
+fn resources(tenant: &Tenant) -> ResourceRequirements {
+    tenant
         .spec
         .api
         .resources
@@ -120,13 +120,13 @@ fn resources(country: &DfrCountry) -> ResourceRequirements {
         })
 }
 
-pub fn desired_deployment(country: &DfrCountry, settings: &Settings) -> Deployment {
-    let labels = metadata_labels(country);
+pub fn desired_deployment(tenant: &Tenant, settings: &Settings) -> Deployment {
+    let labels = metadata_labels(tenant);
     let container = Container {
         name: "api".into(),
         image: Some(format!(
             "{}:{}",
-            settings.api_image_repository, country.spec.app_version
+            settings.api_image_repository, tenant.spec.app_version
         )),
         image_pull_policy: Some(settings.image_pull_policy.clone()),
         ports: Some(vec![ContainerPort {
@@ -134,10 +134,10 @@ pub fn desired_deployment(country: &DfrCountry, settings: &Settings) -> Deployme
             container_port: naming::API_PORT,
             ..ContainerPort::default()
         }]),
-        env: Some(environment(country, settings)),
+        env: Some(environment(tenant, settings)),
         liveness_probe: Some(probe("/api/dfr/health", 10)),
         readiness_probe: Some(probe("/api/dfr/health/ready", 5)),
-        resources: Some(resources(country)),
+        resources: Some(resources(tenant)),
         security_context: Some(restricted_container()),
         volume_mounts: Some(vec![
             mount("jwt", "/etc/dfr/jwt"),
@@ -152,10 +152,10 @@ pub fn desired_deployment(country: &DfrCountry, settings: &Settings) -> Deployme
         ..Container::default()
     };
     Deployment {
-        metadata: child_meta(country, naming::API, labels.clone()),
+        metadata: child_meta(tenant, naming::API, labels.clone()),
         spec: Some(DeploymentSpec {
             selector: LabelSelector {
-                match_labels: Some(selector(country)),
+                match_labels: Some(selector(tenant)),
                 ..LabelSelector::default()
             },
             strategy: Some(DeploymentStrategy {
@@ -187,7 +187,7 @@ pub fn desired_deployment(country: &DfrCountry, settings: &Settings) -> Deployme
                         topology_key: "kubernetes.io/hostname".into(),
                         when_unsatisfiable: "ScheduleAnyway".into(),
                         label_selector: Some(LabelSelector {
-                            match_labels: Some(selector(country)),
+                            match_labels: Some(selector(tenant)),
                             ..LabelSelector::default()
                         }),
                         ..TopologySpreadConstraint::default()
@@ -236,8 +236,8 @@ mod tests {
 
     #[test]
     fn runs_the_spec_version_with_the_database_and_keys_wired_in() {
-        let country = sample("ton-prod.yaml");
-        let spec = desired_deployment(&country, &Settings::default())
+        let tenant = sample("ton-prod.yaml");
+        let spec = desired_deployment(&tenant, &Settings::default())
             .spec
             .unwrap();
         let pod = spec.template.spec.unwrap();

@@ -8,7 +8,7 @@
 //! `histogram_quantile(0.95, sum by (pod, le) (rate(dfr_http_request_duration_seconds_bucket[5m]))) * 1000`.
 //! The 5-minute rate window matches the spec's 300 s stabilization windows.
 
-use dfr_crds::DfrCountry;
+use crate::tenant::Tenant;
 use k8s_openapi::api::autoscaling::v2::{
     CrossVersionObjectReference, HPAScalingRules, HorizontalPodAutoscaler,
     HorizontalPodAutoscalerBehavior, HorizontalPodAutoscalerSpec, MetricIdentifier, MetricSpec,
@@ -21,14 +21,14 @@ use crate::children::child_meta;
 use crate::naming;
 use crate::settings::Settings;
 
-pub fn desired_hpa(country: &DfrCountry, settings: &Settings) -> HorizontalPodAutoscaler {
-    let api = &country.spec.api;
+pub fn desired_hpa(tenant: &Tenant, settings: &Settings) -> HorizontalPodAutoscaler {
+    let api = &tenant.spec.api;
     let window = |seconds: i32| HPAScalingRules {
         stabilization_window_seconds: Some(seconds),
         ..HPAScalingRules::default()
     };
     HorizontalPodAutoscaler {
-        metadata: child_meta(country, naming::API, metadata_labels(country)),
+        metadata: child_meta(tenant, naming::API, metadata_labels(tenant)),
         spec: Some(HorizontalPodAutoscalerSpec {
             scale_target_ref: CrossVersionObjectReference {
                 api_version: Some("apps/v1".into()),
@@ -87,8 +87,8 @@ mod tests {
 
     #[test]
     fn scales_on_cpu_and_p95_latency_with_the_spec_windows() {
-        let country = sample("ton-prod.yaml");
-        let spec = desired_hpa(&country, &Settings::default()).spec.unwrap();
+        let tenant = sample("ton-prod.yaml");
+        let spec = desired_hpa(&tenant, &Settings::default()).spec.unwrap();
         assert_eq!((spec.min_replicas, spec.max_replicas), (Some(2), 8));
         let metrics = spec.metrics.unwrap();
         let cpu = metrics[0].resource.as_ref().unwrap();

@@ -8,45 +8,52 @@ pub use hpa::desired_hpa;
 
 use std::collections::BTreeMap;
 
-use dfr_crds::DfrCountry;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Service, ServiceAccount, ServicePort, ServiceSpec};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::children::child_meta;
 use crate::children::pod::{Budget, disruption_budget};
+use crate::settings::Settings;
+use crate::tenant::Tenant;
 use crate::{labels, naming};
+
+pub fn desired_deployments(tenant: &Tenant, settings: &Settings) -> Vec<Deployment> {
+    vec![desired_deployment(tenant, settings)]
+}
+
+pub fn desired_autoscalers(tenant: &Tenant, settings: &Settings) -> Vec<HorizontalPodAutoscaler> {
+    vec![desired_hpa(tenant, settings)]
+}
 
 pub const COMPONENT: &str = "api";
 
-pub fn metadata_labels(country: &DfrCountry) -> BTreeMap<String, String> {
-    let mut labels = labels::component(country, labels::APP_API, COMPONENT);
-    labels.insert(labels::VERSION.into(), country.spec.app_version.clone());
+pub fn metadata_labels(tenant: &Tenant) -> BTreeMap<String, String> {
+    let mut labels = labels::component(tenant, labels::APP_API, COMPONENT);
+    labels.insert(labels::VERSION.into(), tenant.spec.app_version.clone());
     labels
 }
 
-pub fn selector(country: &DfrCountry) -> BTreeMap<String, String> {
-    labels::selector(country, labels::APP_API)
+pub fn selector(tenant: &Tenant) -> BTreeMap<String, String> {
+    labels::selector(tenant, labels::APP_API)
 }
 
 /// The API talks to PostgreSQL with passwords, not with the Kubernetes API: no token mounted.
-pub fn desired_service_account(country: &DfrCountry) -> ServiceAccount {
+pub fn desired_service_account(tenant: &Tenant) -> ServiceAccount {
     ServiceAccount {
-        metadata: child_meta(
-            country,
-            naming::API_SERVICE_ACCOUNT,
-            metadata_labels(country),
-        ),
+        metadata: child_meta(tenant, naming::API_SERVICE_ACCOUNT, metadata_labels(tenant)),
         automount_service_account_token: Some(false),
         ..ServiceAccount::default()
     }
 }
 
-pub fn desired_service(country: &DfrCountry) -> Service {
+pub fn desired_service(tenant: &Tenant) -> Service {
     Service {
-        metadata: child_meta(country, naming::API, metadata_labels(country)),
+        metadata: child_meta(tenant, naming::API, metadata_labels(tenant)),
         spec: Some(ServiceSpec {
-            selector: Some(selector(country)),
+            selector: Some(selector(tenant)),
             ports: Some(vec![ServicePort {
                 name: Some("http".into()),
                 port: naming::API_PORT,
@@ -62,14 +69,14 @@ pub fn desired_service(country: &DfrCountry) -> Service {
 }
 
 /// Keeps one API pod serving through voluntary disruptions when there are two or more.
-pub fn desired_pdb(country: &DfrCountry) -> Option<PodDisruptionBudget> {
-    (country.spec.api.min_replicas >= 2).then(|| {
-        let labels = metadata_labels(country);
+pub fn desired_pdb(tenant: &Tenant) -> Option<PodDisruptionBudget> {
+    (tenant.spec.api.min_replicas >= 2).then(|| {
+        let labels = metadata_labels(tenant);
         disruption_budget(
-            country,
+            tenant,
             naming::API,
             labels,
-            selector(country),
+            selector(tenant),
             Budget::MinAvailable(1),
         )
     })
@@ -98,12 +105,12 @@ mod tests {
 
     #[test]
     fn a_budget_only_when_two_pods_are_promised() {
-        let mut country = sample("ton-dev.yaml");
-        country.spec.api.min_replicas = 1;
-        assert!(desired_pdb(&country).is_none());
-        country.spec.api.min_replicas = 2;
+        let mut tenant = sample("ton-dev.yaml");
+        tenant.spec.api.min_replicas = 1;
+        assert!(desired_pdb(&tenant).is_none());
+        tenant.spec.api.min_replicas = 2;
         assert_eq!(
-            desired_pdb(&country).unwrap().spec.unwrap().min_available,
+            desired_pdb(&tenant).unwrap().spec.unwrap().min_available,
             Some(IntOrString::Int(1))
         );
     }

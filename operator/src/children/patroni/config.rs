@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use dfr_crds::{DfrCountry, FORBIDDEN_POSTGRES_PARAMETERS, SynchronousMode};
+use crate::tenant::Tenant;
+use dfr_crds::{FORBIDDEN_POSTGRES_PARAMETERS, SynchronousMode};
 use k8s_openapi::api::core::v1::ConfigMap;
 use serde::Serialize;
 
@@ -96,8 +97,8 @@ pub struct Postgresql {
     pub parameters: BTreeMap<String, String>,
 }
 
-pub fn patroni_config(country: &DfrCountry) -> PatroniConfig {
-    let spec = &country.spec.postgres;
+pub fn patroni_config(tenant: &Tenant) -> PatroniConfig {
+    let spec = &tenant.spec.postgres;
     let (mut dcs_parameters, mut local_parameters): (BTreeMap<_, _>, BTreeMap<_, _>) = spec
         .parameters
         .iter()
@@ -132,7 +133,7 @@ pub fn patroni_config(country: &DfrCountry) -> PatroniConfig {
         kubernetes: Kubernetes {
             use_endpoints: false,
             bypass_api_service: true,
-            labels: selector(country),
+            labels: selector(tenant),
             scope_label: labels::PATRONI_SCOPE.into(),
             role_label: labels::PATRONI_ROLE.into(),
             leader_label_value: labels::PATRONI_ROLE_PRIMARY.into(),
@@ -206,13 +207,13 @@ pub fn render(config: &PatroniConfig) -> String {
     }
 }
 
-pub fn desired_config_map(country: &DfrCountry, _settings: &Settings) -> ConfigMap {
+pub fn desired_config_map(tenant: &Tenant, _settings: &Settings) -> ConfigMap {
     ConfigMap {
-        metadata: child_meta(country, naming::POSTGRES_CONFIG, metadata_labels(country)),
+        metadata: child_meta(tenant, naming::POSTGRES_CONFIG, metadata_labels(tenant)),
         data: Some(BTreeMap::from([
             (
                 PATRONI_CONFIG_KEY.to_string(),
-                render(&patroni_config(country)),
+                render(&patroni_config(tenant)),
             ),
             (
                 super::bootstrap::SCRIPT_KEY.to_string(),
@@ -229,8 +230,8 @@ mod tests {
     use super::*;
     use crate::children::tests::sample;
 
-    fn parsed(country: &DfrCountry) -> serde_yaml::Value {
-        let map = desired_config_map(country, &Settings::default());
+    fn parsed(tenant: &Tenant) -> serde_yaml::Value {
+        let map = desired_config_map(tenant, &Settings::default());
         serde_yaml::from_str(&map.data.unwrap()[PATRONI_CONFIG_KEY]).unwrap()
     }
 
@@ -245,14 +246,14 @@ mod tests {
 
     #[test]
     fn synchronous_mode_follows_the_spec() {
-        let mut country = sample("ton-prod.yaml");
-        let dcs = |c: &DfrCountry| parsed(c)["bootstrap"]["dcs"].clone();
-        assert_eq!(dcs(&country)["synchronous_mode"], true);
-        assert_eq!(dcs(&country)["synchronous_mode_strict"], false);
-        country.spec.postgres.synchronous_mode = SynchronousMode::Strict;
-        assert_eq!(dcs(&country)["synchronous_mode_strict"], true);
-        country.spec.postgres.synchronous_mode = SynchronousMode::Off;
-        assert_eq!(dcs(&country)["synchronous_mode"], false);
+        let mut tenant = sample("ton-prod.yaml");
+        let dcs = |c: &Tenant| parsed(c)["bootstrap"]["dcs"].clone();
+        assert_eq!(dcs(&tenant)["synchronous_mode"], true);
+        assert_eq!(dcs(&tenant)["synchronous_mode_strict"], false);
+        tenant.spec.postgres.synchronous_mode = SynchronousMode::Strict;
+        assert_eq!(dcs(&tenant)["synchronous_mode_strict"], true);
+        tenant.spec.postgres.synchronous_mode = SynchronousMode::Off;
+        assert_eq!(dcs(&tenant)["synchronous_mode"], false);
     }
 
     #[test]
@@ -293,13 +294,13 @@ mod tests {
 
     #[test]
     fn spec_parameters_land_where_patroni_honours_them_and_forbidden_ones_never() {
-        let mut country = sample("ton-prod.yaml");
-        country
+        let mut tenant = sample("ton-prod.yaml");
+        tenant
             .spec
             .postgres
             .parameters
             .insert("wal_level".into(), "minimal".into());
-        let yaml = parsed(&country);
+        let yaml = parsed(&tenant);
         assert_eq!(
             yaml["bootstrap"]["dcs"]["postgresql"]["parameters"]["max_connections"],
             "200"

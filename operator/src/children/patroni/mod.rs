@@ -15,18 +15,38 @@ pub use statefulset::{desired_pdb, desired_statefulset};
 
 use std::collections::BTreeMap;
 
-use dfr_crds::DfrCountry;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 
 use crate::labels;
+use crate::settings::Settings;
+use crate::tenant::Tenant;
 
 /// Component label value of everything that belongs to the database.
 pub const COMPONENT: &str = "database";
 
-pub fn metadata_labels(country: &DfrCountry) -> BTreeMap<String, String> {
-    labels::component(country, labels::APP_POSTGRES, COMPONENT)
+pub fn metadata_labels(tenant: &Tenant) -> BTreeMap<String, String> {
+    labels::component(tenant, labels::APP_POSTGRES, COMPONENT)
 }
 
 /// The labels Patroni uses to find its cluster's pods (and writes on its own ConfigMaps).
-pub fn selector(country: &DfrCountry) -> BTreeMap<String, String> {
-    labels::selector(country, labels::APP_POSTGRES)
+pub fn selector(tenant: &Tenant) -> BTreeMap<String, String> {
+    labels::selector(tenant, labels::APP_POSTGRES)
+}
+
+pub fn desired_roles(tenant: &Tenant, _settings: &Settings) -> Vec<Role> {
+    vec![desired_role(tenant)]
+}
+
+pub fn desired_role_bindings(tenant: &Tenant, _settings: &Settings) -> Vec<RoleBinding> {
+    vec![desired_role_binding(tenant)]
+}
+
+pub fn desired_config_maps(tenant: &Tenant, settings: &Settings) -> Vec<ConfigMap> {
+    vec![desired_config_map(tenant, settings)]
+}
+
+pub fn desired_statefulsets(tenant: &Tenant, settings: &Settings) -> Vec<StatefulSet> {
+    vec![desired_statefulset(tenant, settings)]
 }

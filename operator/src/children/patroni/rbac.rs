@@ -5,7 +5,7 @@
 //! (it creates, patches, updates and, on `patronictl remove`, deletes them), and labels its own
 //! Pod with its role. It needs no Endpoints and no Services in ConfigMap mode.
 
-use dfr_crds::DfrCountry;
+use crate::tenant::Tenant;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 
@@ -13,12 +13,12 @@ use super::metadata_labels;
 use crate::children::child_meta;
 use crate::naming;
 
-pub fn desired_service_account(country: &DfrCountry) -> ServiceAccount {
+pub fn desired_service_account(tenant: &Tenant) -> ServiceAccount {
     ServiceAccount {
         metadata: child_meta(
-            country,
+            tenant,
             naming::POSTGRES_SERVICE_ACCOUNT,
-            metadata_labels(country),
+            metadata_labels(tenant),
         ),
         automount_service_account_token: Some(true),
         ..ServiceAccount::default()
@@ -34,9 +34,9 @@ fn rule(resources: &[&str], verbs: &[&str]) -> PolicyRule {
     }
 }
 
-pub fn desired_role(country: &DfrCountry) -> Role {
+pub fn desired_role(tenant: &Tenant) -> Role {
     Role {
-        metadata: child_meta(country, naming::POSTGRES, metadata_labels(country)),
+        metadata: child_meta(tenant, naming::POSTGRES, metadata_labels(tenant)),
         rules: Some(vec![
             rule(
                 &["configmaps"],
@@ -49,9 +49,9 @@ pub fn desired_role(country: &DfrCountry) -> Role {
     }
 }
 
-pub fn desired_role_binding(country: &DfrCountry) -> RoleBinding {
+pub fn desired_role_binding(tenant: &Tenant) -> RoleBinding {
     RoleBinding {
-        metadata: child_meta(country, naming::POSTGRES, metadata_labels(country)),
+        metadata: child_meta(tenant, naming::POSTGRES, metadata_labels(tenant)),
         role_ref: RoleRef {
             api_group: "rbac.authorization.k8s.io".into(),
             kind: "Role".into(),
@@ -60,7 +60,7 @@ pub fn desired_role_binding(country: &DfrCountry) -> RoleBinding {
         subjects: Some(vec![Subject {
             kind: "ServiceAccount".into(),
             name: naming::POSTGRES_SERVICE_ACCOUNT.into(),
-            namespace: Some(naming::namespace(country)),
+            namespace: Some(tenant.namespace.clone()),
             ..Subject::default()
         }]),
     }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use dfr_crds::DfrCountry;
+use crate::tenant::Tenant;
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -21,11 +21,11 @@ fn port(name: &str, number: i32) -> ServicePort {
     }
 }
 
-fn by_role(country: &DfrCountry, name: &str, role: &str) -> Service {
-    let mut select = selector(country);
+fn by_role(tenant: &Tenant, name: &str, role: &str) -> Service {
+    let mut select = selector(tenant);
     select.insert(labels::PATRONI_ROLE.into(), role.into());
     Service {
-        metadata: child_meta(country, name, metadata_labels(country)),
+        metadata: child_meta(tenant, name, metadata_labels(tenant)),
         spec: Some(ServiceSpec {
             selector: Some(select),
             ports: Some(vec![port("postgresql", naming::POSTGRES_PORT)]),
@@ -36,22 +36,22 @@ fn by_role(country: &DfrCountry, name: &str, role: &str) -> Service {
     }
 }
 
-pub fn desired_rw_service(country: &DfrCountry) -> Service {
-    by_role(country, naming::POSTGRES_RW, labels::PATRONI_ROLE_PRIMARY)
+pub fn desired_rw_service(tenant: &Tenant) -> Service {
+    by_role(tenant, naming::POSTGRES_RW, labels::PATRONI_ROLE_PRIMARY)
 }
 
-pub fn desired_ro_service(country: &DfrCountry) -> Service {
-    by_role(country, naming::POSTGRES_RO, labels::PATRONI_ROLE_REPLICA)
+pub fn desired_ro_service(tenant: &Tenant) -> Service {
+    by_role(tenant, naming::POSTGRES_RO, labels::PATRONI_ROLE_REPLICA)
 }
 
 /// Stable DNS names per member (postgres-0.postgres-headless...), ready or not, so members can
 /// find each other while they bootstrap.
-pub fn desired_headless_service(country: &DfrCountry) -> Service {
+pub fn desired_headless_service(tenant: &Tenant) -> Service {
     Service {
-        metadata: child_meta(country, naming::POSTGRES_HEADLESS, metadata_labels(country)),
+        metadata: child_meta(tenant, naming::POSTGRES_HEADLESS, metadata_labels(tenant)),
         spec: Some(ServiceSpec {
             cluster_ip: Some("None".into()),
-            selector: Some(BTreeMap::from_iter(selector(country))),
+            selector: Some(BTreeMap::from_iter(selector(tenant))),
             publish_not_ready_addresses: Some(true),
             ports: Some(vec![
                 port("postgresql", naming::POSTGRES_PORT),
@@ -71,11 +71,11 @@ mod tests {
 
     #[test]
     fn read_write_selects_the_leader_and_read_only_the_replicas() {
-        let country = sample("ton-prod.yaml");
-        let rw = desired_rw_service(&country).spec.unwrap().selector.unwrap();
+        let tenant = sample("ton-prod.yaml");
+        let rw = desired_rw_service(&tenant).spec.unwrap().selector.unwrap();
         assert_eq!(rw["role"], "primary");
         assert_eq!(rw[labels::INSTANCE], "ton-prod");
-        let ro = desired_ro_service(&country).spec.unwrap().selector.unwrap();
+        let ro = desired_ro_service(&tenant).spec.unwrap().selector.unwrap();
         assert_eq!(ro["role"], "replica");
     }
 

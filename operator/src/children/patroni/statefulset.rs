@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use dfr_crds::DfrCountry;
+use crate::tenant::Tenant;
 use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
 };
@@ -56,8 +56,8 @@ fn patroni_probe(path: &str, period: i32, failures: i32) -> Probe {
     }
 }
 
-fn resources(country: &DfrCountry) -> ResourceRequirements {
-    country
+fn resources(tenant: &Tenant) -> ResourceRequirements {
+    tenant
         .spec
         .postgres
         .resources
@@ -78,10 +78,10 @@ fn resources(country: &DfrCountry) -> ResourceRequirements {
         })
 }
 
-fn container(country: &DfrCountry, settings: &Settings) -> Container {
+fn container(tenant: &Tenant, settings: &Settings) -> Container {
     Container {
         name: "postgres".into(),
-        image: Some(settings.postgres_image_for(country.spec.postgres.version)),
+        image: Some(settings.postgres_image_for(tenant.spec.postgres.version)),
         image_pull_policy: Some(settings.image_pull_policy.clone()),
         command: Some(vec![
             "patroni".into(),
@@ -143,7 +143,7 @@ fn container(country: &DfrCountry, settings: &Settings) -> Container {
         // that Patroni answers, so a slow recovery is not killed.
         readiness_probe: Some(patroni_probe("/readiness", 5, 3)),
         liveness_probe: Some(patroni_probe("/liveness", 10, 6)),
-        resources: Some(resources(country)),
+        resources: Some(resources(tenant)),
         security_context: Some(restricted_container()),
         volume_mounts: Some(vec![
             mount("data", "/var/lib/postgresql/data", false),
@@ -188,12 +188,12 @@ fn volumes() -> Vec<Volume> {
     ]
 }
 
-fn data_claim(country: &DfrCountry) -> PersistentVolumeClaim {
-    let storage = &country.spec.postgres.storage;
+fn data_claim(tenant: &Tenant) -> PersistentVolumeClaim {
+    let storage = &tenant.spec.postgres.storage;
     PersistentVolumeClaim {
         metadata: ObjectMeta {
             name: Some("data".into()),
-            labels: Some(metadata_labels(country)),
+            labels: Some(metadata_labels(tenant)),
             ..ObjectMeta::default()
         },
         spec: Some(PersistentVolumeClaimSpec {
@@ -213,8 +213,8 @@ fn data_claim(country: &DfrCountry) -> PersistentVolumeClaim {
 }
 
 /// The members' labels: the StatefulSet's, plus the scope label Patroni selects members by.
-fn pod_labels(country: &DfrCountry) -> BTreeMap<String, String> {
-    let mut labels = metadata_labels(country);
+fn pod_labels(tenant: &Tenant) -> BTreeMap<String, String> {
+    let mut labels = metadata_labels(tenant);
     labels.insert(
         crate::labels::PATRONI_SCOPE.to_string(),
         naming::POSTGRES.to_string(),
@@ -222,16 +222,16 @@ fn pod_labels(country: &DfrCountry) -> BTreeMap<String, String> {
     labels
 }
 
-pub fn desired_statefulset(country: &DfrCountry, settings: &Settings) -> StatefulSet {
+pub fn desired_statefulset(tenant: &Tenant, settings: &Settings) -> StatefulSet {
     StatefulSet {
-        metadata: child_meta(country, naming::POSTGRES, metadata_labels(country)),
+        metadata: child_meta(tenant, naming::POSTGRES, metadata_labels(tenant)),
         spec: Some(StatefulSetSpec {
-            replicas: Some(country.spec.postgres.instances),
+            replicas: Some(tenant.spec.postgres.instances),
             service_name: Some(naming::POSTGRES_HEADLESS.into()),
             // Patroni, not the StatefulSet, decides who leads: members may start together.
             pod_management_policy: Some("Parallel".into()),
             selector: LabelSelector {
-                match_labels: Some(selector(country)),
+                match_labels: Some(selector(tenant)),
                 ..LabelSelector::default()
             },
             // The data outlives the StatefulSet; deletionPolicy decides its fate.
@@ -243,7 +243,7 @@ pub fn desired_statefulset(country: &DfrCountry, settings: &Settings) -> Statefu
             ),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(pod_labels(country)),
+                    labels: Some(pod_labels(tenant)),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
@@ -259,7 +259,7 @@ pub fn desired_statefulset(country: &DfrCountry, settings: &Settings) -> Statefu
                                     weight: 100,
                                     pod_affinity_term: PodAffinityTerm {
                                         label_selector: Some(LabelSelector {
-                                            match_labels: Some(selector(country)),
+                                            match_labels: Some(selector(tenant)),
                                             ..LabelSelector::default()
                                         }),
                                         topology_key: "kubernetes.io/hostname".into(),
@@ -271,12 +271,12 @@ pub fn desired_statefulset(country: &DfrCountry, settings: &Settings) -> Statefu
                         }),
                         ..Affinity::default()
                     }),
-                    containers: vec![container(country, settings)],
+                    containers: vec![container(tenant, settings)],
                     volumes: Some(volumes()),
                     ..PodSpec::default()
                 }),
             },
-            volume_claim_templates: Some(vec![data_claim(country)]),
+            volume_claim_templates: Some(vec![data_claim(tenant)]),
             ..StatefulSetSpec::default()
         }),
         ..StatefulSet::default()
@@ -285,14 +285,14 @@ pub fn desired_statefulset(country: &DfrCountry, settings: &Settings) -> Statefu
 
 /// At most one member down by choice; none for a single member, which would block node drains
 /// forever.
-pub fn desired_pdb(country: &DfrCountry) -> Option<PodDisruptionBudget> {
-    (country.spec.postgres.instances >= 2).then(|| {
-        let labels = metadata_labels(country);
+pub fn desired_pdb(tenant: &Tenant) -> Option<PodDisruptionBudget> {
+    (tenant.spec.postgres.instances >= 2).then(|| {
+        let labels = metadata_labels(tenant);
         disruption_budget(
-            country,
+            tenant,
             naming::POSTGRES,
             labels,
-            selector(country),
+            selector(tenant),
             Budget::MaxUnavailable(1),
         )
     })
@@ -306,8 +306,8 @@ mod tests {
 
     #[test]
     fn members_follow_the_spec() {
-        let country = sample("ton-prod.yaml");
-        let sts = desired_statefulset(&country, &Settings::default());
+        let tenant = sample("ton-prod.yaml");
+        let sts = desired_statefulset(&tenant, &Settings::default());
         let spec = sts.spec.unwrap();
         assert_eq!(spec.replicas, Some(3));
         let claim = &spec.volume_claim_templates.unwrap()[0];
@@ -339,8 +339,8 @@ mod tests {
 
     #[test]
     fn patroni_finds_the_members_by_its_labels_and_scope_label() {
-        let country = sample("ton-dev.yaml");
-        let statefulset = desired_statefulset(&country, &Settings::default());
+        let tenant = sample("ton-dev.yaml");
+        let statefulset = desired_statefulset(&tenant, &Settings::default());
         let pod_labels = statefulset
             .spec
             .unwrap()
@@ -349,7 +349,7 @@ mod tests {
             .unwrap()
             .labels
             .unwrap();
-        let patroni = super::super::patroni_config(&country);
+        let patroni = super::super::patroni_config(&tenant);
         for (key, value) in &patroni.kubernetes.labels {
             assert_eq!(pod_labels.get(key), Some(value), "label {key}");
         }
@@ -408,11 +408,11 @@ mod tests {
 
     #[test]
     fn a_single_member_gets_no_disruption_budget() {
-        let mut country = sample("ton-dev.yaml");
-        country.spec.postgres.instances = 1;
-        assert!(desired_pdb(&country).is_none());
-        country.spec.postgres.instances = 2;
-        let pdb = desired_pdb(&country).unwrap();
+        let mut tenant = sample("ton-dev.yaml");
+        tenant.spec.postgres.instances = 1;
+        assert!(desired_pdb(&tenant).is_none());
+        tenant.spec.postgres.instances = 2;
+        let pdb = desired_pdb(&tenant).unwrap();
         assert_eq!(pdb.spec.unwrap().max_unavailable, Some(IntOrString::Int(1)));
     }
 }
