@@ -187,7 +187,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Some(Command::Openapi) => {
             print!(
                 "{}",
-                dfr_api::openapi::document().map_err(|e| e.to_string())?
+                dfr_api::routes::openapi_document().map_err(|e| e.to_string())?
             );
         }
         Some(Command::Migrate) => {

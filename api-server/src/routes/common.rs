@@ -1,5 +1,6 @@
 //! What several registry handlers share.
 
+use axum::http::{HeaderMap, header};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -42,4 +43,17 @@ pub async fn visible_person_area(
         .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| ApiError::field(field, "no such person in the areas you may see"))
+}
+
+/// The version a change was based on, from If-Match (the ETag the caller last read).
+pub fn expected_version(headers: &HeaderMap) -> ApiResult<i32> {
+    let value = headers
+        .get(header::IF_MATCH)
+        .ok_or(ApiError::PreconditionRequired)?;
+    value
+        .to_str()
+        .ok()
+        .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| ApiError::field("If-Match", "must be the ETag of the record, e.g. \"3\""))
 }

@@ -9,9 +9,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool, Row};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::common::{require_scope, require_staff, visible_person_area};
+use super::common::{expected_version, require_scope, require_staff, visible_person_area};
 use crate::audit;
 use crate::auth::{Actor, Role};
 use crate::consent;
@@ -19,6 +21,14 @@ use crate::db::begin_as;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
 use crate::metrics::Metrics;
+use crate::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(request))
+        .routes(routes!(get))
+        .routes(routes!(transition))
+}
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -223,7 +233,7 @@ pub async fn transition(
             "must be given, refused, withdrawn or expired",
         ));
     }
-    let version = crate::routes::persons::expected_version(&headers)?;
+    let version = expected_version(&headers)?;
     let mut tx = begin_as(&pool, &actor).await?;
     let current = load(&mut tx, id).await?;
     if current.version != version {

@@ -3,6 +3,16 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(live))
+        .routes(routes!(ready))
+}
 
 /// Liveness: the process serves requests.
 #[utoipa::path(get, path = "/api/dfr/health", tag = "health", responses((status = 200, description = "The process serves requests")))]

@@ -8,6 +8,8 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::{PgPool, Row};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::common::{require_scope, require_staff, visible_person_area};
@@ -16,6 +18,13 @@ use crate::auth::Actor;
 use crate::db::begin_as;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
+use crate::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create))
+        .routes(routes!(get))
+}
 
 const ROLES: &[&str] = &["head", "spouse", "child", "other"];
 

@@ -1,3 +1,7 @@
+//! The HTTP surface. Each module registers its handlers once, with `routes!`, which gives the
+//! router its route and the OpenAPI document its operation from the same `#[utoipa::path]`;
+//! `api` merges the modules.
+
 pub mod areas;
 mod common;
 pub mod consents;
@@ -11,61 +15,57 @@ pub mod token;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
-use axum::routing::{get, post};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::error::ApiError;
+use crate::openapi::ApiDoc;
 use crate::state::AppState;
 
+/// Every documented route, with the document that describes them.
+pub fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(health::router())
+        .merge(token::router())
+        .merge(persons::router())
+        .merge(plots::router())
+        .merge(consents::router())
+        .merge(households::router())
+        .merge(areas::router())
+        .merge(profiles::router())
+}
+
+/// The OpenAPI document as served at /api/dfr/openapi.json and checked in.
+pub fn openapi_document() -> Result<String, serde_json::Error> {
+    crate::openapi::render(api().into_openapi())
+}
+
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
-    Router::new()
-        .route("/api/dfr/health", get(health::live))
-        .route("/api/dfr/health/ready", get(health::ready))
-        .route("/oauth/token", post(token::token))
-        .route("/.well-known/jwks.json", get(token::jwks))
+    let (routes, document) = api().split_for_parts();
+    let document = crate::openapi::render(document).map_err(|e| e.to_string());
+    let metrics = state.metrics.clone();
+    routes
+        // Not API operations, so not in the document.
         .route(
-            "/api/dfr/persons",
-            post(persons::create).get(persons::search),
+            "/api/dfr/openapi.json",
+            get(move || serve_document(document.clone())),
         )
-        .route(
-            "/api/dfr/persons/{id}",
-            get(persons::get)
-                .put(persons::update)
-                .delete(persons::delete),
-        )
-        .route("/api/dfr/consents", post(consents::request))
-        .route("/api/dfr/consents/{id}", get(consents::get))
-        .route(
-            "/api/dfr/consents/{id}/transitions",
-            post(consents::transition),
-        )
-        .route("/api/dfr/areas", get(areas::list).post(areas::create))
-        .route("/api/dfr/households", post(households::create))
-        .route("/api/dfr/households/{id}", get(households::get))
-        .route("/api/dfr/farmer-profiles", post(profiles::create_profile))
-        .route(
-            "/api/dfr/farmer-profiles/{person_id}",
-            get(profiles::get_profile),
-        )
-        .route("/api/dfr/holdings", post(profiles::create_holding))
-        .route("/api/dfr/holdings/{id}", get(profiles::get_holding))
-        .route("/api/dfr/plots", post(plots::create))
-        .route("/api/dfr/plots/{id}", get(plots::get))
-        .route("/api/dfr/openapi.json", get(openapi))
         .route("/metrics", get(crate::metrics::render))
         .fallback(|| async { ApiError::NotFound })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn(crate::error::plain_errors_as_problems))
         .layer(middleware::from_fn_with_state(
-            state.metrics.clone(),
+            metrics,
             crate::metrics::track,
         ))
         .with_state(state)
 }
 
-async fn openapi() -> axum::response::Response {
-    use axum::response::IntoResponse;
-    match crate::openapi::document() {
+async fn serve_document(document: Result<String, String>) -> Response {
+    match document {
         Ok(json) => ([("content-type", "application/json")], json).into_response(),
-        Err(error) => ApiError::Internal(error.to_string()).into_response(),
+        Err(error) => ApiError::Internal(error).into_response(),
     }
 }

@@ -11,8 +11,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::common::expected_version;
 use crate::audit;
 use crate::auth::{Actor, Role};
 use crate::crypto::mask;
@@ -20,6 +23,12 @@ use crate::db::begin_as;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
 use crate::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, search))
+        .routes(routes!(get, update, delete))
+}
 
 #[derive(Deserialize, Debug, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -499,18 +508,6 @@ pub async fn search(
         None
     };
     Ok(Json(Page { items, next }))
-}
-
-pub fn expected_version(headers: &HeaderMap) -> ApiResult<i32> {
-    let value = headers
-        .get(header::IF_MATCH)
-        .ok_or(ApiError::PreconditionRequired)?;
-    value
-        .to_str()
-        .ok()
-        .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| ApiError::field("If-Match", "must be the ETag of the record, e.g. \"3\""))
 }
 
 async fn stale_or_missing(tx: &mut PgConnection, id: Uuid) -> ApiError {

@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::common::{require_scope, require_staff, visible_person_area};
@@ -15,6 +17,15 @@ use crate::auth::Actor;
 use crate::db::begin_as;
 use crate::error::{ApiError, ApiResult, conflict_on_duplicate};
 use crate::extract::ApiJson;
+use crate::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_profile))
+        .routes(routes!(get_profile))
+        .routes(routes!(create_holding))
+        .routes(routes!(get_holding))
+}
 
 const ACTIVITIES: &[&str] = &["crops", "livestock", "mixed", "fisheries", "forestry"];
 

@@ -8,11 +8,20 @@ use chrono::{Duration, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::{AccessTokens, Claims, ISSUER, Role, verify_password};
 use crate::error::{ApiError, ApiResult};
 use crate::sessions;
+use crate::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(token))
+        .routes(routes!(jwks))
+}
 
 const MAX_FAILED_ATTEMPTS: i32 = 5;
 const LOCKOUT_MINUTES: i32 = 15;
