@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use crate::host::binaries;
+
 const HOW_TO_RUN: &str = "DFR_KUBECONFIG is not set: these tests need the local control plane. \
      Run the whole suite with `scripts/test`, or start one with \
      `target/debug/dfr-cluster up && eval \"$(target/debug/dfr-cluster env)\"` and run cargo test again";
@@ -29,9 +31,7 @@ pub async fn kube_client() -> kube::Client {
 pub fn kubectl(args: &[&str]) -> Output {
     let kubectl = match std::env::var_os("DFR_KUBECTL") {
         Some(path) => PathBuf::from(path),
-        None => crate::controlplane::binaries::bin_dir()
-            .unwrap_or_else(|e| panic!("{e}"))
-            .join("kubectl"),
+        None => binaries::kubectl(&binaries::bin_dir().unwrap_or_else(|e| panic!("{e}"))),
     };
     Command::new(&kubectl)
         .arg("--kubeconfig")

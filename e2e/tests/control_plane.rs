@@ -2,7 +2,7 @@
 //! (The suite's own control plane proves the rest; this one is started here to watch `down`.)
 #![allow(clippy::unwrap_used)]
 
-use dfr_e2e::controlplane::ControlPlane;
+use dfr_e2e::cluster::Cluster;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ListParams};
 
@@ -28,7 +28,7 @@ async fn up_serves_and_down_leaves_nothing_behind() {
         "dfr-cluster-test-{}",
         dfr_e2e::testing::unique_suffix()
     ));
-    let plane = ControlPlane::new("lifecycle", Some(state.clone())).unwrap();
+    let plane = Cluster::new("lifecycle", Some(state.clone())).unwrap();
     let timings = plane.up().await.unwrap();
     assert!(!timings.start_to_ready.is_zero());
     let marker = state.display().to_string();

@@ -1,10 +1,11 @@
-//! dfr-cluster: the local Kubernetes control plane for the demo and the tests.
+//! dfr-cluster: the local Kubernetes cluster (a control plane, optionally with a node) for the
+//! demo and the tests.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use dfr_e2e::controlplane::ControlPlane;
+use dfr_e2e::cluster::Cluster;
 
 #[derive(Parser)]
 #[command(
@@ -44,7 +45,7 @@ enum Command {
     Up(UpArgs),
     /// Stop what `up` started and remove its state.
     Down(Target),
-    /// Print shell lines (for eval) that point kubectl and the tests at the control plane.
+    /// Print shell lines (for eval) that point kubectl and the tests at the control cluster.
     Env(Target),
 }
 
@@ -66,15 +67,15 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command) -> Result<(), dfr_e2e::controlplane::Error> {
+async fn run(command: Command) -> Result<(), dfr_e2e::cluster::Error> {
     match command {
         Command::Up(UpArgs { target, node }) => {
-            let plane = ControlPlane::new(&target.name, target.state_dir)?;
+            let cluster = Cluster::new(&target.name, target.state_dir)?;
             let timings = if node {
-                let images = dfr_e2e::node::images::build_all()?;
-                plane.up_with_node(&images).await?
+                let images = dfr_e2e::cluster::build_node_images()?;
+                cluster.up_with_node(&images).await?
             } else {
-                plane.up().await?
+                cluster.up().await?
             };
             if let Some(build) = timings.build {
                 eprintln!(
@@ -85,12 +86,12 @@ async fn run(command: Command) -> Result<(), dfr_e2e::controlplane::Error> {
             if timings.start_to_ready.is_zero() {
                 eprintln!(
                     "dfr-cluster: control plane {} is already running",
-                    plane.name
+                    cluster.name
                 );
             } else {
                 eprintln!(
                     "dfr-cluster: {} ready in {:.1} s ({})",
-                    plane.name,
+                    cluster.name,
                     timings.start_to_ready.as_secs_f64(),
                     if node {
                         "etcd, kube-apiserver, kube-controller-manager, kube-scheduler, containerd, kubelet, kube-proxy, CoreDNS"
@@ -101,24 +102,24 @@ async fn run(command: Command) -> Result<(), dfr_e2e::controlplane::Error> {
             }
             eprintln!(
                 "dfr-cluster: use it with: eval \"$(dfr-cluster env --name {})\"",
-                plane.name
+                cluster.name
             );
         }
         Command::Down(target) => {
-            let plane = ControlPlane::new(&target.name, target.state_dir)?;
-            let stopped = plane.down().await?;
+            let cluster = Cluster::new(&target.name, target.state_dir)?;
+            let stopped = cluster.down().await?;
             if stopped.is_empty() {
                 eprintln!(
                     "dfr-cluster: nothing of {} was running; state removed",
-                    plane.name
+                    cluster.name
                 );
             } else {
                 eprintln!("dfr-cluster: stopped {}", stopped.join(", "));
             }
         }
         Command::Env(target) => {
-            let plane = ControlPlane::new(&target.name, target.state_dir)?;
-            for line in plane.env_lines()? {
+            let cluster = Cluster::new(&target.name, target.state_dir)?;
+            for line in cluster.env_lines()? {
                 println!("{line}");
             }
         }

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::controlplane::{Error, Result, binaries};
+use crate::host::{Error, Result, binaries};
 use crate::images::{self, BuiltImage};
 
 /// The tag of our own images: the workspace version, which the samples' dev appVersion names.

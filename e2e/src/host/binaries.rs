@@ -63,6 +63,11 @@ pub fn bin_dir() -> Result<PathBuf> {
     Ok(cache_root()?.join(cache_key(&read_recipe(&recipe_dir())?)))
 }
 
+/// The bundled kubectl among the components in `bin_dir`.
+pub fn kubectl(bin_dir: &Path) -> PathBuf {
+    bin_dir.join("kubectl")
+}
+
 pub fn go_build_args(output: &Path) -> Vec<String> {
     let version = KUBERNETES_VERSION;
     let ldflags = format!(

@@ -2,8 +2,9 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
-/// Everything that can go wrong bringing a local control plane up or down. Each message names
-/// the component and, where there is one, its log file.
+/// Everything that can go wrong bringing a local cluster (control plane and node) up or down,
+/// one enum for every layer so `dfr-cluster` reports them alike. Each message names the
+/// component and, where there is one, its log file.
 #[derive(Error, Debug)]
 pub enum Error {
     #[error("{what}: {source}")]

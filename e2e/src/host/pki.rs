@@ -1,5 +1,5 @@
-//! The control plane's certificates and the service-account signing key, generated fresh for
-//! every cluster with rcgen (ECDSA P-256).
+//! The cluster's certificates (the control plane's and the node's) and the service-account
+//! signing key, generated fresh for every cluster with rcgen (ECDSA P-256).
 
 use std::net::IpAddr;
 use std::path::Path;

@@ -1,5 +1,5 @@
 //! Starting the components as daemons that outlive `dfr-cluster up`, and stopping exactly the
-//! processes this control plane started (by the PIDs it recorded, checked against their
+//! processes a cluster started (by the PIDs it recorded in its state dir, checked against their
 //! command lines so a recycled PID is never signalled).
 
 use std::path::{Path, PathBuf};
@@ -83,6 +83,16 @@ impl Started {
                 tail: tail(&self.log, 20),
             }),
             _ => Ok(()),
+        }
+    }
+
+    /// The error for a component that is still running but not ready after `seconds`.
+    pub fn not_ready(&self, seconds: u64) -> Error {
+        Error::NotReady {
+            component: self.component.clone(),
+            seconds,
+            log: self.log.clone(),
+            tail: tail(&self.log, 20),
         }
     }
 }

@@ -1,0 +1,230 @@
+//! CoreDNS as the cluster DNS: its RBAC, Corefile, Deployment and the `kube-dns` Service at the
+//! address the kubelet hands pods.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecurityContext, Service,
+    ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
+};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::{apply, labels, meta};
+use crate::host::Result;
+use crate::node::config::CLUSTER_DNS;
+
+pub const COREDNS_IMAGE: &str = "dfr-coredns:1.13.2";
+const DNS_NAMESPACE: &str = "kube-system";
+const DNS_PORT: i32 = 1053;
+
+pub fn corefile() -> String {
+    format!(
+        ".:{DNS_PORT} {{\n    errors\n    health :8080\n    ready :8181\n    kubernetes cluster.local in-addr.arpa ip6.arpa {{\n        pods insecure\n        fallthrough in-addr.arpa ip6.arpa\n        ttl 30\n    }}\n    cache 30\n    loop\n    reload\n    loadbalance\n}}\n"
+    )
+}
+
+fn coredns_rbac() -> (ServiceAccount, ClusterRole, ClusterRoleBinding) {
+    let rule = |group: &str, resources: &[&str]| PolicyRule {
+        api_groups: Some(vec![group.to_string()]),
+        resources: Some(resources.iter().map(|r| r.to_string()).collect()),
+        verbs: vec!["list".into(), "watch".into()],
+        ..PolicyRule::default()
+    };
+    (
+        ServiceAccount {
+            metadata: meta("coredns", Some(DNS_NAMESPACE), "coredns"),
+            ..ServiceAccount::default()
+        },
+        ClusterRole {
+            metadata: meta("dfr-cluster:coredns", None, "coredns"),
+            rules: Some(vec![
+                rule("", &["endpoints", "services", "pods", "namespaces"]),
+                rule("discovery.k8s.io", &["endpointslices"]),
+            ]),
+            ..ClusterRole::default()
+        },
+        ClusterRoleBinding {
+            metadata: meta("dfr-cluster:coredns", None, "coredns"),
+            role_ref: RoleRef {
+                api_group: "rbac.authorization.k8s.io".into(),
+                kind: "ClusterRole".into(),
+                name: "dfr-cluster:coredns".into(),
+            },
+            subjects: Some(vec![Subject {
+                kind: "ServiceAccount".into(),
+                name: "coredns".into(),
+                namespace: Some(DNS_NAMESPACE.into()),
+                ..Subject::default()
+            }]),
+        },
+    )
+}
+
+fn coredns_deployment() -> Deployment {
+    let selector = BTreeMap::from([("app.kubernetes.io/name".to_string(), "coredns".to_string())]);
+    let port = |name: &str, number: i32, protocol: &str| ContainerPort {
+        name: Some(name.into()),
+        container_port: number,
+        protocol: Some(protocol.into()),
+        ..ContainerPort::default()
+    };
+    let http_probe = |path: &str, port: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::Int(port),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(2),
+        ..Probe::default()
+    };
+    Deployment {
+        metadata: meta("coredns", Some(DNS_NAMESPACE), "coredns"),
+        spec: Some(DeploymentSpec {
+            replicas: Some(1),
+            selector: LabelSelector {
+                match_labels: Some(selector),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels("coredns")),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some("coredns".into()),
+                    // CoreDNS must not resolve through itself.
+                    dns_policy: Some("Default".into()),
+                    priority_class_name: Some("system-cluster-critical".into()),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(65532),
+                        run_as_group: Some(65532),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..SeccompProfile::default()
+                        }),
+                        ..PodSecurityContext::default()
+                    }),
+                    containers: vec![Container {
+                        name: "coredns".into(),
+                        image: Some(COREDNS_IMAGE.into()),
+                        image_pull_policy: Some("Never".into()),
+                        args: Some(vec!["-conf".into(), "/etc/coredns/Corefile".into()]),
+                        ports: Some(vec![
+                            port("dns", DNS_PORT, "UDP"),
+                            port("dns-tcp", DNS_PORT, "TCP"),
+                            port("health", 8080, "TCP"),
+                        ]),
+                        readiness_probe: Some(http_probe("/ready", 8181)),
+                        liveness_probe: Some(http_probe("/health", 8080)),
+                        security_context: Some(SecurityContext {
+                            allow_privilege_escalation: Some(false),
+                            read_only_root_filesystem: Some(true),
+                            capabilities: Some(Capabilities {
+                                drop: Some(vec!["ALL".into()]),
+                                ..Capabilities::default()
+                            }),
+                            ..SecurityContext::default()
+                        }),
+                        volume_mounts: Some(vec![VolumeMount {
+                            name: "config".into(),
+                            mount_path: "/etc/coredns".into(),
+                            read_only: Some(true),
+                            ..VolumeMount::default()
+                        }]),
+                        ..Container::default()
+                    }],
+                    volumes: Some(vec![Volume {
+                        name: "config".into(),
+                        config_map: Some(ConfigMapVolumeSource {
+                            name: "coredns".into(),
+                            ..ConfigMapVolumeSource::default()
+                        }),
+                        ..Volume::default()
+                    }]),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    }
+}
+
+fn dns_service() -> Service {
+    let port = |name: &str, protocol: &str| ServicePort {
+        name: Some(name.into()),
+        port: 53,
+        target_port: Some(IntOrString::Int(DNS_PORT)),
+        protocol: Some(protocol.into()),
+        ..ServicePort::default()
+    };
+    Service {
+        metadata: meta("kube-dns", Some(DNS_NAMESPACE), "coredns"),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some(CLUSTER_DNS.to_string()),
+            selector: Some(BTreeMap::from([(
+                "app.kubernetes.io/name".to_string(),
+                "coredns".to_string(),
+            )])),
+            ports: Some(vec![port("dns", "UDP"), port("dns-tcp", "TCP")]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// The RBAC, the Corefile, the Deployment and the Service, in that order.
+pub async fn install(client: &kube::Client) -> Result<()> {
+    let (account, role, binding) = coredns_rbac();
+    apply(
+        kube::Api::namespaced(client.clone(), DNS_NAMESPACE),
+        &account,
+    )
+    .await?;
+    apply(kube::Api::all(client.clone()), &role).await?;
+    apply(kube::Api::all(client.clone()), &binding).await?;
+    let config = ConfigMap {
+        metadata: meta("coredns", Some(DNS_NAMESPACE), "coredns"),
+        data: Some(BTreeMap::from([("Corefile".to_string(), corefile())])),
+        ..ConfigMap::default()
+    };
+    apply(
+        kube::Api::namespaced(client.clone(), DNS_NAMESPACE),
+        &config,
+    )
+    .await?;
+    apply(
+        kube::Api::namespaced(client.clone(), DNS_NAMESPACE),
+        &coredns_deployment(),
+    )
+    .await?;
+    apply(
+        kube::Api::namespaced(client.clone(), DNS_NAMESPACE),
+        &dns_service(),
+    )
+    .await
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coredns_serves_the_cluster_zone_on_an_unprivileged_port_behind_port_53() {
+        assert!(corefile().starts_with(".:1053 {"));
+        assert!(corefile().contains("kubernetes cluster.local in-addr.arpa ip6.arpa"));
+        assert!(
+            !corefile().contains("forward"),
+            "nothing may leave the machine"
+        );
+        let service = dns_service().spec.unwrap();
+        assert_eq!(service.cluster_ip.as_deref(), Some("10.96.0.10"));
+        assert_eq!(service.ports.as_ref().unwrap()[0].port, 53);
+    }
+}
