@@ -4,6 +4,27 @@
 //! are generated from these types, so the API server enforces them before the operator ever sees
 //! an object.
 
+/// CEL: a quantity field (int-or-string) holds a valid Kubernetes quantity. The API server
+/// accepts any string in such a field otherwise, and `lots` would fail only when a workload is
+/// applied.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! is_quantity {
+    () => {
+        "type(self) != string || isQuantity(self)"
+    };
+}
+
+/// CEL: every request and limit of a ResourceRequirements is a valid quantity.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! resources_are_quantities {
+    () => {
+        "(!has(self.requests) || self.requests.all(k, type(self.requests[k]) != string || isQuantity(self.requests[k]))) && \
+         (!has(self.limits) || self.limits.all(k, type(self.limits[k]) != string || isQuantity(self.limits[k])))"
+    };
+}
+
 mod postgres;
 mod spec;
 mod status;

@@ -72,6 +72,8 @@ pub struct PostgresSpec {
     pub storage: StorageSpec,
 
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new(crate::resources_are_quantities!())
+        .message("postgres.resources requests and limits must be Kubernetes quantities such as 500m, 2 or 1Gi"))]
     pub resources: Option<ResourceRequirements>,
 
     /// Extra postgresql.conf parameters. Settings that replication, failover or TLS depend on are
@@ -118,11 +120,13 @@ pub enum SynchronousMode {
     Strict,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StorageSpec {
     /// Size of each member's data volume.
     #[serde(default = "default_storage_size")]
+    #[x_kube(validation = kube::core::Rule::new(crate::is_quantity!())
+        .message("postgres.storage.size must be a Kubernetes quantity such as 10Gi or 500Gi"))]
     pub size: Quantity,
     /// StorageClass of the data volumes; the cluster default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -171,6 +171,8 @@ pub struct ApiSpec {
     #[schemars(range(min = 1, max = 100))]
     pub max_replicas: i32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(crate::resources_are_quantities!())
+        .message("api.resources requests and limits must be Kubernetes quantities such as 500m, 2 or 1Gi"))]
     pub resources: Option<ResourceRequirements>,
     #[serde(default)]
     pub autoscaling: AutoscalingSpec,
@@ -373,9 +375,11 @@ pub struct S3Destination {
     pub credentials_secret_ref: SecretRef,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VolumeDestination {
+    #[x_kube(validation = Rule::new(crate::is_quantity!())
+        .message("backup.destination.volume.size must be a Kubernetes quantity such as 100Gi"))]
     pub size: Quantity,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,

@@ -256,3 +256,49 @@ async fn the_schema_rejects_malformed_fields_with_their_path() {
     .await;
     assert!(message.contains("egress cidr must be a CIDR"), "{message}");
 }
+
+#[tokio::test]
+async fn quantities_are_checked_at_apply_time_and_the_message_names_the_field() {
+    let admin = setup().await;
+    let message = rejection(
+        &admin,
+        "ton-dev.yaml",
+        json!({"spec": {"postgres": {"storage": {"size": "lots"}}}}),
+    )
+    .await;
+    assert!(
+        message.contains("postgres.storage.size must be a Kubernetes quantity"),
+        "{message}"
+    );
+    let message = rejection(
+        &admin,
+        "ton-dev.yaml",
+        json!({"spec": {"api": {"resources": {"limits": {"memory": "a lot"}}}}}),
+    )
+    .await;
+    assert!(
+        message.contains("api.resources requests and limits must be Kubernetes quantities"),
+        "{message}"
+    );
+    let message = rejection(
+        &admin,
+        "ton-dev.yaml",
+        json!({"spec": {"postgres": {"resources": {"requests": {"cpu": "two"}}}}}),
+    )
+    .await;
+    assert!(
+        message.contains("postgres.resources requests and limits"),
+        "{message}"
+    );
+    let message = rejection(
+        &admin,
+        "ton-dev.yaml",
+        json!({"spec": {"backup": {"schedule": "0 2 * * *", "destination": {"volume": {"size": "huge"}},
+            "encryptionKeySecretRef": {"name": "k", "key": "k"}}}}),
+    )
+    .await;
+    assert!(
+        message.contains("backup.destination.volume.size must be a Kubernetes quantity"),
+        "{message}"
+    );
+}

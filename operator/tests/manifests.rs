@@ -66,3 +66,102 @@ fn the_kustomize_deployment_runs_the_controller_with_leader_election() {
         "{env:?}"
     );
 }
+
+/// The Helm template cannot be rendered here without Helm, so the test holds every fact of the
+/// kustomize Deployment against the chart's text and values: a change to one that is not made
+/// to the other fails.
+#[test]
+fn the_helm_chart_runs_the_operator_as_the_kustomize_deployment_does() {
+    let deployment: Deployment =
+        serde_yaml::from_str(&read("config/operator/deployment.yaml")).unwrap();
+    let chart = read("charts/dfr-operator/templates/deployment.yaml");
+    let values: serde_yaml::Value =
+        serde_yaml::from_str(&read("charts/dfr-operator/values.yaml")).unwrap();
+    let spec = deployment.spec.unwrap();
+    let template = spec.template;
+    let pod = template.spec.unwrap();
+    let container = &pod.containers[0];
+    let security = pod.security_context.unwrap();
+    let container_security = container.security_context.clone().unwrap();
+
+    let mut facts = vec![
+        format!("args: [{}]", container.args.clone().unwrap().join(", ")),
+        format!("runAsNonRoot: {}", security.run_as_non_root.unwrap()),
+        format!("runAsUser: {}", security.run_as_user.unwrap()),
+        format!("runAsGroup: {}", security.run_as_group.unwrap()),
+        format!(
+            "seccompProfile: {{type: {}}}",
+            security.seccomp_profile.unwrap().type_
+        ),
+        format!(
+            "allowPrivilegeEscalation: {}",
+            container_security.allow_privilege_escalation.unwrap()
+        ),
+        format!(
+            "readOnlyRootFilesystem: {}",
+            container_security.read_only_root_filesystem.unwrap()
+        ),
+        format!(
+            "capabilities: {{drop: [{}]}}",
+            container_security
+                .capabilities
+                .unwrap()
+                .drop
+                .unwrap()
+                .join(", ")
+        ),
+    ];
+    for env in container.env.as_ref().unwrap() {
+        facts.push(format!("name: {}", env.name));
+    }
+    for port in container.ports.as_ref().unwrap() {
+        facts.push(format!(
+            "{{name: {}, containerPort: {}}}",
+            port.name.as_ref().unwrap(),
+            port.container_port
+        ));
+    }
+    for (probe, name) in [
+        (&container.liveness_probe, "livenessProbe"),
+        (&container.readiness_probe, "readinessProbe"),
+    ] {
+        let get = probe.as_ref().unwrap().http_get.as_ref().unwrap();
+        let port = match &get.port {
+            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(name) => name.clone(),
+            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(port) => {
+                port.to_string()
+            }
+        };
+        facts.push(format!(
+            "{name}: {{httpGet: {{path: {}, port: {port}}}}}",
+            get.path.as_ref().unwrap()
+        ));
+    }
+    for (key, value) in template.metadata.unwrap().annotations.unwrap() {
+        let quoted = format!("{key}: {value:?}");
+        let plain = format!("{key}: {value}");
+        assert!(
+            chart.contains(&quoted) || chart.contains(&plain),
+            "the chart's pod template lacks the annotation {plain}"
+        );
+    }
+    for fact in facts {
+        assert!(
+            chart.contains(&fact),
+            "charts/dfr-operator/templates/deployment.yaml lacks `{fact}` from config/operator/deployment.yaml"
+        );
+    }
+
+    assert_eq!(
+        values["replicas"].as_i64(),
+        spec.replicas.map(i64::from),
+        "replicas"
+    );
+    let resources = serde_yaml::to_value(container.resources.clone().unwrap()).unwrap();
+    assert_eq!(values["resources"], resources, "container resources");
+    assert_eq!(
+        values["image"]["pullPolicy"].as_str(),
+        container.image_pull_policy.as_deref(),
+        "image pull policy"
+    );
+}

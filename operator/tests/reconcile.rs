@@ -738,3 +738,68 @@ async fn a_certificate_near_expiry_is_renewed_from_the_tenant_ca() {
     );
     operator.stop().await;
 }
+
+#[tokio::test]
+async fn a_field_dropped_from_a_builder_is_removed_from_the_live_object() {
+    use dfr_operator::apply::apply_if_changed;
+    use dfr_operator::children::desired_state;
+    use dfr_operator::settings::Settings;
+
+    let admin = admin().await;
+    let id = unique_id();
+    let namespace = format!("dfr-drift-{id}");
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    let mut ns = Namespace::default();
+    ns.metadata.name = Some(namespace.clone());
+    ns.metadata.labels = Some([(TEST_RUN_LABEL.to_string(), id.clone())].into());
+    namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+
+    // The Patroni ConfigMap exactly as the builder makes it, in a namespace of this test's own
+    // and without the owner reference (its DfrCountry does not exist here).
+    let mut country = country_from_sample("ton-dev.yaml", &id);
+    country.metadata.uid = Some(format!("uid-{id}"));
+    let tenant = dfr_operator::validate::validate(&country).unwrap();
+    let mut built = desired_state(&tenant, &Settings::default()).config_maps[0].clone();
+    built.metadata.namespace = Some(namespace.clone());
+    built.metadata.owner_references = None;
+    let name = built.name_any();
+    let mut with_extra_label = built.clone();
+    with_extra_label
+        .labels_mut()
+        .insert("dfr.io/soon-dropped".into(), "yes".into());
+
+    let api: Api<ConfigMap> = Api::namespaced(admin.clone(), &namespace);
+    assert!(
+        apply_if_changed(&api, &with_extra_label, None)
+            .await
+            .unwrap()
+    );
+    let live = api.get(&name).await.unwrap();
+    assert_eq!(live.labels()["dfr.io/soon-dropped"], "yes");
+    assert!(
+        !apply_if_changed(&api, &with_extra_label, Some(&live))
+            .await
+            .unwrap(),
+        "an unchanged object must cost no write"
+    );
+
+    // The builder stops setting the label: live still holds every desired field (a superset),
+    // yet the changed hash re-applies and server-side apply removes the dropped field.
+    assert!(apply_if_changed(&api, &built, Some(&live)).await.unwrap());
+    let live = api.get(&name).await.unwrap();
+    assert!(
+        !live.labels().contains_key("dfr.io/soon-dropped"),
+        "{:?}",
+        live.labels()
+    );
+    assert_eq!(live.labels()[labels::TENANT], tenant.name);
+    assert!(!apply_if_changed(&api, &built, Some(&live)).await.unwrap());
+
+    namespaces
+        .delete(&namespace, &DeleteParams::default())
+        .await
+        .unwrap();
+}
