@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::core::ApiResource;
 
 use crate::settings::Settings;
 use crate::tenant::Tenant;
@@ -38,6 +39,19 @@ macro_rules! define_desired {
         }
 
         impl Desired {
+            /// Every object as JSON with its API resource, the namespace first and then in the
+            /// table's order: for tools that create the same objects without the operator.
+            pub fn erased(&self) -> Result<Vec<(ApiResource, serde_json::Value)>, serde_json::Error> {
+                let mut objects = vec![(
+                    ApiResource::erase::<Namespace>(&()),
+                    serde_json::to_value(&self.namespace)?,
+                )];
+                $(for object in &self.$field {
+                    objects.push((ApiResource::erase::<$kind>(&()), serde_json::to_value(object)?));
+                })*
+                Ok(objects)
+            }
+
             /// The metadata of every object, the namespace first.
             pub fn metadata(&self) -> Vec<&ObjectMeta> {
                 let mut metas = vec![&self.namespace.metadata];

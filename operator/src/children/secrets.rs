@@ -17,7 +17,7 @@ use rcgen::{
 
 use super::child_meta;
 use crate::settings::Settings;
-use crate::{duration, labels, naming};
+use crate::{labels, naming};
 
 const PASSWORD_LENGTH: usize = 40;
 
@@ -25,8 +25,6 @@ const PASSWORD_LENGTH: usize = 40;
 pub enum SecretsError {
     #[error("certificate: {0}")]
     Certificate(#[from] rcgen::Error),
-    #[error("tls.duration {0:?} is not a duration such as 2160h")]
-    Duration(String),
 }
 
 /// A certificate and its private key, PEM encoded.
@@ -164,8 +162,7 @@ pub fn reissue(
     secret: &str,
     ca: &Pem,
 ) -> Result<Pem, SecretsError> {
-    let lifetime = duration::parse_go_duration(&tenant.spec.tls.duration)
-        .ok_or_else(|| SecretsError::Duration(tenant.spec.tls.duration.clone()))?;
+    let lifetime = tenant.tls.duration;
     let ca_key = KeyPair::from_pem(&ca.key)?;
     let issuer = Issuer::from_ca_cert_pem(&ca.certificate, ca_key)?;
     let common_name = if secret == naming::SECRET_API_TLS {
@@ -183,8 +180,7 @@ pub fn reissue(
 
 impl SecretMaterial {
     pub fn generate(tenant: &Tenant, settings: &Settings) -> Result<Self, SecretsError> {
-        let lifetime = duration::parse_go_duration(&tenant.spec.tls.duration)
-            .ok_or_else(|| SecretsError::Duration(tenant.spec.tls.duration.clone()))?;
+        let lifetime = tenant.tls.duration;
         let namespace = tenant.namespace.clone();
 
         let ca_key = KeyPair::generate()?;
