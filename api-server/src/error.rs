@@ -1,9 +1,13 @@
 //! The one error type of the service, answered as RFC 7807 problem+json with a stable code.
+//! A database error converts through `constraint`: a violated constraint the client caused
+//! becomes its own answer, anything else an internal error.
 
 use axum::Json;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+
+use crate::constraint::{self, Constraint, Kind, Violation};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -20,8 +24,12 @@ pub enum ApiError {
     Forbidden(String),
     #[error("not found")]
     NotFound,
+    /// `existing` is the record that holds it, when known (not when a concurrent write won).
     #[error("a person with this national ID already exists")]
-    DuplicateNationalId { existing: String },
+    DuplicateNationalId { existing: Option<String> },
+    /// A unique constraint refused the write; it names the field whose value is taken.
+    #[error("{}: {}", .0.field, .0.message)]
+    Taken(&'static Constraint),
     #[error("{0}")]
     Conflict(String),
     #[error("If-Match is required for this change; send the ETag you last read")]
@@ -33,7 +41,7 @@ pub enum ApiError {
     #[error("the request body is larger than this endpoint accepts")]
     PayloadTooLarge,
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(#[source] sqlx::Error),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -94,7 +102,12 @@ impl ApiError {
                 "duplicate_national_id",
                 "Duplicate person",
             ),
-            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
+            ApiError::Taken(taken) if taken.kind == Kind::RecordId => {
+                (StatusCode::CONFLICT, "duplicate_id", "Duplicate id")
+            }
+            ApiError::Taken(_) | ApiError::Conflict(_) => {
+                (StatusCode::CONFLICT, "conflict", "Conflict")
+            }
             ApiError::PreconditionRequired => (
                 StatusCode::PRECONDITION_REQUIRED,
                 "if_match_required",
@@ -138,7 +151,14 @@ impl IntoResponse for ApiError {
         };
         let (errors, existing) = match self {
             ApiError::Validation { fields, .. } => (fields, None),
-            ApiError::DuplicateNationalId { existing } => (Vec::new(), Some(existing)),
+            ApiError::DuplicateNationalId { existing } => (Vec::new(), existing),
+            ApiError::Taken(taken) => (
+                vec![FieldError {
+                    field: taken.field.into(),
+                    message: taken.message.into(),
+                }],
+                None,
+            ),
             _ => (Vec::new(), None),
         };
         let problem = Problem {
@@ -161,13 +181,27 @@ impl IntoResponse for ApiError {
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
-/// A unique-constraint violation is the client's conflict, not a server error.
-pub fn conflict_on_duplicate(error: sqlx::Error, message: impl FnOnce() -> String) -> ApiError {
-    match &error {
-        sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
-            ApiError::Conflict(message())
+impl From<&'static Constraint> for ApiError {
+    fn from(violated: &'static Constraint) -> Self {
+        match violated.kind {
+            Kind::NationalId => ApiError::DuplicateNationalId { existing: None },
+            Kind::RecordId | Kind::Unique => ApiError::Taken(violated),
+            Kind::Reference => ApiError::field(violated.field, violated.message),
         }
-        _ => ApiError::Database(error),
+    }
+}
+
+/// Every `?` on a database error comes here, so no write path can forget to tell a taken id or
+/// national ID from a server fault.
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        match constraint::violation(&error) {
+            Some(Violation::Known(violated)) => ApiError::from(violated),
+            Some(Violation::OtherUnique) => {
+                ApiError::Conflict("the change conflicts with an existing record".into())
+            }
+            None => ApiError::Database(error),
+        }
     }
 }
 
@@ -183,7 +217,7 @@ pub struct ProblemDoc {
     /// Stable machine-readable code, e.g. validation_failed, stale_version.
     code: String,
     errors: Option<Vec<FieldError>>,
-    /// For duplicate_national_id: the existing record.
+    /// For duplicate_national_id: the existing record, when known.
     existing: Option<String>,
 }
 

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod consent;
+pub mod constraint;
 pub mod crypto;
 pub mod db;
 pub mod error;

@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 use crate::audit;
 use crate::auth::{Actor, Role};
 use crate::db::begin_as;
-use crate::error::{ApiError, ApiResult, conflict_on_duplicate};
+use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
 use crate::state::AppState;
 
@@ -54,6 +54,7 @@ pub async fn list(State(pool): State<PgPool>, _actor: Actor) -> ApiResult<Json<V
 
 #[utoipa::path(post, path = "/api/dfr/areas", tag = "areas", request_body = Area, security(("bearer" = [])),
     responses((status = 201, description = "Added", body = Area),
+        (status = 409, description = "An area with this code exists (conflict)", body = crate::error::ProblemDoc),
         (status = 422, description = "Invalid code, parent or level", body = crate::error::ProblemDoc)))]
 pub async fn create(
     State(pool): State<PgPool>,
@@ -103,8 +104,7 @@ pub async fn create(
         .bind(area.name.trim())
         .bind(area.level)
         .execute(&mut *tx)
-        .await
-        .map_err(|error| conflict_on_duplicate(error, || format!("area {} exists", area.code)))?;
+        .await?;
     audit::record(
         &mut tx,
         Some(actor.user_id),

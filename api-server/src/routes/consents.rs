@@ -136,6 +136,7 @@ async fn record_history(
 #[utoipa::path(post, path = "/api/dfr/consents", tag = "consent", request_body = ConsentRequest,
     security(("bearer" = [])),
     responses((status = 201, description = "Consent requested", body = ConsentView),
+        (status = 409, description = "The id is taken (duplicate_id)", body = crate::error::ProblemDoc),
         (status = 422, description = "Invalid field", body = crate::error::ProblemDoc)))]
 pub async fn request(
     State(pool): State<PgPool>,

@@ -81,6 +81,7 @@ fn check_members(members: &[Member]) -> ApiResult<()> {
 #[utoipa::path(post, path = "/api/dfr/households", tag = "households", request_body = HouseholdInput,
     security(("bearer" = [])),
     responses((status = 201, description = "Registered", body = HouseholdView),
+        (status = 409, description = "The id is taken (duplicate_id)", body = crate::error::ProblemDoc),
         (status = 422, description = "Invalid members", body = crate::error::ProblemDoc)))]
 pub async fn create(
     State(pool): State<PgPool>,

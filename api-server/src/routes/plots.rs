@@ -69,6 +69,7 @@ fn view(row: &PgRow) -> ApiResult<PlotView> {
 #[utoipa::path(post, path = "/api/dfr/plots", tag = "plots", request_body = PlotInput,
     security(("bearer" = [])),
     responses((status = 201, description = "Registered, with its area in hectares", body = PlotView),
+        (status = 409, description = "The id is taken (duplicate_id)", body = crate::error::ProblemDoc),
         (status = 422, description = "Invalid GeoJSON or field", body = crate::error::ProblemDoc)))]
 pub async fn create(
     State(pool): State<PgPool>,

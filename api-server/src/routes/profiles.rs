@@ -15,7 +15,7 @@ use super::common::{require_scope, require_staff, visible_person_area};
 use crate::audit;
 use crate::auth::Actor;
 use crate::db::begin_as;
-use crate::error::{ApiError, ApiResult, conflict_on_duplicate};
+use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
 use crate::state::AppState;
 
@@ -44,7 +44,7 @@ pub struct ProfileInput {
 #[utoipa::path(post, path = "/api/dfr/farmer-profiles", tag = "farmers", request_body = ProfileInput,
     security(("bearer" = [])),
     responses((status = 201, description = "Registered", body = ProfileInput),
-        (status = 409, description = "The person already has a profile", body = crate::error::ProblemDoc)))]
+        (status = 409, description = "The person already has a profile (conflict), or the id is taken (duplicate_id)", body = crate::error::ProblemDoc)))]
 pub async fn create_profile(
     State(pool): State<PgPool>,
     actor: Actor,
@@ -75,15 +75,7 @@ pub async fn create_profile(
     .bind(input.years_farming)
     .bind(actor.user_id)
     .execute(&mut *tx)
-    .await
-    .map_err(|error| {
-        conflict_on_duplicate(error, || {
-            format!(
-            "person {} already has a farmer profile: /api/dfr/farmer-profiles/{}",
-            input.person_id, input.person_id
-        )
-        })
-    })?;
+    .await?;
     audit::record(
         &mut tx,
         Some(actor.user_id),
@@ -163,6 +155,7 @@ fn valid_season(season: &str) -> bool {
 #[utoipa::path(post, path = "/api/dfr/holdings", tag = "farmers", request_body = HoldingInput,
     security(("bearer" = [])),
     responses((status = 201, description = "Registered", body = HoldingInput),
+        (status = 409, description = "The id is taken (duplicate_id)", body = crate::error::ProblemDoc),
         (status = 422, description = "Invalid field", body = crate::error::ProblemDoc)))]
 pub async fn create_holding(
     State(pool): State<PgPool>,

@@ -7,13 +7,14 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use sqlx::{PgPool, Row};
+use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use super::input::{Page, PersonInput, PersonView, Pii, SearchQuery};
 use super::store::{self, Stored};
 use crate::audit;
 use crate::auth::{Actor, Role};
+use crate::constraint;
 use crate::crypto::KeyRing;
 use crate::db::begin_as;
 use crate::error::{ApiError, ApiResult};
@@ -58,7 +59,8 @@ fn with_etag(status: StatusCode, person: PersonView) -> Response {
 #[utoipa::path(post, path = "/api/dfr/persons", tag = "persons", request_body = PersonInput,
     security(("bearer" = [])),
     responses((status = 201, description = "Registered; ETag is the version", body = PersonView),
-        (status = 409, description = "A person with this national ID exists", body = crate::error::ProblemDoc),
+        (status = 200, description = "A retry of an identical create (same id and content): the person as registered, nothing written", body = PersonView),
+        (status = 409, description = "A person with this national ID exists (duplicate_national_id), or another person has this id (duplicate_id)", body = crate::error::ProblemDoc),
         (status = 422, description = "Invalid field", body = crate::error::ProblemDoc)))]
 pub async fn create(
     State(pool): State<PgPool>,
@@ -71,24 +73,20 @@ pub async fn create(
     let input = input.checked()?;
     let stored = Stored::encrypt(&ring, &input)?;
     let mut tx = begin_as(&pool, &actor).await?;
-    if let Some(existing) =
+    if let Some(holder) =
         store::holder_of_national_id(&mut tx, &input.national_id.system, stored.index()).await?
     {
+        if input.id == Some(holder) {
+            return replay(&mut tx, &ring, &actor, &input, holder).await;
+        }
         return Err(ApiError::DuplicateNationalId {
-            existing: format!("/api/dfr/persons/{existing}"),
+            existing: Some(format!("/api/dfr/persons/{holder}")),
         });
     }
     let id = input.id.unwrap_or_else(Uuid::new_v4);
     let row = store::insert(&mut tx, id, &input, &stored, &actor)
         .await
-        .map_err(|error| match &error {
-            sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
-                ApiError::DuplicateNationalId {
-                    existing: "/api/dfr/persons".into(),
-                }
-            }
-            _ => store::map_write_error(error),
-        })?;
+        .map_err(store::write_error)?;
     let id: Uuid = row.try_get("id")?;
     audit::record(
         &mut tx,
@@ -104,6 +102,24 @@ pub async fn create(
     metrics.registrations.inc();
     let person = store::view(&ring, Pii::for_role(actor.role), &row)?;
     Ok(with_etag(StatusCode::CREATED, person))
+}
+
+/// A create sent again with the id it was registered under (a client that lost the first
+/// answer): the person as it stands if the request describes it, else the id is taken.
+async fn replay(
+    tx: &mut PgConnection,
+    ring: &KeyRing,
+    actor: &Actor,
+    input: &PersonInput,
+    id: Uuid,
+) -> ApiResult<Response> {
+    let taken = || ApiError::Taken(&constraint::PERSON_ID);
+    let row = store::find(tx, id).await?.ok_or_else(taken)?;
+    if !input.describes(&store::view(ring, Pii::Clear, &row)?) {
+        return Err(taken());
+    }
+    let person = store::view(ring, Pii::for_role(actor.role), &row)?;
+    Ok(with_etag(StatusCode::OK, person))
 }
 
 #[utoipa::path(get, path = "/api/dfr/persons/{id}", tag = "persons", params(("id" = Uuid, Path)),
@@ -175,7 +191,7 @@ pub async fn update(
     let before = store::find(&mut tx, id).await?.ok_or(ApiError::NotFound)?;
     let row = store::update(&mut tx, id, version, &input, &stored, &actor)
         .await
-        .map_err(store::map_write_error)?;
+        .map_err(store::write_error)?;
     let Some(row) = row else {
         return Err(store::stale_or_missing(&mut tx, id).await);
     };
@@ -210,7 +226,7 @@ pub async fn delete(
     let mut tx = begin_as(&pool, &actor).await?;
     let row = store::soft_delete(&mut tx, id, version, &actor)
         .await
-        .map_err(store::map_write_error)?;
+        .map_err(store::write_error)?;
     let Some(row) = row else {
         return Err(store::stale_or_missing(&mut tx, id).await);
     };

@@ -151,6 +151,24 @@ impl PersonInput {
     }
 }
 
+impl PersonInput {
+    /// Whether this (checked) request describes `person`, read with PII in clear: a create sent
+    /// again is answered with what it created only if nothing in it differs.
+    pub fn describes(&self, person: &PersonView) -> bool {
+        self.national_id.system == person.national_id.system
+            && self.national_id.value == person.national_id.value
+            && self.given_name.trim() == person.given_name
+            && self.family_name.trim() == person.family_name
+            && self.sex == person.sex
+            && self.birth_date == person.birth_date
+            && self.birth_date_estimated == person.birth_date_estimated
+            && self.phone == person.phone
+            && self.email == person.email
+            && self.area_code == person.area_code
+            && self.status == person.status
+    }
+}
+
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[into_params(parameter_in = Query)]

@@ -268,20 +268,16 @@ pub async fn stale_or_missing(tx: &mut PgConnection, id: Uuid) -> ApiError {
     }
 }
 
-pub fn map_write_error(error: sqlx::Error) -> ApiError {
-    if let sqlx::Error::Database(db) = &error {
-        match db.code().as_deref() {
-            // new row violates row-level security policy
-            Some("42501") => {
-                return ApiError::Forbidden(
-                    "the record is outside the areas you may change".into(),
-                );
-            }
-            Some("23503") => {
-                return ApiError::field("areaCode", "is not a known administrative area");
-            }
-            _ => {}
-        }
+/// A refused write: a row outside the caller's areas (row-level security's WITH CHECK), else
+/// whatever constraint refused it.
+pub fn write_error(error: sqlx::Error) -> ApiError {
+    let outside_areas = matches!(
+        &error,
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("42501")
+    );
+    if outside_areas {
+        ApiError::Forbidden("the record is outside the areas you may change".into())
+    } else {
+        ApiError::from(error)
     }
-    ApiError::Database(error)
 }
