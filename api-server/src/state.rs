@@ -14,7 +14,8 @@ use crate::metrics::Metrics;
 
 #[derive(Clone)]
 pub struct AppState {
-    /// Connections as the application role, which row-level security restricts.
+    /// Connections as the application role, which row-level security restricts on the registry
+    /// tables.
     pub pool: PgPool,
     /// Signs and verifies access tokens.
     pub tokens: AccessTokens,

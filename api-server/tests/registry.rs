@@ -334,7 +334,7 @@ async fn row_level_security_hides_other_areas_everywhere() {
         .unwrap();
     assert_eq!(visible, 0);
     tx.rollback().await.unwrap();
-    // Without any identity set, the app role sees nothing at all.
+    // Without any identity set, the app role sees no person at all.
     let anonymous: i64 = sqlx::query_scalar("SELECT count(*) FROM persons")
         .fetch_one(&app.app_pool)
         .await
@@ -1091,7 +1091,7 @@ async fn households_profiles_and_holdings() {
     );
     let events: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE entity IN ('household', 'farmer_profile', 'holding', 'plot')")
         .fetch_one(&app.owner).await.unwrap();
-    assert_eq!(events, 4, "every write is audited");
+    assert_eq!(events, 4, "each of these writes is audited");
 }
 
 #[tokio::test]
