@@ -3,7 +3,7 @@
 //! PostgreSQL as the application role. The ratio shows what the HTTP, auth, JSON, encryption
 //! and audit layers cost on top of the database.
 //!
-//! Run: cargo bench -p dfr-api
+//! Run: cargo bench -p dfr-api --features integration (it starts its own PostgreSQL, as root)
 
 #![allow(clippy::unwrap_used)]
 
