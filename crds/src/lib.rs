@@ -25,6 +25,42 @@ macro_rules! resources_are_quantities {
     };
 }
 
+/// Schema of a container's resources with at most [`MAX_RESOURCE_NAMES`] requests and limits of
+/// at most [`MAX_QUANTITY_LENGTH`] characters, so the API server can bound the cost of the
+/// [`resources_are_quantities`] rule.
+#[doc(hidden)]
+pub fn bounded_resources(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let mut schema =
+        generator.subschema_for::<Option<k8s_openapi::api::core::v1::ResourceRequirements>>();
+    if let Some(properties) = schema
+        .get_mut("properties")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        for map in ["limits", "requests"] {
+            if let Some(map) = properties
+                .get_mut(map)
+                .and_then(serde_json::Value::as_object_mut)
+            {
+                map.insert("maxProperties".into(), MAX_RESOURCE_NAMES.into());
+                if let Some(value) = map
+                    .get_mut("additionalProperties")
+                    .and_then(serde_json::Value::as_object_mut)
+                {
+                    value.insert("maxLength".into(), MAX_QUANTITY_LENGTH.into());
+                }
+            }
+        }
+    }
+    schema
+}
+
+/// Longer than any quantity a person writes; bounds the cost of checking each one.
+pub const MAX_QUANTITY_LENGTH: u32 = 64;
+
+/// More resource names than a container could sensibly request (cpu, memory, ephemeral-storage,
+/// hugepages of a few sizes, a device or two).
+pub const MAX_RESOURCE_NAMES: u32 = 16;
+
 mod postgres;
 mod spec;
 mod status;

@@ -74,6 +74,7 @@ pub struct PostgresSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = kube::core::Rule::new(crate::resources_are_quantities!())
         .message("postgres.resources requests and limits must be Kubernetes quantities such as 500m, 2 or 1Gi"))]
+    #[schemars(schema_with = "crate::bounded_resources")]
     pub resources: Option<ResourceRequirements>,
 
     /// Extra postgresql.conf parameters. Settings that replication, failover or TLS depend on are

@@ -173,6 +173,7 @@ pub struct ApiSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new(crate::resources_are_quantities!())
         .message("api.resources requests and limits must be Kubernetes quantities such as 500m, 2 or 1Gi"))]
+    #[schemars(schema_with = "crate::bounded_resources")]
     pub resources: Option<ResourceRequirements>,
     #[serde(default)]
     pub autoscaling: AutoscalingSpec,

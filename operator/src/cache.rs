@@ -17,6 +17,7 @@ use kube::runtime::reflector::{self, ReflectHandle, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::warn;
 
@@ -39,6 +40,8 @@ macro_rules! define_caches {
         /// Read-only views of every watch.
         #[derive(Clone)]
         pub struct Caches {
+            /// True once every watch has finished its first list.
+            filled: watch::Receiver<bool>,
             pub namespaces: Store<Namespace>,
             pub secrets: Store<Secret>,
             pub pods: Store<Pod>,
@@ -67,7 +70,9 @@ macro_rules! define_caches {
                 let secrets = spawn::<Secret>(client, &mut tasks);
                 let pods = spawn::<Pod>(client, &mut tasks);
                 $(let $field = spawn::<$kind>(client, &mut tasks);)*
+                let (filled_tx, filled) = watch::channel(false);
                 let caches = Caches {
+                    filled,
                     namespaces: namespaces.0,
                     secrets: secrets.0,
                     pods: pods.0,
@@ -79,19 +84,17 @@ macro_rules! define_caches {
                     pods: pods.1,
                     $($field: $field.1,)*
                 };
+                // One task waits for the stores: Store::wait_until_ready wakes only the last of
+                // several concurrent waiters, so reconciles wait on this channel instead.
+                let stores = caches.clone();
+                tasks.push(tokio::spawn(async move {
+                    let _ = stores.namespaces.wait_until_ready().await;
+                    let _ = stores.secrets.wait_until_ready().await;
+                    let _ = stores.pods.wait_until_ready().await;
+                    $(let _ = stores.$field.wait_until_ready().await;)*
+                    let _ = filled_tx.send(true);
+                }));
                 (caches, subscriptions, tasks)
-            }
-
-            /// Waits for every cache's first full list, so no reconcile mistakes an unlisted
-            /// object for a missing one. Immediate once they are filled.
-            pub async fn wait_until_ready(&self, timeout: Duration) -> bool {
-                let all = async {
-                    let _ = self.namespaces.wait_until_ready().await;
-                    let _ = self.secrets.wait_until_ready().await;
-                    let _ = self.pods.wait_until_ready().await;
-                    $(let _ = self.$field.wait_until_ready().await;)*
-                };
-                tokio::time::timeout(timeout, all).await.is_ok()
             }
         }
     };
@@ -149,6 +152,16 @@ where
 }
 
 impl Caches {
+    /// Waits for every cache's first full list, so no reconcile mistakes an unlisted object for
+    /// a missing one. Immediate once they are filled; any number of callers may wait at once.
+    pub async fn wait_until_ready(&self, timeout: Duration) -> bool {
+        let mut filled = self.filled.clone();
+        matches!(
+            tokio::time::timeout(timeout, filled.wait_for(|filled| *filled)).await,
+            Ok(Ok(_))
+        )
+    }
+
     /// The cached objects of kind K in `namespace` carrying every label of `selector`.
     pub fn in_namespace<K: Cached>(&self, namespace: &str, selector: &[(&str, &str)]) -> Vec<K> {
         K::store(self)

@@ -8,13 +8,13 @@ use std::sync::Arc;
 use dfr_crds::DfrCountry;
 use futures::StreamExt;
 use kube::Client;
-use kube::ResourceExt;
 use kube::api::Api;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
 use tracing::{debug, warn};
 
 use crate::cache::{Caches, Subscriptions};
@@ -23,6 +23,11 @@ use crate::labels;
 use crate::metrics::Metrics;
 use crate::reconcile::{Context, error_policy, reconcile};
 use crate::settings::Settings;
+
+/// Reconciles that may run at once. Each spends most of its time waiting on the API server (a
+/// few rounds of concurrent applies), so hundreds of tenants converge at the API server's speed
+/// only with many in flight; they cost little memory while they wait.
+pub const DEFAULT_CONCURRENCY: u16 = 64;
 
 /// How one operator process runs its controller.
 #[derive(Clone, Debug)]
@@ -40,7 +45,7 @@ impl Default for RunOptions {
     fn default() -> Self {
         Self {
             tenant_selector: None,
-            concurrency: 8,
+            concurrency: DEFAULT_CONCURRENCY,
             instance: None,
         }
     }
@@ -94,15 +99,15 @@ pub async fn run(
 macro_rules! own_child_kinds {
     ($($field:ident: $kind:ty => $stage:ident, $build:path;)*) => {
         /// Hands every watch's stream to the controller: one watch per kind, shared with the
-        /// caches.
+        /// caches. A child maps to the DfrCountry that controls it.
         fn own_children(
             controller: Controller<DeserializeGuard<DfrCountry>>,
             subscriptions: Subscriptions,
         ) -> Controller<DeserializeGuard<DfrCountry>> {
             let controller = controller
-                .owns_shared_stream(subscriptions.namespaces)
-                .owns_shared_stream(subscriptions.secrets)
-                $(.owns_shared_stream(subscriptions.$field))*;
+                .watches_shared_stream(subscriptions.namespaces, controlling_tenant)
+                .watches_shared_stream(subscriptions.secrets, controlling_tenant)
+                $(.watches_shared_stream(subscriptions.$field, controlling_tenant))*;
             // Pods are owned by StatefulSets and ReplicaSets, not by the DfrCountry; Patroni's
             // leader label on a pod is what DatabaseReady and status.primary report, so pods map
             // to their tenant by label.
@@ -115,3 +120,53 @@ macro_rules! own_child_kinds {
     };
 }
 for_each_child_kind!(own_child_kinds);
+
+/// The DfrCountry that is the controller owner of `child`. `Controller::owns` would put the
+/// child's namespace into the reference, but a DfrCountry is cluster-scoped: the same tenant
+/// would then be queued under two references and reconciled twice at once.
+fn controlling_tenant<K: Resource>(
+    child: Arc<K>,
+) -> Option<ObjectRef<DeserializeGuard<DfrCountry>>> {
+    let group_version = DfrCountry::api_version(&());
+    child
+        .owner_references()
+        .iter()
+        .find(|owner| {
+            owner.controller == Some(true)
+                && owner.kind == DfrCountry::kind(&())
+                && owner.api_version == group_version
+        })
+        .map(|owner| ObjectRef::new(&owner.name))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+    fn owned_by(kind: &str, api_version: &str, controller: bool) -> Arc<ConfigMap> {
+        let mut child = ConfigMap::default();
+        child.metadata.namespace = Some("dfr-ton-dev".into());
+        child.metadata.owner_references = Some(vec![OwnerReference {
+            api_version: api_version.into(),
+            kind: kind.into(),
+            name: "ton-dev".into(),
+            uid: "u".into(),
+            controller: Some(controller),
+            ..OwnerReference::default()
+        }]);
+        Arc::new(child)
+    }
+
+    #[test]
+    fn a_child_maps_to_its_cluster_scoped_tenant_without_a_namespace() {
+        let reference =
+            controlling_tenant(owned_by("DfrCountry", "dfr.io/v1alpha1", true)).unwrap();
+        assert_eq!(reference.name, "ton-dev");
+        assert_eq!(reference.namespace, None);
+        assert!(controlling_tenant(owned_by("DfrCountry", "dfr.io/v1alpha1", false)).is_none());
+        assert!(controlling_tenant(owned_by("StatefulSet", "apps/v1", true)).is_none());
+    }
+}

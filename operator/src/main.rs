@@ -41,7 +41,8 @@ struct RunArgs {
     /// Only reconcile DfrCountry objects matching this label selector.
     #[arg(long, env = "DFR_TENANT_SELECTOR")]
     tenant_selector: Option<String>,
-    #[arg(long, env = "DFR_CONCURRENCY", default_value_t = 8)]
+    /// Reconciles that may run at once (each for a different DfrCountry).
+    #[arg(long, env = "DFR_CONCURRENCY", default_value_t = controller::DEFAULT_CONCURRENCY)]
     concurrency: u16,
     /// Run without a Lease (a single replica, or tests).
     #[arg(long, env = "DFR_NO_LEADER_ELECTION")]

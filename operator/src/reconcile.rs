@@ -70,6 +70,7 @@ pub async fn reconcile(
     ctx: Arc<Context>,
 ) -> Result<Action> {
     let started = Instant::now();
+    tracing::debug!(name = %guard.name_any(), "reconcile started");
     let result = match &guard.0 {
         Ok(country) => {
             let span = info_span!(
@@ -198,7 +199,7 @@ async fn apply_children(tenant: &Tenant, desired: &Desired, ctx: &Context) -> Re
     let caches = &ctx.caches;
     let mut changes = lifecycle::sync_namespace(client, caches, tenant, &desired.namespace).await?;
     for stage in Stage::ALL {
-        if stage == Stage::Support {
+        if stage == Stage::Identity {
             changes.extend(lifecycle::ensure_secrets(client, caches, tenant, &ctx.settings).await?);
             changes.extend(
                 lifecycle::rotate_certificates(client, caches, tenant, &ctx.settings).await?,

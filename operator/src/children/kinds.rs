@@ -12,15 +12,23 @@
 pub enum Stage {
     /// Default-deny policies and quotas, right after the namespace and before anything runs.
     Guard,
-    /// What workloads need to start: accounts, Patroni's RBAC, configuration, Services. Runs
-    /// after the generated Secrets exist.
+    /// Accounts and Roles: what the next stage refers to. A RoleBinding cannot be created before
+    /// its Role, since the API server checks that the binder holds the Role's permissions.
+    Identity,
+    /// What workloads need to start: Patroni's RoleBinding, configuration, Services. Runs after
+    /// the generated Secrets exist.
     Support,
     /// The workloads and what refers to them.
     Workload,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 3] = [Stage::Guard, Stage::Support, Stage::Workload];
+    pub const ALL: [Stage; 4] = [
+        Stage::Guard,
+        Stage::Identity,
+        Stage::Support,
+        Stage::Workload,
+    ];
 }
 
 /// Calls `$callback!` with every child kind as `field: Type => Stage, builder;`. The builder is a
@@ -35,9 +43,9 @@ macro_rules! for_each_child_kind {
             limit_ranges: k8s_openapi::api::core::v1::LimitRange
                 => Guard, $crate::children::namespace::desired_limit_ranges;
             service_accounts: k8s_openapi::api::core::v1::ServiceAccount
-                => Support, $crate::children::desired_service_accounts;
+                => Identity, $crate::children::desired_service_accounts;
             roles: k8s_openapi::api::rbac::v1::Role
-                => Support, $crate::children::patroni::desired_roles;
+                => Identity, $crate::children::patroni::desired_roles;
             role_bindings: k8s_openapi::api::rbac::v1::RoleBinding
                 => Support, $crate::children::patroni::desired_role_bindings;
             config_maps: k8s_openapi::api::core::v1::ConfigMap
@@ -218,6 +226,8 @@ mod tests {
             "list the kinds in the order they are applied"
         );
         assert_eq!(CHILD_STAGES[0], ("network_policies", Stage::Guard));
+        let stage_of = |field: &str| CHILD_STAGES.iter().find(|(f, _)| *f == field).unwrap().1;
+        assert!(stage_of("roles") < stage_of("role_bindings"));
     }
 
     #[test]
