@@ -24,9 +24,9 @@ use tracing::warn;
 use crate::children::kinds::for_each_child_kind;
 use crate::labels;
 
-/// How many changes a watch may hold for a slow subscriber before it waits; large enough that
-/// the first list of hundreds of tenants never stalls on the controller's start.
-const SUBSCRIBER_BUFFER: usize = 4096;
+/// How many changes a watch holds for the controller before it waits. The controller drains its
+/// triggers even while every reconcile slot is busy, so a small buffer only smooths bursts.
+const SUBSCRIBER_BUFFER: usize = 256;
 
 /// The kinds with a cache, and where it is.
 pub trait Cached:

@@ -242,8 +242,8 @@ mod tests {
                 for resource in rule.resources.iter().flatten() {
                     for verb in &rule.verbs {
                         let used = needed.iter().any(|grant| {
-                            &grant.group == group
-                                && &grant.resource == resource
+                            grant.group == group
+                                && grant.resource == resource
                                 && grant.verbs.contains(&verb.as_str())
                         }) || granted_for_patroni_or_discovery(group, resource, verb);
                         assert!(used, "{group}/{resource} {verb} is granted but not used");
