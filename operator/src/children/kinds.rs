@@ -1,7 +1,8 @@
 //! The one list of child kinds, in apply order. It drives the fields of [`super::Desired`], the
 //! watch caches, the controller's watches, the staged apply with removal of what the spec no
 //! longer asks for, and the RBAC check against config/rbac/cluster_role.yaml. Adding a kind is
-//! one builder function and one line here.
+//! one builder function and one line here, plus its verbs in that ClusterRole (a test here fails
+//! until they are there; `scripts/generate` copies them into the Helm chart).
 //!
 //! The namespace, the generated Secrets and certificate renewal have rules of their own (adoption
 //! of retained data, never overwriting credentials) and stay explicit steps of the reconcile;
