@@ -99,6 +99,12 @@ pub struct DfrCountrySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupSpec>,
 
+    /// How the database is created. Without it, an empty registry; with `fromBackup`, a restore
+    /// of another tenant's backups to a point in time. Immutable: it describes the creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("bootstrap is immutable: it describes how the tenant's database was created"))]
+    pub bootstrap: Option<BootstrapSpec>,
+
     #[serde(default)]
     pub tls: TlsSpec,
 
@@ -282,6 +288,31 @@ pub enum Protocol {
     UDP,
 }
 
+/// Where a new tenant's database comes from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BootstrapSpec {
+    pub from_backup: FromBackup,
+}
+
+/// A point-in-time restore from the backups of another tenant in the same repository
+/// (spec.backup.destination, whose encryption Secret must hold that tenant's passphrase).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FromBackup {
+    /// The name of the DfrCountry whose backups are restored; it may have been deleted with
+    /// deletionPolicy Retain, its repository stays.
+    #[schemars(length(min = 1, max = 63))]
+    pub country: String,
+    /// The moment to restore to, RFC 3339 (e.g. 2026-12-01T10:15:00Z). Without it, the latest
+    /// archived state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\\\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$') && timestamp(self) > timestamp('2000-01-01T00:00:00Z')")
+        .message("bootstrap.fromBackup.targetTime must be an RFC 3339 time such as 2026-12-01T10:15:00Z"))]
+    #[schemars(length(min = 20, max = 40))]
+    pub target_time: Option<String>,
+}
+
 /// Encrypted backups with retention and point-in-time recovery (pgBackRest).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -365,7 +396,8 @@ pub struct BackupDestination {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct S3Destination {
-    #[x_kube(validation = Rule::new("isURL(self) && (url(self).getScheme() == 'https' || url(self).getScheme() == 'http')").message("backup.destination.s3.endpoint must be an http(s) URL"))]
+    /// https://host[:port]; pgBackRest speaks S3 only over HTTPS.
+    #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() == 'https'").message("backup.destination.s3.endpoint must be an https URL such as https://s3.example.org:9000 (pgBackRest speaks S3 only over HTTPS)"))]
     #[schemars(length(min = 1, max = 2048))]
     pub endpoint: String,
     #[schemars(length(min = 3, max = 63))]
@@ -374,6 +406,10 @@ pub struct S3Destination {
     pub region: String,
     /// Secret with keys `accessKeyId` and `secretAccessKey`.
     pub credentials_secret_ref: SecretRef,
+    /// Secret with key `ca.crt`: the CA that issued the endpoint's certificate, when it is not
+    /// one the PostgreSQL image trusts already (a private S3 server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretRef>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]

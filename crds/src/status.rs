@@ -35,6 +35,9 @@ pub struct DfrCountryStatus {
     pub api: Option<ApiStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_backup: Option<BackupStatus>,
+    /// What the backup repository holds, as of the last backup run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backups: Option<BackupsStatus>,
     /// Earliest expiry among the tenant's certificates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificates_not_after: Option<Time>,
@@ -60,11 +63,55 @@ pub struct ApiStatus {
     pub replicas: String,
 }
 
+/// The newest backup run, scheduled or started by hand.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupStatus {
+    /// When the run finished.
     pub time: Time,
     pub result: BackupResult,
+    /// full, diff or incr (pgBackRest's backup types).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub r#type: Option<String>,
+    /// The pgBackRest label of the backup set it made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// Size of the database the backup copied, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<i64>,
+    /// What the backup stored in the repository (compressed, encrypted), in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository_size_bytes: Option<i64>,
+    /// Seconds the run took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<i64>,
+    /// The Job that ran it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    /// Why a failed run failed, from its log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The backup sets in the repository and the window a restore can reach.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupsStatus {
+    /// Backup sets kept after retention.
+    pub count: i32,
+    /// The earliest moment a point-in-time restore can reach: the end of the oldest backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_recoverable_time: Option<Time>,
+    /// The end of the newest backup; with WAL archiving the window extends from here to the
+    /// last archived WAL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newest_backup_time: Option<Time>,
+    /// The newest WAL segment in the archive when the last backup finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newest_archived_wal: Option<String>,
+    /// Labels of the sets the GFS retention expired after the last backup.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expired: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]

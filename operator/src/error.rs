@@ -59,6 +59,9 @@ pub enum Error {
          watch permissions and the API server's health"
     )]
     CachesNotReady(u64),
+
+    #[error("cannot restore: {0}")]
+    RestoreRefused(String),
 }
 
 impl Error {
@@ -81,6 +84,7 @@ impl Error {
             Error::MissingMetadata(_) => "MissingMetadata",
             Error::Finalizer(_) => "FinalizerFailed",
             Error::CachesNotReady(_) => "CachesNotReady",
+            Error::RestoreRefused(_) => "RestoreRefused",
         }
     }
 
@@ -98,6 +102,7 @@ impl Error {
             Error::MissingMetadata(_) => "missing_metadata",
             Error::Finalizer(_) => "finalizer",
             Error::CachesNotReady(_) => "caches_not_ready",
+            Error::RestoreRefused(_) => "restore_refused",
         }
     }
 
@@ -109,6 +114,7 @@ impl Error {
                 | Error::InvalidSpec(_)
                 | Error::NamespaceConflict { .. }
                 | Error::ForeignObject { .. }
+                | Error::RestoreRefused(_)
         )
     }
 }

@@ -146,8 +146,13 @@ pub async fn ensure_secrets(
     {
         return Ok(changes);
     }
-    let material = SecretMaterial::generate(tenant, settings)
+    let mut material = SecretMaterial::generate(tenant, settings)
         .map_err(|error| Error::SecretGeneration(error.to_string()))?;
+    if let Some(bootstrap) = &tenant.spec.bootstrap {
+        // The restored rows are encrypted under the source's PII keys; a new key ring could
+        // not read them.
+        material.pii_keyring_json = source_pii_keyring(caches, &bootstrap.from_backup.country)?;
+    }
     let params = PostParams {
         field_manager: Some(naming::FIELD_MANAGER.to_string()),
         ..PostParams::default()
@@ -306,5 +311,165 @@ where
     api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(Error::kube(format!("retaining {} {name}", K::kind(&()))))?;
+    Ok(())
+}
+
+/// Starts the backup runs the operator owes a tenant with an S3 repository: the first backup
+/// once the database has a leader (so a new tenant is covered before its first scheduled run),
+/// and the expiry of the sets the GFS retention no longer keeps. Each Job's name says what it
+/// does, so a reconcile that comes again before the Job is seen starts nothing twice. Returns
+/// (reason, note) for an Event per Job started.
+pub async fn start_backup_runs(
+    client: &Client,
+    tenant: &Tenant,
+    settings: &Settings,
+    observed: &crate::status::Observed,
+    country: &DfrCountry,
+) -> Result<Vec<(&'static str, String)>> {
+    use crate::children::backup;
+    let Some(spec) = tenant.spec.backup.as_ref() else {
+        return Ok(Vec::new());
+    };
+    if !backup::has_repository(tenant) || observed.primary.is_none() {
+        return Ok(Vec::new());
+    }
+    let runs = &observed.backup_runs;
+    let never_backed_up = country
+        .status
+        .as_ref()
+        .and_then(|status| status.last_backup.as_ref())
+        .is_none();
+    let mut started = Vec::new();
+    if never_backed_up && runs.finished.is_empty() && !runs.active {
+        let job = backup::operator_job(
+            tenant,
+            settings,
+            backup::INITIAL_JOB,
+            backup::RUN_BACKUP,
+            Vec::new(),
+        );
+        if create_job(client, tenant, job).await? {
+            started.push((
+                "BackupStarted",
+                format!("started the first backup, Job {}", backup::INITIAL_JOB),
+            ));
+        }
+    }
+    let expire = crate::backup::expiry(runs, &spec.retention);
+    if !expire.is_empty() {
+        let name = backup::expire_job_name(&expire);
+        let job = backup::operator_job(tenant, settings, &name, backup::RUN_EXPIRE, expire.clone());
+        if create_job(client, tenant, job).await? {
+            started.push((
+                "BackupsExpiring",
+                format!(
+                    "GFS retention expires {} backup set(s) with Job {name}: {}",
+                    expire.len(),
+                    expire.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(started)
+}
+
+/// Creates a Job; false when one of that name exists already.
+async fn create_job(
+    client: &Client,
+    tenant: &Tenant,
+    job: k8s_openapi::api::batch::v1::Job,
+) -> Result<bool> {
+    let api: Api<k8s_openapi::api::batch::v1::Job> =
+        Api::namespaced(client.clone(), &tenant.namespace);
+    let name = job.name_any();
+    match api.create(&PostParams::default(), &job).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(response)) if response.code == 409 => Ok(false),
+        Err(error) => Err(Error::kube(format!("creating Job {name}"))(error)),
+    }
+}
+
+/// The PII key ring of the tenant named `source`, from its namespace (which a Retain deletion
+/// keeps, Secrets included).
+fn source_pii_keyring(caches: &Caches, source: &str) -> Result<String> {
+    let namespace = caches
+        .namespaces
+        .state()
+        .iter()
+        .find(|namespace| namespace.labels().get(labels::TENANT).map(String::as_str) == Some(source))
+        .map(|namespace| namespace.name_any())
+        .ok_or_else(|| {
+            Error::RestoreRefused(format!(
+                "no namespace of tenant {source} is left, so its PII key ring (Secret {}) cannot be copied; restored personal data would be unreadable",
+                naming::SECRET_API_PII_KEYS
+            ))
+        })?;
+    caches
+        .get::<Secret>(Some(&namespace), naming::SECRET_API_PII_KEYS)
+        .and_then(|secret| secret.data)
+        .and_then(|data| data.get("keyring.json").cloned())
+        .and_then(|bytes| String::from_utf8(bytes.0).ok())
+        .ok_or_else(|| {
+            Error::RestoreRefused(format!(
+                "Secret {namespace}/{} with key keyring.json is missing: restored personal data would be unreadable without it",
+                naming::SECRET_API_PII_KEYS
+            ))
+        })
+}
+
+/// Refuses a point-in-time restore to a moment the source's backups cannot reach: before the
+/// end of its oldest backup, or in the future. Checked once, before the database exists; when
+/// the source DfrCountry is gone its window is unknown and pgBackRest has the last word.
+pub async fn check_restore_target(client: &Client, caches: &Caches, tenant: &Tenant) -> Result<()> {
+    let Some(from) = tenant.spec.bootstrap.as_ref().map(|b| &b.from_backup) else {
+        return Ok(());
+    };
+    if caches
+        .get::<k8s_openapi::api::apps::v1::StatefulSet>(Some(&tenant.namespace), naming::POSTGRES)
+        .is_some()
+    {
+        return Ok(());
+    }
+    let Some(target) = from
+        .target_time
+        .as_deref()
+        .and_then(|time| chrono::DateTime::parse_from_rfc3339(time).ok())
+    else {
+        return Ok(());
+    };
+    let source = Api::<DfrCountry>::all(client.clone())
+        .get_opt(&from.country)
+        .await
+        .map_err(Error::kube(format!("reading DfrCountry {}", from.country)))?;
+    let first = source
+        .as_ref()
+        .and_then(|source| source.status.as_ref())
+        .and_then(|status| status.backups.as_ref())
+        .and_then(|backups| backups.first_recoverable_time.as_ref())
+        .map(|time| time.0.as_second());
+    let now = chrono::Utc::now();
+    let window = |first: Option<i64>| {
+        let start = first
+            .and_then(|s| chrono::DateTime::<chrono::Utc>::from_timestamp(s, 0))
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_else(|| "(no backup yet)".into());
+        format!(
+            "the recoverable window of {} is {start} to now ({})",
+            from.country,
+            now.to_rfc3339()
+        )
+    };
+    if source.is_some() && first.is_none() {
+        return Err(Error::RestoreRefused(format!(
+            "{} has no backup yet, so there is nothing to restore to {target}",
+            from.country
+        )));
+    }
+    if first.is_some_and(|first| target.timestamp() < first) || target > now {
+        return Err(Error::RestoreRefused(format!(
+            "bootstrap.fromBackup.targetTime {target} is outside the recoverable window: {}",
+            window(first)
+        )));
+    }
     Ok(())
 }

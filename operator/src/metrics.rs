@@ -23,6 +23,12 @@ pub struct Metrics {
     pub errors: IntCounterVec,
     pub child_writes: IntCounterVec,
     pub kube_requests: IntCounterVec,
+    /// Per tenant: when the last successful backup finished (Unix seconds), how long it took,
+    /// how much it copied, and how many sets the repository keeps. Age = time() - the first.
+    pub backup_last_success: IntGaugeVec,
+    pub backup_duration: IntGaugeVec,
+    pub backup_size: IntGaugeVec,
+    pub backup_sets: IntGaugeVec,
     tenants: IntGaugeVec,
     tenant_ready: Arc<Mutex<BTreeMap<String, String>>>,
     pub ready: Arc<AtomicBool>,
@@ -73,6 +79,33 @@ impl Metrics {
             ),
             &["ready"],
         )?;
+        let tenant_gauge = |name: &str, help: &str| {
+            IntGaugeVec::new(Opts::new(name.to_string(), help.to_string()), &["tenant"])
+        };
+        let backup_last_success = tenant_gauge(
+            "dfr_backup_last_success_timestamp_seconds",
+            "When the tenant's last successful backup finished",
+        )?;
+        let backup_duration = tenant_gauge(
+            "dfr_backup_last_duration_seconds",
+            "How long the tenant's last successful backup took",
+        )?;
+        let backup_size = tenant_gauge(
+            "dfr_backup_last_size_bytes",
+            "Database size the tenant's last successful backup copied",
+        )?;
+        let backup_sets = tenant_gauge(
+            "dfr_backup_sets",
+            "Backup sets the tenant's repository keeps",
+        )?;
+        for gauge in [
+            &backup_last_success,
+            &backup_duration,
+            &backup_size,
+            &backup_sets,
+        ] {
+            registry.register(Box::new(gauge.clone()))?;
+        }
         registry.register(Box::new(reconciliations.clone()))?;
         registry.register(Box::new(reconcile_duration.clone()))?;
         registry.register(Box::new(errors.clone()))?;
@@ -86,6 +119,10 @@ impl Metrics {
             errors,
             child_writes,
             kube_requests,
+            backup_last_success,
+            backup_duration,
+            backup_size,
+            backup_sets,
             tenants,
             tenant_ready: Arc::default(),
             ready: Arc::default(),
@@ -106,6 +143,41 @@ impl Metrics {
             self.tenants
                 .with_label_values(&[state])
                 .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Records what the status says of a tenant's backups.
+    pub fn set_backups(&self, tenant: &str, status: &dfr_crds::DfrCountryStatus) {
+        if let Some(last) = status
+            .last_backup
+            .as_ref()
+            .filter(|last| last.result == dfr_crds::BackupResult::Succeeded)
+        {
+            let set = |gauge: &IntGaugeVec, value: Option<i64>| {
+                if let Some(value) = value {
+                    gauge.with_label_values(&[tenant]).set(value);
+                }
+            };
+            set(&self.backup_last_success, Some(last.time.0.as_second()));
+            set(&self.backup_duration, last.duration_seconds);
+            set(&self.backup_size, last.size_bytes);
+        }
+        if let Some(backups) = &status.backups {
+            self.backup_sets
+                .with_label_values(&[tenant])
+                .set(i64::from(backups.count));
+        }
+    }
+
+    /// Forgets a deleted tenant's per-tenant series.
+    pub fn forget_tenant(&self, tenant: &str) {
+        for gauge in [
+            &self.backup_last_success,
+            &self.backup_duration,
+            &self.backup_size,
+            &self.backup_sets,
+        ] {
+            let _ = gauge.remove_label_values(&[tenant]);
         }
     }
 

@@ -21,6 +21,11 @@ pub const POSTGRES_RO: &str = "postgres-ro";
 /// Headless Service giving each member a stable DNS name.
 pub const POSTGRES_HEADLESS: &str = "postgres-headless";
 pub const POSTGRES_CONFIG: &str = "postgres-patroni";
+/// pgBackRest's configuration and the backup programs.
+pub const POSTGRES_BACKUP_CONFIG: &str = "postgres-pgbackrest";
+/// The CronJob of scheduled backups; `kubectl create job --from=cronjob/postgres-backup` starts
+/// one by hand.
+pub const POSTGRES_BACKUP: &str = "postgres-backup";
 pub const POSTGRES_SERVICE_ACCOUNT: &str = "postgres";
 pub const API: &str = "dfr-api";
 pub const API_SERVICE_ACCOUNT: &str = "dfr-api";

@@ -4,6 +4,8 @@ use crate::tenant::Tenant;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 
+use crate::backup::Repository;
+use crate::backup::report::Runs;
 use crate::cache::Caches;
 use crate::error::Result;
 use crate::settings::Settings;
@@ -45,6 +47,14 @@ pub async fn observe(caches: &Caches, tenant: &Tenant, settings: &Settings) -> R
         .and_then(|pem| String::from_utf8(pem.0).ok())
         .and_then(|pem| crate::children::secrets::certificate_not_after(&pem));
 
+    let backup_pods = caches.in_namespace::<Pod>(
+        &namespace,
+        &[
+            (labels::TENANT, tenant_name.as_str()),
+            (labels::COMPONENT, crate::children::backup::COMPONENT),
+        ],
+    );
+
     Ok(Observed {
         generation: tenant.generation,
         namespace,
@@ -67,10 +77,20 @@ pub async fn observe(caches: &Caches, tenant: &Tenant, settings: &Settings) -> R
         suspended: tenant.spec.suspend,
         cluster_domain: settings.cluster_domain.clone(),
         renew_before: tenant.tls.renew_before,
+        backup_repository: backup_repository(&tenant.spec),
+        backup_runs: Runs::from_pods(&backup_pods),
     })
 }
 
-fn pod_ready(pod: &Pod) -> bool {
+pub fn backup_repository(spec: &dfr_crds::DfrCountrySpec) -> Repository {
+    match spec.backup.as_ref().map(|b| &b.destination) {
+        None => Repository::None,
+        Some(destination) if destination.s3.is_some() => Repository::S3,
+        Some(_) => Repository::Volume,
+    }
+}
+
+pub fn pod_ready(pod: &Pod) -> bool {
     pod.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())

@@ -158,10 +158,19 @@ async fn apply(country: &DfrCountry, ctx: &Context) -> Result<Action> {
     let tenant = validate::validate(country)?;
     let mut changes = Changes::default();
     if !tenant.spec.suspend {
+        lifecycle::check_restore_target(&ctx.client, &ctx.caches, &tenant).await?;
         let desired = desired_state(&tenant, &ctx.settings);
         changes = apply_children(&tenant, &desired, ctx).await?;
     }
     let observed = observe::observe(&ctx.caches, &tenant, &ctx.settings).await?;
+    if !tenant.spec.suspend {
+        for (reason, note) in
+            lifecycle::start_backup_runs(&ctx.client, &tenant, &ctx.settings, &observed, country)
+                .await?
+        {
+            publish(ctx, country, EventType::Normal, reason, "Backup", note).await;
+        }
+    }
     write_status(country, &observed, ctx).await?;
     if !changes.is_empty() {
         let summary = summarize(&changes);
@@ -243,6 +252,7 @@ async fn cleanup(country: &DfrCountry, ctx: &Context) -> Result<Action> {
     };
     publish(ctx, country, EventType::Normal, reason, "Delete", outcome).await;
     ctx.metrics.set_tenant_ready(&country.name_any(), None);
+    ctx.metrics.forget_tenant(&country.name_any());
     Ok(Action::await_change())
 }
 
@@ -254,10 +264,38 @@ async fn write_status(country: &DfrCountry, observed: &Observed, ctx: &Context) 
     let ready = ready_status(Some(&status));
     ctx.metrics
         .set_tenant_ready(&country.name_any(), Some(&ready));
+    ctx.metrics.set_backups(&country.name_any(), &status);
     if previous == Some(&status) {
         return Ok(());
     }
     patch_status(&ctx.client, &country.name_any(), json!(status)).await?;
+    if let Some(last) = status.last_backup.as_ref().filter(|last| {
+        previous
+            .and_then(|p| p.last_backup.as_ref())
+            .map(|p| (&p.time, &p.job))
+            != Some((&last.time, &last.job))
+    }) {
+        let (kind, reason, note) = match last.result {
+            dfr_crds::BackupResult::Succeeded => (
+                EventType::Normal,
+                "BackupSucceeded",
+                format!(
+                    "{} backup {} finished in {} s: {} bytes copied, {} bytes stored",
+                    last.r#type.as_deref().unwrap_or("?"),
+                    last.label.as_deref().unwrap_or("?"),
+                    last.duration_seconds.unwrap_or(0),
+                    last.size_bytes.unwrap_or(0),
+                    last.repository_size_bytes.unwrap_or(0),
+                ),
+            ),
+            dfr_crds::BackupResult::Failed => (
+                EventType::Warning,
+                "BackupFailed",
+                last.message.clone().unwrap_or_default(),
+            ),
+        };
+        publish(ctx, country, kind, reason, "Backup", note).await;
+    }
     let was_ready = ready_status(previous);
     if was_ready != ready {
         let condition = status.conditions.iter().find(|c| c.type_ == ct::READY);
@@ -356,6 +394,8 @@ fn observed_from_status(country: &DfrCountry, settings: &Settings) -> Observed {
         suspended: country.spec.suspend,
         cluster_domain: settings.cluster_domain.clone(),
         renew_before: tenant.map(|t| t.tls.renew_before).unwrap_or_default(),
+        backup_repository: observe::backup_repository(&country.spec),
+        backup_runs: Default::default(),
     }
 }
 

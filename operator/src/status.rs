@@ -29,6 +29,10 @@ pub struct Observed {
     pub cluster_domain: String,
     /// spec.tls.renewBefore: a certificate this close to expiry is reported as due.
     pub renew_before: std::time::Duration,
+    /// The kind of backup repository the spec asks for.
+    pub backup_repository: crate::backup::Repository,
+    /// The backup and expiry runs the tenant's pods show.
+    pub backup_runs: crate::backup::report::Runs,
 }
 
 pub fn desired_status(
@@ -112,6 +116,20 @@ pub fn desired_status(
     let certificates =
         certificates_condition(observed.renew_before, observed.certificates_not_after, now);
 
+    let last_backup = crate::backup::last_backup(
+        &observed.backup_runs,
+        previous.and_then(|s| s.last_backup.as_ref()),
+    );
+    let backups = crate::backup::inventory(
+        &observed.backup_runs,
+        previous.and_then(|s| s.backups.as_ref()),
+    );
+    let backups_health = crate::backup::health(
+        observed.backup_repository,
+        &observed.backup_runs,
+        last_backup.as_ref(),
+    );
+
     let conditions = vec![
         condition(ct::READY, ready, &ready_reason, ready_message),
         condition(
@@ -126,9 +144,9 @@ pub fn desired_status(
         make_condition(
             previous_conditions,
             ct::BACKUPS_HEALTHY,
-            "Unknown",
-            "NoBackupRecorded",
-            "no backup has completed yet".to_string(),
+            backups_health.0,
+            backups_health.1,
+            backups_health.2,
             generation,
             now,
         ),
@@ -159,7 +177,8 @@ pub fn desired_status(
             desired: observed.api_desired,
             replicas: format!("{}/{}", observed.api_available, observed.api_desired),
         }),
-        last_backup: previous.and_then(|s| s.last_backup.clone()),
+        last_backup,
+        backups,
         certificates_not_after: observed.certificates_not_after.map(Time),
         endpoints: Some(Endpoints {
             api: format!(

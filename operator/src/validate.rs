@@ -35,6 +35,7 @@ pub fn validate(country: &DfrCountry) -> Result<Tenant> {
     {
         check_quantity("backup.destination.volume.size", &volume.size)?;
     }
+    check_backup(country)?;
     let tls = TlsLifetimes {
         duration: duration("tls.duration", &spec.tls.duration)?,
         renew_before: duration("tls.renewBefore", &spec.tls.renew_before)?,
@@ -53,6 +54,42 @@ pub fn validate(country: &DfrCountry) -> Result<Tenant> {
         spec: spec.clone(),
         tls,
     })
+}
+
+fn check_backup(country: &DfrCountry) -> Result<()> {
+    let spec = &country.spec;
+    if let Some(s3) = spec
+        .backup
+        .as_ref()
+        .and_then(|backup| backup.destination.s3.as_ref())
+    {
+        crate::children::backup::pgbackrest::s3_endpoint(&s3.endpoint).map_err(|problem| {
+            Error::InvalidSpec(format!("backup.destination.s3.endpoint {problem}"))
+        })?;
+    }
+    let Some(bootstrap) = &spec.bootstrap else {
+        return Ok(());
+    };
+    let from = &bootstrap.from_backup;
+    if !crate::children::backup::has_repository_spec(spec) {
+        return Err(Error::InvalidSpec(format!(
+            "bootstrap.fromBackup needs backup.destination.s3: the repository holding the backups of {} (and this tenant's own backups)",
+            from.country
+        )));
+    }
+    if from.country == country.name_any() {
+        return Err(Error::InvalidSpec(
+            "bootstrap.fromBackup.country names this DfrCountry itself: name the tenant whose backups to restore".into(),
+        ));
+    }
+    if let Some(time) = &from.target_time {
+        chrono::DateTime::parse_from_rfc3339(time).map_err(|error| {
+            Error::InvalidSpec(format!(
+                "bootstrap.fromBackup.targetTime {time:?} is not an RFC 3339 time such as 2026-12-01T10:15:00Z: {error}"
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 fn check_egress_names(country: &DfrCountry) -> Result<()> {

@@ -61,6 +61,8 @@ macro_rules! for_each_child_kind {
                 => Workload, $crate::children::desired_disruption_budgets;
             horizontal_pod_autoscalers: k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler
                 => Workload, $crate::children::api::desired_autoscalers;
+            cron_jobs: k8s_openapi::api::batch::v1::CronJob
+                => Workload, $crate::children::backup::desired_cron_jobs;
         }
     };
 }
@@ -126,6 +128,12 @@ pub const EXPLICIT_GRANTS: &[Grant] = &[
         group: "",
         resource: "persistentvolumeclaims",
         verbs: &["list", "patch"],
+    },
+    // Backup runs the operator starts (the first one, GFS expiry); they finish and go by TTL.
+    Grant {
+        group: "batch",
+        resource: "jobs",
+        verbs: &["create"],
     },
     Grant {
         group: "events.k8s.io",
@@ -194,13 +202,13 @@ mod tests {
         let rules = cluster_role().rules.unwrap();
         let new_kind = Grant {
             group: "batch",
-            resource: "cronjobs",
+            resource: "replicasets-of-the-future",
             verbs: CHILD_VERBS,
         };
         let gaps = missing(&rules, &[new_kind]);
         assert_eq!(gaps.len(), CHILD_VERBS.len(), "{gaps:?}");
         assert!(
-            gaps.contains(&"batch/cronjobs create".to_string()),
+            gaps.contains(&"batch/replicasets-of-the-future create".to_string()),
             "{gaps:?}"
         );
 

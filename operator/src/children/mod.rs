@@ -2,6 +2,7 @@
 //! reconciler diffs these against the cluster and applies them.
 
 pub mod api;
+pub mod backup;
 pub mod kinds;
 pub mod namespace;
 pub mod network_policy;

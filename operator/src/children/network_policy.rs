@@ -176,6 +176,9 @@ pub fn desired_network_policies(tenant: &Tenant, settings: &Settings) -> Vec<Net
             }]),
         ),
     ];
+    if crate::children::backup::has_repository(tenant) {
+        policies.extend(backup_policies(tenant, &postgres));
+    }
     let network = &tenant.spec.network;
     if let Some(ingress) = &network.ingress_namespace_selector {
         policies.push(policy(
@@ -221,6 +224,90 @@ pub fn desired_network_policies(tenant: &Tenant, settings: &Settings) -> Vec<Net
                     ..NetworkPolicyPeer::default()
                 }]),
                 ports: Some(rule.ports.iter().map(egress_port).collect()),
+            }]),
+        ));
+    }
+    policies
+}
+
+/// Backup Jobs reach the members' pgBackRest TLS server and Patroni's REST API (to find the
+/// synchronous standby); members and Jobs reach the S3 endpoint. An endpoint given as an IP
+/// address gets a rule of its own; for a name, the addresses must be in spec.network.egress,
+/// whose rules then apply to the members and the Jobs too.
+fn backup_policies(tenant: &Tenant, postgres: &BTreeMap<String, String>) -> Vec<NetworkPolicy> {
+    use crate::children::backup::{APP_NAME, pgbackrest};
+    let jobs = labels::selector(tenant, APP_NAME);
+    let mut policies = vec![
+        policy(
+            tenant,
+            "backup-to-postgres",
+            selecting(jobs.clone()),
+            None,
+            Some(vec![NetworkPolicyEgressRule {
+                to: Some(vec![pods(postgres.clone())]),
+                ports: Some(vec![
+                    tcp(pgbackrest::SERVER_PORT),
+                    tcp(naming::PATRONI_PORT),
+                ]),
+            }]),
+        ),
+        policy(
+            tenant,
+            "postgres-from-backup",
+            selecting(postgres.clone()),
+            Some(vec![NetworkPolicyIngressRule {
+                from: Some(vec![pods(jobs.clone())]),
+                ports: Some(vec![
+                    tcp(pgbackrest::SERVER_PORT),
+                    tcp(naming::PATRONI_PORT),
+                ]),
+            }]),
+            None,
+        ),
+    ];
+    let endpoint = tenant
+        .spec
+        .backup
+        .as_ref()
+        .and_then(|b| b.destination.s3.as_ref())
+        .and_then(|s3| pgbackrest::s3_endpoint(&s3.endpoint).ok());
+    let Some(endpoint) = endpoint else {
+        return policies;
+    };
+    let peers: Vec<NetworkPolicyPeer> = match endpoint.host.parse::<std::net::IpAddr>() {
+        Ok(address) => vec![NetworkPolicyPeer {
+            ip_block: Some(IPBlock {
+                cidr: match address {
+                    std::net::IpAddr::V4(_) => format!("{address}/32"),
+                    std::net::IpAddr::V6(_) => format!("{address}/128"),
+                },
+                except: None,
+            }),
+            ..NetworkPolicyPeer::default()
+        }],
+        Err(_) => tenant
+            .spec
+            .network
+            .egress
+            .iter()
+            .map(|rule| NetworkPolicyPeer {
+                ip_block: Some(IPBlock {
+                    cidr: rule.cidr.clone(),
+                    except: None,
+                }),
+                ..NetworkPolicyPeer::default()
+            })
+            .collect(),
+    };
+    for (name, selector) in [("backup-to-s3", jobs), ("postgres-to-s3", postgres.clone())] {
+        policies.push(policy(
+            tenant,
+            name,
+            selecting(selector),
+            None,
+            Some(vec![NetworkPolicyEgressRule {
+                to: Some(peers.clone()),
+                ports: Some(vec![tcp(i32::from(endpoint.port.unwrap_or(443)))]),
             }]),
         ));
     }

@@ -61,10 +61,25 @@ pub struct Kubernetes {
 
 #[derive(Serialize, Debug, PartialEq)]
 pub struct Bootstrap {
+    /// A custom bootstrap (a restore) instead of initdb, named by the key of its settings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pgbackrest: Option<CustomBootstrap>,
     pub dcs: Dcs,
     /// Creates the registry's database and roles once, after initdb.
     pub post_bootstrap: String,
     pub initdb: Vec<serde_yaml::Value>,
+}
+
+/// Patroni runs `command` (split like a shell would) instead of initdb on the first member.
+#[derive(Serialize, Debug, PartialEq)]
+pub struct CustomBootstrap {
+    pub command: String,
+    /// pgBackRest writes the recovery settings; Patroni must not replace them.
+    pub keep_existing_recovery_conf: bool,
+    /// Patroni would append --scope and --datadir, which pgBackRest does not take.
+    pub no_params: bool,
 }
 
 #[derive(Serialize, Debug, PartialEq)]
@@ -120,7 +135,7 @@ pub fn patroni_config(tenant: &Tenant) -> PatroniConfig {
         ("pgaudit.log_relation", "on".to_string()),
         ("unix_socket_directories", SOCKET_DIR.to_string()),
     ];
-    for (key, value) in fixed {
+    for (key, value) in fixed.into_iter().chain(archive_parameters(tenant)) {
         local_parameters.insert(key.to_string(), value);
     }
     PatroniConfig {
@@ -141,6 +156,8 @@ pub fn patroni_config(tenant: &Tenant) -> PatroniConfig {
             standby_leader_label_value: labels::PATRONI_ROLE_PRIMARY.into(),
         },
         bootstrap: Bootstrap {
+            method: restore_bootstrap(tenant).map(|_| "pgbackrest".to_string()),
+            pgbackrest: restore_bootstrap(tenant),
             post_bootstrap: format!("{CONFIG_DIR}/{}", super::bootstrap::SCRIPT_KEY),
             dcs: Dcs {
                 // A leader that stops renewing its lock (a hung or lost node) is replaced
@@ -190,6 +207,49 @@ pub fn patroni_config(tenant: &Tenant) -> PatroniConfig {
             parameters: local_parameters,
         },
     }
+}
+
+/// WAL archiving, always on so that adding a repository later needs no restart: to the
+/// tenant's pgBackRest repository when it has one, nowhere otherwise. It is part of the members'
+/// own configuration, so it follows the leader through a failover.
+fn archive_parameters(tenant: &Tenant) -> Vec<(&'static str, String)> {
+    use crate::children::backup::{self, STANZA, pgbackrest::ARCHIVE_TIMEOUT_SECONDS};
+    let mut parameters = vec![("archive_mode", "on".to_string())];
+    if !backup::has_repository(tenant) {
+        // PostgreSQL counts a segment archived when the command succeeds; `true` discards it.
+        parameters.push(("archive_command", "/bin/true".to_string()));
+        return parameters;
+    }
+    parameters.push((
+        "archive_command",
+        format!("pgbackrest --stanza={STANZA} archive-push \"%p\""),
+    ));
+    let pitr = tenant
+        .spec
+        .backup
+        .as_ref()
+        .is_some_and(|b| b.point_in_time_recovery);
+    if pitr {
+        parameters.push(("archive_timeout", format!("{ARCHIVE_TIMEOUT_SECONDS}s")));
+    }
+    parameters
+}
+
+/// For a tenant made from another's backups: Patroni's custom bootstrap running the restore.
+fn restore_bootstrap(tenant: &Tenant) -> Option<CustomBootstrap> {
+    let from = &tenant.spec.bootstrap.as_ref()?.from_backup;
+    if !crate::children::backup::has_repository(tenant) {
+        return None;
+    }
+    let args = crate::children::backup::pgbackrest::restore_arguments(
+        &from.country,
+        from.target_time.as_deref(),
+    );
+    Some(CustomBootstrap {
+        command: format!("pgbackrest {}", args.join(" ")),
+        keep_existing_recovery_conf: true,
+        no_params: true,
+    })
 }
 
 fn yaml_pair(key: &str, value: &str) -> serde_yaml::Value {

@@ -8,10 +8,12 @@ mod services;
 mod statefulset;
 
 pub use bootstrap::{POST_BOOTSTRAP_SCRIPT, SCRIPT_KEY};
-pub use config::{PATRONI_CONFIG_KEY, desired_config_map, patroni_config};
+pub use config::{
+    DATA_DIR, PATRONI_CONFIG_KEY, SOCKET_DIR, TLS_DIR, desired_config_map, patroni_config,
+};
 pub use rbac::{desired_role, desired_role_binding, desired_service_account};
 pub use services::{desired_headless_service, desired_ro_service, desired_rw_service};
-pub use statefulset::{desired_pdb, desired_statefulset};
+pub use statefulset::{POSTGRES_UID, desired_pdb, desired_statefulset};
 
 use std::collections::BTreeMap;
 
@@ -44,7 +46,11 @@ pub fn desired_role_bindings(tenant: &Tenant, _settings: &Settings) -> Vec<RoleB
 }
 
 pub fn desired_config_maps(tenant: &Tenant, settings: &Settings) -> Vec<ConfigMap> {
-    vec![desired_config_map(tenant, settings)]
+    let mut maps = vec![desired_config_map(tenant, settings)];
+    maps.extend(crate::children::backup::desired_config_map(
+        tenant, settings,
+    ));
+    maps
 }
 
 pub fn desired_statefulsets(tenant: &Tenant, settings: &Settings) -> Vec<StatefulSet> {

@@ -19,6 +19,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::config::{CONFIG_DIR, PATRONI_CONFIG_KEY, SOCKET_DIR, TLS_DIR};
 use super::{metadata_labels, selector};
+use crate::children::backup::{self, pgbackrest::MEMBER_CONFIG_KEY};
 use crate::children::child_meta;
 use crate::children::namespace::{DEFAULT_POSTGRES_CPU, DEFAULT_POSTGRES_MEMORY};
 use crate::children::pod::{
@@ -126,7 +127,15 @@ fn container(tenant: &Tenant, settings: &Settings) -> Container {
             secret_env("DFR_DB_APP_USER", naming::SECRET_DB_APP, "username"),
             secret_env("DFR_DB_APP_PASSWORD", naming::SECRET_DB_APP, "password"),
             value_env("PGHOST", SOCKET_DIR),
-        ]),
+        ])
+        .map(|mut env| {
+            // archive_command and the restore of a bootstrap run pgBackRest in this container.
+            env.extend(backup::repository_env(
+                tenant,
+                &format!("{}/{}", backup::CONFIG_DIR, MEMBER_CONFIG_KEY),
+            ));
+            env
+        }),
         ports: Some(vec![
             ContainerPort {
                 name: Some("postgresql".into()),
@@ -151,12 +160,18 @@ fn container(tenant: &Tenant, settings: &Settings) -> Container {
             mount("tls", TLS_DIR, true),
             mount("run", SOCKET_DIR, false),
             mount("tmp", "/tmp", false),
-        ]),
+        ])
+        .map(|mut mounts| {
+            if backup::has_repository(tenant) {
+                mounts.extend(backup::repository_mounts(tenant));
+            }
+            mounts
+        }),
         ..Container::default()
     }
 }
 
-fn volumes() -> Vec<Volume> {
+fn volumes(tenant: &Tenant) -> Vec<Volume> {
     let empty = |name: &str| Volume {
         name: name.into(),
         empty_dir: Some(EmptyDirVolumeSource::default()),
@@ -186,6 +201,13 @@ fn volumes() -> Vec<Volume> {
         empty("run"),
         empty("tmp"),
     ]
+    .into_iter()
+    .chain(if backup::has_repository(tenant) {
+        backup::repository_volumes(tenant)
+    } else {
+        Vec::new()
+    })
+    .collect()
 }
 
 fn data_claim(tenant: &Tenant) -> PersistentVolumeClaim {
@@ -271,8 +293,13 @@ pub fn desired_statefulset(tenant: &Tenant, settings: &Settings) -> StatefulSet 
                         }),
                         ..Affinity::default()
                     }),
-                    containers: vec![container(tenant, settings)],
-                    volumes: Some(volumes()),
+                    containers: std::iter::once(container(tenant, settings))
+                        .chain(
+                            backup::has_repository(tenant)
+                                .then(|| backup::server_container(tenant, settings)),
+                        )
+                        .collect(),
+                    volumes: Some(volumes(tenant)),
                     ..PodSpec::default()
                 }),
             },

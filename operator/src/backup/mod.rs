@@ -1,0 +1,323 @@
+//! What the operator decides about a tenant's backups from what its backup runs report: the
+//! status (last backup, the repository's sets, BackupsHealthy) and the GFS retention plan.
+//! Pure; the reconciler starts the Jobs the plan asks for (see [`crate::lifecycle`]).
+
+pub mod report;
+pub mod retention;
+
+use chrono::{DateTime, Utc};
+use dfr_crds::{BackupResult, BackupStatus, BackupsStatus, RetentionSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use report::{Run, Runs};
+use retention::{Plan, Policy};
+
+/// How the tenant's spec asks for backups.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Repository {
+    #[default]
+    None,
+    S3,
+    /// spec.backup.destination.volume: not built yet.
+    Volume,
+}
+
+/// BackupsHealthy as (status, reason, message).
+pub type Health = (&'static str, &'static str, String);
+
+pub fn policy(retention: &RetentionSpec) -> Policy {
+    let count = |value: i32| u32::try_from(value).unwrap_or(0);
+    Policy {
+        daily: count(retention.daily),
+        weekly: count(retention.weekly),
+        monthly: count(retention.monthly),
+        yearly: count(retention.yearly),
+    }
+}
+
+fn time(at: DateTime<Utc>) -> Option<Time> {
+    k8s_openapi::jiff::Timestamp::from_second(at.timestamp())
+        .ok()
+        .map(Time)
+}
+
+/// The condition reason for a failed run, from pgBackRest's error text.
+pub fn failure_reason(error: &str) -> &'static str {
+    let error = error.to_ascii_lowercase();
+    if error.contains("repo1-cipher-pass") || error.contains("cipher pass") {
+        "EncryptionKeyMissing"
+    } else if error.contains("repo1-s3-key") {
+        "RepositoryCredentialsMissing"
+    } else if error.contains("unable to decrypt")
+        || error.contains("cipher")
+        || error.contains("crypto")
+    {
+        "EncryptionKeyWrong"
+    } else if error.contains("403") || error.contains("accessdenied") {
+        "RepositoryAccessDenied"
+    } else if error.contains("nosuchbucket") {
+        "BucketNotFound"
+    } else if error.contains("unable to find primary") || error.contains("database") {
+        "DatabaseUnreachable"
+    } else if error.contains("unable to get address")
+        || error.contains("unable to connect")
+        || error.contains("timeout")
+        || error.contains("tls")
+        || error.contains("connection refused")
+    {
+        "RepositoryUnreachable"
+    } else {
+        "BackupFailed"
+    }
+}
+
+fn run_error(run: &Run) -> String {
+    match &run.report {
+        Some(report) => format!(
+            "{} (in {})",
+            report.error.as_deref().unwrap_or("no error text"),
+            report.step.as_deref().unwrap_or("?")
+        ),
+        None => run
+            .raw_message
+            .as_deref()
+            .map(|text| text.trim().chars().take(1024).collect())
+            .filter(|text: &String| !text.is_empty())
+            .unwrap_or_else(|| "the run ended without a report".into()),
+    }
+}
+
+/// status.lastBackup: the newest run the pods still show, else what the status already said.
+pub fn last_backup(runs: &Runs, previous: Option<&BackupStatus>) -> Option<BackupStatus> {
+    let Some(run) = runs.last_backup() else {
+        return previous.cloned();
+    };
+    let report = run.report.as_ref().filter(|_| run.succeeded);
+    Some(BackupStatus {
+        time: time(run.finished)?,
+        result: if run.succeeded {
+            BackupResult::Succeeded
+        } else {
+            BackupResult::Failed
+        },
+        r#type: report.and_then(|r| r.kind.clone()),
+        label: report.and_then(|r| r.label.clone()),
+        size_bytes: report.and_then(|r| r.size),
+        repository_size_bytes: report.and_then(|r| r.repo),
+        duration_seconds: report.and_then(|r| r.seconds),
+        job: Some(run.job.clone()),
+        message: (!run.succeeded).then(|| run_error(run)),
+    })
+}
+
+/// status.backups from the newest report of the repository.
+pub fn inventory(runs: &Runs, previous: Option<&BackupsStatus>) -> Option<BackupsStatus> {
+    let Some(report) = runs.last_inventory() else {
+        return previous.cloned();
+    };
+    let stops = report.sets.iter().map(|(_, _, _, stop)| *stop);
+    let at = |seconds: Option<i64>| {
+        seconds
+            .and_then(|s| DateTime::<Utc>::from_timestamp(s, 0))
+            .and_then(time)
+    };
+    Some(BackupsStatus {
+        count: i32::try_from(report.n.unwrap_or(report.sets.len())).unwrap_or(i32::MAX),
+        first_recoverable_time: at(stops.clone().min()),
+        newest_backup_time: at(stops.max()),
+        newest_archived_wal: report.wal.clone(),
+        expired: report.expired.clone(),
+    })
+}
+
+/// The sets the retention policy expires now, or nothing while a run is active or when the
+/// newest report does not list the whole repository.
+pub fn expiry(runs: &Runs, retention: &RetentionSpec) -> Vec<String> {
+    if runs.active {
+        return Vec::new();
+    }
+    let Some(sets) = runs.last_inventory().and_then(|r| r.backup_sets()) else {
+        return Vec::new();
+    };
+    let Plan { expire, .. } = retention::plan(&sets, &policy(retention));
+    expire
+}
+
+pub fn health(repository: Repository, runs: &Runs, last: Option<&BackupStatus>) -> Health {
+    match repository {
+        Repository::None => {
+            return (
+                "False",
+                "NotConfigured",
+                "spec.backup is not set: this tenant has no backups".into(),
+            );
+        }
+        Repository::Volume => {
+            return (
+                "False",
+                "RepositoryTypeUnsupported",
+                "spec.backup.destination.volume is not supported by this operator version; use destination.s3".into(),
+            );
+        }
+        Repository::S3 => {}
+    }
+    if let Some(run) = runs.last_backup().filter(|run| !run.succeeded) {
+        let error = run_error(run);
+        return (
+            "False",
+            failure_reason(&error),
+            format!(
+                "backup Job {} failed at {}: {error}",
+                run.job,
+                run.finished.to_rfc3339()
+            ),
+        );
+    }
+    match last {
+        Some(status) if status.result == BackupResult::Succeeded => (
+            "True",
+            "BackupSucceeded",
+            format!(
+                "last backup {} ({}) finished at {}",
+                status.label.as_deref().unwrap_or("?"),
+                status.r#type.as_deref().unwrap_or("?"),
+                status.time.0
+            ),
+        ),
+        Some(status) => (
+            "False",
+            status
+                .message
+                .as_deref()
+                .map(failure_reason)
+                .unwrap_or("BackupFailed"),
+            format!(
+                "the last backup failed at {}: {}",
+                status.time.0,
+                status.message.as_deref().unwrap_or("no error text")
+            ),
+        ),
+        None if runs.active => (
+            "Unknown",
+            "BackupRunning",
+            "the first backup is running".into(),
+        ),
+        None => (
+            "Unknown",
+            "NoBackupRecorded",
+            "no backup has completed yet".into(),
+        ),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use report::{Report, RunKind};
+
+    fn run(succeeded: bool, report: Option<Report>, raw: Option<&str>) -> Run {
+        Run {
+            kind: RunKind::Backup,
+            job: "postgres-backup-1".into(),
+            finished: DateTime::<Utc>::from_timestamp(1_764_556_300, 0).unwrap(),
+            succeeded,
+            report,
+            raw_message: raw.map(String::from),
+        }
+    }
+
+    #[test]
+    fn errors_map_to_reasons_a_person_can_act_on() {
+        assert_eq!(
+            failure_reason("ERROR: [037]: backup command requires option: repo1-cipher-pass"),
+            "EncryptionKeyMissing"
+        );
+        assert_eq!(
+            failure_reason("ERROR: [037]: backup command requires option: repo1-s3-key"),
+            "RepositoryCredentialsMissing"
+        );
+        assert_eq!(
+            failure_reason(
+                "ERROR: [049]: unable to get address for 's3.invalid': [-2] Name or service not known"
+            ),
+            "RepositoryUnreachable"
+        );
+        assert_eq!(
+            failure_reason("HTTP request failed with 403 (Forbidden): AccessDenied"),
+            "RepositoryAccessDenied"
+        );
+        assert_eq!(
+            failure_reason("HTTP request failed with 404 (Not Found): NoSuchBucket"),
+            "BucketNotFound"
+        );
+        assert_eq!(failure_reason("something else"), "BackupFailed");
+    }
+
+    #[test]
+    fn a_failed_run_makes_backups_unhealthy_with_its_error() {
+        let report = Report {
+            ok: false,
+            step: Some("backup".into()),
+            error: Some("ERROR: [049]: unable to get address for 's3.invalid'".into()),
+            ..Report::default()
+        };
+        let runs = Runs {
+            finished: vec![run(false, Some(report), None)],
+            active: false,
+        };
+        let last = last_backup(&runs, None).unwrap();
+        assert_eq!(last.result, BackupResult::Failed);
+        let (status, reason, message) = health(Repository::S3, &runs, Some(&last));
+        assert_eq!((status, reason), ("False", "RepositoryUnreachable"));
+        assert!(message.contains("postgres-backup-1"), "{message}");
+        assert!(message.contains("s3.invalid"), "{message}");
+    }
+
+    #[test]
+    fn a_crash_without_a_report_shows_the_log_tail() {
+        let runs = Runs {
+            finished: vec![run(false, None, Some("Traceback ... boom"))],
+            active: false,
+        };
+        let (_, reason, message) = health(Repository::S3, &runs, None);
+        assert_eq!(reason, "BackupFailed");
+        assert!(message.contains("boom"));
+    }
+
+    #[test]
+    fn a_good_run_is_healthy_and_listed() {
+        let report = Report {
+            ok: true,
+            label: Some("20261201-023000F".into()),
+            kind: Some("full".into()),
+            size: Some(1000),
+            n: Some(1),
+            sets: vec![("20261201-023000F".into(), "F".into(), None, 1_764_556_300)],
+            ..Report::default()
+        };
+        let runs = Runs {
+            finished: vec![run(true, Some(report), None)],
+            active: false,
+        };
+        let last = last_backup(&runs, None).unwrap();
+        assert_eq!(last.label.as_deref(), Some("20261201-023000F"));
+        assert_eq!(health(Repository::S3, &runs, Some(&last)).0, "True");
+        let backups = inventory(&runs, None).unwrap();
+        assert_eq!(backups.count, 1);
+        assert!(backups.first_recoverable_time.is_some());
+        assert!(expiry(&runs, &RetentionSpec::default()).is_empty());
+    }
+
+    #[test]
+    fn without_runs_the_previous_status_stands() {
+        let runs = Runs::default();
+        assert_eq!(last_backup(&runs, None), None);
+        assert_eq!(health(Repository::S3, &runs, None).1, "NoBackupRecorded");
+        assert_eq!(health(Repository::None, &runs, None).1, "NotConfigured");
+        assert_eq!(
+            health(Repository::Volume, &runs, None).1,
+            "RepositoryTypeUnsupported"
+        );
+    }
+}

@@ -1,0 +1,138 @@
+//! The programs the backup Jobs run, shipped in the tenant's pgBackRest ConfigMap. Each ends by
+//! writing a compact report of the repository into the container's termination message, where
+//! the operator reads it (see [`crate::backup::report`]): no Job needs Kubernetes credentials.
+
+pub const BACKUP_KEY: &str = "backup.py";
+pub const EXPIRE_KEY: &str = "expire.py";
+
+/// Shared by both programs: run pgBackRest, report the repository or the failure.
+const COMMON: &str = r#"
+import json, os, subprocess, sys
+
+STANZA = "dfr"
+TERMINATION_LOG = "/dev/termination-log"
+# The kubelet keeps at most 4096 bytes of a termination message.
+REPORT_LIMIT = 4000
+TYPES = {"full": "F", "diff": "D", "incr": "I"}
+
+
+def pgbackrest(*args):
+    print("+ pgbackrest", " ".join(args), flush=True)
+    result = subprocess.run(["pgbackrest", f"--stanza={STANZA}", *args],
+                            capture_output=True, text=True)
+    sys.stdout.write(result.stdout)
+    sys.stdout.write(result.stderr)
+    sys.stdout.flush()
+    return result
+
+
+def write_report(document):
+    text = json.dumps(document, separators=(",", ":"))
+    with open(TERMINATION_LOG, "w") as log:
+        log.write(text)
+    print("report:", text, flush=True)
+
+
+def fail(step, result):
+    lines = [line for line in (result.stderr + result.stdout).splitlines() if "ERROR" in line]
+    lines = lines or (result.stderr + result.stdout).strip().splitlines() or ["no output"]
+    write_report({"v": 1, "ok": False, "step": step, "error": " | ".join(lines[-3:])[-1500:]})
+    sys.exit(1)
+
+
+def repository_report(**extra):
+    """The backup sets as [label, type, prior, stop]; prior only where the label does not
+    imply it (a differential's full is the part of its label before the underscore)."""
+    result = pgbackrest("info", "--output=json")
+    if result.returncode != 0:
+        fail("info", result)
+    stanzas = json.loads(result.stdout or "[]")
+    backups = stanzas[0].get("backup", []) if stanzas else []
+    archives = stanzas[0].get("archive", []) if stanzas else []
+    sets = []
+    for backup in backups:
+        kind = TYPES.get(backup.get("type"), "?")
+        prior = backup.get("prior")
+        if kind == "D" and prior == backup["label"].split("_")[0]:
+            prior = None
+        sets.append([backup["label"], kind, prior, backup["timestamp"]["stop"]])
+    document = {"v": 1, "ok": True, **extra, "n": len(sets),
+                "wal": archives[-1].get("max") if archives else None, "sets": sets}
+    # Oldest sets go first when the report is too long; "n" tells the operator it is partial,
+    # and it then expires nothing.
+    while len(json.dumps(document, separators=(",", ":"))) > REPORT_LIMIT and document["sets"]:
+        document["sets"].pop(0)
+    return document, backups
+"#;
+
+/// Creates the stanza when needed, backs up (from the synchronous standby when Patroni says it is
+/// streaming), then reports the new set and the repository.
+pub const BACKUP_PY: &str = r#"
+import ssl, time, urllib.request
+
+FULL_EVERY_SECONDS = 7 * 24 * 3600
+
+
+def sync_standby_streaming():
+    context = ssl.create_default_context(cafile="/etc/dfr/tls/ca.crt")
+    url = f"https://{os.environ['DFR_PATRONI_HOST']}:8008/cluster"
+    try:
+        with urllib.request.urlopen(url, context=context, timeout=5) as response:
+            members = json.load(response).get("members", [])
+    except Exception as error:  # the backup still runs, from the primary
+        print(f"Patroni's /cluster could not be read ({error}); backing up from the primary")
+        return False
+    return any(m.get("role") == "sync_standby" and m.get("state") == "streaming"
+               for m in members)
+
+
+def backup_type(backups):
+    """A full backup once a week (or when there is none), differentials in between: a
+    differential depends only on its full, so retention can drop any of them."""
+    requested = os.environ.get("DFR_BACKUP_TYPE", "auto")
+    if requested != "auto":
+        return requested
+    fulls = [b["timestamp"]["stop"] for b in backups if b.get("type") == "full"]
+    if not fulls or time.time() - max(fulls) > FULL_EVERY_SECONDS:
+        return "full"
+    return "diff"
+
+
+created = pgbackrest("stanza-create")
+if created.returncode != 0:
+    fail("stanza-create", created)
+_, before = repository_report()
+kind = backup_type(before)
+args = [f"--type={kind}"]
+if sync_standby_streaming():
+    args.append("--backup-standby")
+started = time.time()
+result = pgbackrest("backup", *args)
+if result.returncode != 0:
+    fail("backup", result)
+document, backups = repository_report()
+newest = backups[-1] if backups else {}
+info = newest.get("info", {})
+document.update({
+    "label": newest.get("label"), "type": newest.get("type"),
+    "size": info.get("size"), "repo": info.get("repository", {}).get("delta"),
+    "seconds": round(time.time() - started), "standby": "--backup-standby" in args,
+})
+write_report(document)
+"#;
+
+/// Expires the backup sets named on the command line, newest first (expiring a full also
+/// expires its differentials, which are then already gone), then reports the repository.
+pub const EXPIRE_PY: &str = r#"
+for label in sorted(sys.argv[1:], reverse=True):
+    result = pgbackrest("expire", f"--set={label}")
+    if result.returncode != 0 and "does not exist" not in (result.stderr + result.stdout):
+        fail("expire", result)
+document, _ = repository_report(expired=sys.argv[1:])
+write_report(document)
+"#;
+
+/// A complete program: the shared part, then `body`.
+pub fn program(body: &str) -> String {
+    format!("#!/usr/bin/python3\n{COMMON}\n{body}")
+}
