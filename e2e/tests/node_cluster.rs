@@ -18,6 +18,9 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 
+#[path = "node_cluster/backups.rs"]
+mod backups;
+
 const COUNTRY: &str = "ton-e2e";
 const NAMESPACE: &str = "dfr-ton-test";
 const AREA: &str = "TO-01";
@@ -355,9 +358,9 @@ async fn healthy_pair(client: &Client) -> (String, String) {
     .await
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_country_runs_fails_over_without_losing_writes_and_keeps_its_data() {
-    let client = kube_client().await;
+/// Installs the operator from config/default and waits for it; every scenario calls it (the
+/// apply is idempotent), since they run side by side on the one node cluster.
+fn install_operator() {
     let config = repo().join("config/default");
     run_kubectl(&["apply", "--server-side", "-k", config.to_str().unwrap()]);
     run_kubectl(&[
@@ -368,6 +371,12 @@ async fn a_country_runs_fails_over_without_losing_writes_and_keeps_its_data() {
         "deploy/dfr-operator",
         "--timeout=180s",
     ]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_country_runs_fails_over_without_losing_writes_and_keeps_its_data() {
+    let client = kube_client().await;
+    install_operator();
 
     apply_country(&client).await;
     let started = Instant::now();

@@ -430,6 +430,35 @@ pub async fn check_restore_target(client: &Client, caches: &Caches, tenant: &Ten
     {
         return Ok(());
     }
+    if let Some(backup) = tenant.spec.backup.as_ref() {
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &tenant.namespace);
+        let mut needed = vec![(
+            backup.encryption_key_secret_ref.name.clone(),
+            backup.encryption_key_secret_ref.key.clone(),
+        )];
+        if let Some(s3) = &backup.destination.s3 {
+            needed.push((s3.credentials_secret_ref.name.clone(), "accessKeyId".into()));
+            needed.push((
+                s3.credentials_secret_ref.name.clone(),
+                "secretAccessKey".into(),
+            ));
+        }
+        for (name, key) in needed {
+            let secret = secrets
+                .get_opt(&name)
+                .await
+                .map_err(Error::kube(format!("reading Secret {name}")))?;
+            if !secret
+                .and_then(|secret| secret.data)
+                .is_some_and(|data| data.contains_key(&key))
+            {
+                return Err(Error::RestoreRefused(format!(
+                    "waiting for Secret {}/{name} with key {key}: the restore from {} reads the repository with it; the database starts once it exists",
+                    tenant.namespace, from.country
+                )));
+            }
+        }
+    }
     let Some(target) = from
         .target_time
         .as_deref()

@@ -158,7 +158,6 @@ async fn apply(country: &DfrCountry, ctx: &Context) -> Result<Action> {
     let tenant = validate::validate(country)?;
     let mut changes = Changes::default();
     if !tenant.spec.suspend {
-        lifecycle::check_restore_target(&ctx.client, &ctx.caches, &tenant).await?;
         let desired = desired_state(&tenant, &ctx.settings);
         changes = apply_children(&tenant, &desired, ctx).await?;
     }
@@ -213,6 +212,10 @@ async fn apply_children(tenant: &Tenant, desired: &Desired, ctx: &Context) -> Re
             changes.extend(
                 lifecycle::rotate_certificates(client, caches, tenant, &ctx.settings).await?,
             );
+        }
+        if stage == Stage::Workload {
+            // A restore runs once, when the first member starts: it must have what it needs.
+            lifecycle::check_restore_target(client, caches, tenant).await?;
         }
         changes.extend(sync_stage(stage, client, caches, tenant, desired).await?);
     }

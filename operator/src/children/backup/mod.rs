@@ -109,15 +109,18 @@ fn mount(name: &str, path: &str) -> VolumeMount {
 
 /// The volumes pgBackRest needs in a member or a Job: its configuration, and the S3 CA.
 pub fn repository_volumes(tenant: &Tenant) -> Vec<Volume> {
-    let mut volumes = vec![Volume {
-        name: "pgbackrest".into(),
-        config_map: Some(ConfigMapVolumeSource {
-            name: naming::POSTGRES_BACKUP_CONFIG.into(),
-            default_mode: Some(0o555),
-            ..ConfigMapVolumeSource::default()
-        }),
-        ..Volume::default()
-    }];
+    let mut volumes = vec![
+        secrets_volume(tenant),
+        Volume {
+            name: "pgbackrest".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: naming::POSTGRES_BACKUP_CONFIG.into(),
+                default_mode: Some(0o555),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+    ];
     if let Some(ca) = tenant
         .spec
         .backup
@@ -143,8 +146,56 @@ pub fn repository_volumes(tenant: &Tenant) -> Vec<Volume> {
     volumes
 }
 
+/// The repository's secrets as files, for [`scripts::WRAPPER`]. Optional sources: a pod starts
+/// without them, and the kubelet adds them when the Secrets appear or change.
+fn secrets_volume(tenant: &Tenant) -> Volume {
+    use k8s_openapi::api::core::v1::{ProjectedVolumeSource, SecretProjection, VolumeProjection};
+    let project = |secret: &str, items: Vec<(&str, &str)>| VolumeProjection {
+        secret: Some(SecretProjection {
+            name: secret.into(),
+            items: Some(
+                items
+                    .into_iter()
+                    .map(|(key, path)| KeyToPath {
+                        key: key.into(),
+                        path: path.into(),
+                        ..KeyToPath::default()
+                    })
+                    .collect(),
+            ),
+            optional: Some(true),
+        }),
+        ..VolumeProjection::default()
+    };
+    let mut sources = Vec::new();
+    if let Some(backup) = tenant.spec.backup.as_ref() {
+        let key = &backup.encryption_key_secret_ref;
+        sources.push(project(&key.name, vec![(&key.key, "cipher-pass")]));
+        if let Some(s3) = &backup.destination.s3 {
+            sources.push(project(
+                &s3.credentials_secret_ref.name,
+                vec![
+                    ("accessKeyId", "s3-key"),
+                    ("secretAccessKey", "s3-key-secret"),
+                ],
+            ));
+        }
+    }
+    Volume {
+        name: "repository-secrets".into(),
+        projected: Some(ProjectedVolumeSource {
+            sources: Some(sources),
+            default_mode: Some(0o440),
+        }),
+        ..Volume::default()
+    }
+}
+
 pub fn repository_mounts(tenant: &Tenant) -> Vec<VolumeMount> {
-    let mut mounts = vec![mount("pgbackrest", CONFIG_DIR)];
+    let mut mounts = vec![
+        mount("pgbackrest", CONFIG_DIR),
+        mount("repository-secrets", scripts::SECRETS_DIR),
+    ];
     if tenant
         .spec
         .backup
@@ -216,6 +267,10 @@ pub fn desired_config_map(tenant: &Tenant, settings: &Settings) -> Option<Config
         data: Some(BTreeMap::from([
             (pgbackrest::MEMBER_CONFIG_KEY.to_string(), member),
             (pgbackrest::JOB_CONFIG_KEY.to_string(), job),
+            (
+                scripts::WRAPPER_KEY.to_string(),
+                scripts::WRAPPER.to_string(),
+            ),
             (
                 scripts::BACKUP_KEY.to_string(),
                 scripts::program(scripts::BACKUP_PY),

@@ -117,6 +117,9 @@ fn repository(tenant: &Tenant, backup: &BackupSpec, s3: &S3Destination) -> Vec<(
         option("log-level-console", "info"),
         option("log-level-file", "off"),
         option("lock-path", "/tmp/pgbackrest"),
+        // What pgBackRest writes into the restore_command of a restore: the wrapper that reads
+        // the secrets, since PostgreSQL's environment may not hold them.
+        option("cmd", super::scripts::wrapper_path()),
     ];
     if let Some(port) = endpoint.port {
         options.push(option("repo1-s3-port", port));

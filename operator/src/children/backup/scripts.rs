@@ -3,6 +3,26 @@
 //! the operator reads it (see [`crate::backup::report`]): no Job needs Kubernetes credentials.
 
 pub const BACKUP_KEY: &str = "backup.py";
+pub const WRAPPER_KEY: &str = "pgbackrest.sh";
+/// Where [`WRAPPER`] finds the repository's secrets.
+pub const SECRETS_DIR: &str = "/etc/pgbackrest-secrets";
+
+/// pgBackRest with the repository's secrets read from their files at each call, so a Secret
+/// created or changed after the pod started is used without a restart (the environment of a
+/// running container never changes). PostgreSQL's archive_command and the restore_command of a
+/// restore call this.
+pub const WRAPPER: &str = r#"#!/bin/sh
+secrets=/etc/pgbackrest-secrets
+if [ -r "$secrets/cipher-pass" ]; then PGBACKREST_REPO1_CIPHER_PASS=$(cat "$secrets/cipher-pass"); export PGBACKREST_REPO1_CIPHER_PASS; fi
+if [ -r "$secrets/s3-key" ]; then PGBACKREST_REPO1_S3_KEY=$(cat "$secrets/s3-key"); export PGBACKREST_REPO1_S3_KEY; fi
+if [ -r "$secrets/s3-key-secret" ]; then PGBACKREST_REPO1_S3_KEY_SECRET=$(cat "$secrets/s3-key-secret"); export PGBACKREST_REPO1_S3_KEY_SECRET; fi
+exec pgbackrest "$@"
+"#;
+
+/// The wrapper's path in a pod.
+pub fn wrapper_path() -> String {
+    format!("{}/{WRAPPER_KEY}", super::CONFIG_DIR)
+}
 pub const EXPIRE_KEY: &str = "expire.py";
 
 /// Shared by both programs: run pgBackRest, report the repository or the failure.
@@ -18,7 +38,7 @@ TYPES = {"full": "F", "diff": "D", "incr": "I"}
 
 def pgbackrest(*args):
     print("+ pgbackrest", " ".join(args), flush=True)
-    result = subprocess.run(["pgbackrest", f"--stanza={STANZA}", *args],
+    result = subprocess.run(["/etc/pgbackrest/pgbackrest.sh", f"--stanza={STANZA}", *args],
                             capture_output=True, text=True)
     sys.stdout.write(result.stdout)
     sys.stdout.write(result.stderr)

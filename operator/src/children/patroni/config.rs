@@ -222,7 +222,10 @@ fn archive_parameters(tenant: &Tenant) -> Vec<(&'static str, String)> {
     }
     parameters.push((
         "archive_command",
-        format!("pgbackrest --stanza={STANZA} archive-push \"%p\""),
+        format!(
+            "{} --stanza={STANZA} archive-push \"%p\"",
+            backup::scripts::wrapper_path()
+        ),
     ));
     let pitr = tenant
         .spec
@@ -246,7 +249,12 @@ fn restore_bootstrap(tenant: &Tenant) -> Option<CustomBootstrap> {
         from.target_time.as_deref(),
     );
     Some(CustomBootstrap {
-        command: format!("pgbackrest {}", args.join(" ")),
+        // Patroni runs the command without a shell; the data directory must exist first.
+        command: format!(
+            "/bin/sh -c 'mkdir -p -m 0700 {DATA_DIR} && exec {} {}'",
+            crate::children::backup::scripts::wrapper_path(),
+            args.join(" ")
+        ),
         keep_existing_recovery_conf: true,
         no_params: true,
     })

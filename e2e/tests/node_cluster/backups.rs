@@ -1,0 +1,473 @@
+//! Backups on the node cluster, beside the failover scenario: a tenant with two members backs up
+//! to the cluster's S3 server (versitygw, TLS), its repository is encrypted, and a new tenant
+//! restored to a moment T has exactly the records acknowledged before T.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use dfr_crds::{BackupResult, DfrCountry};
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+
+use super::{PASSWORD, condition, eventually, repo, run_kubectl};
+
+const SOURCE: &str = "wsm-e2e";
+const SOURCE_NAMESPACE: &str = "dfr-wsm-test";
+const RESTORED: &str = "wsm-e2e-restored";
+const RESTORED_NAMESPACE: &str = "dfr-wsm-dr";
+const AREA: &str = "WS-01";
+const PASSPHRASE: &str = "an e2e repository passphrase of some length";
+
+/// The cluster's S3 server, as `dfr-cluster env` describes it.
+struct S3 {
+    endpoint: String,
+    bucket: String,
+    region: String,
+    access_key: String,
+    secret_key: String,
+    ca_file: String,
+}
+
+impl S3 {
+    fn from_env() -> Self {
+        let var = |name: &str| {
+            std::env::var(name).unwrap_or_else(|_| {
+                panic!("{name} is not set: run under `eval \"$(dfr-cluster env --name ...)\"` of a node cluster")
+            })
+        };
+        Self {
+            endpoint: var("DFR_S3_ENDPOINT"),
+            bucket: var("DFR_S3_BUCKET"),
+            region: var("DFR_S3_REGION"),
+            access_key: var("DFR_S3_ACCESS_KEY"),
+            secret_key: var("DFR_S3_SECRET_KEY"),
+            ca_file: var("DFR_S3_CA_FILE"),
+        }
+    }
+}
+
+fn country(s3: &S3, name: &str, environment: &str, restore_to: Option<&str>) -> DfrCountry {
+    let sample = std::fs::read_to_string(repo().join("config/samples/ton-dev.yaml")).unwrap();
+    let mut country: DfrCountry = serde_yaml::from_str(&sample).unwrap();
+    country.metadata.name = Some(name.into());
+    let mut spec = serde_json::to_value(&country.spec).unwrap();
+    spec["countryCode"] = json!("WSM");
+    spec["displayName"] = json!("Samoa (backup e2e)");
+    spec["environment"] = json!(environment);
+    spec["appVersion"] = json!(env!("CARGO_PKG_VERSION"));
+    spec["deletionPolicy"] = json!("Delete");
+    spec["postgres"]["instances"] = json!(if restore_to.is_some() { 1 } else { 2 });
+    spec["postgres"]["synchronousMode"] = json!(if restore_to.is_some() { "off" } else { "on" });
+    spec["api"]["minReplicas"] = json!(1);
+    spec["api"]["maxReplicas"] = json!(1);
+    spec["backup"] = json!({
+        "schedule": "*/10 * * * *",
+        "retention": {"daily": 7, "weekly": 4, "monthly": 6, "yearly": 1},
+        "destination": {"s3": {
+            "endpoint": s3.endpoint, "bucket": s3.bucket, "region": s3.region,
+            "credentialsSecretRef": {"name": "backup-s3"},
+            "caSecretRef": {"name": "backup-s3-ca"},
+        }},
+        "encryptionKeySecretRef": {"name": "backup-encryption", "key": "passphrase"},
+        "pointInTimeRecovery": true,
+    });
+    if let Some(target) = restore_to {
+        spec["bootstrap"] = json!({"fromBackup": {"country": SOURCE, "targetTime": target}});
+    }
+    country.spec = serde_json::from_value(spec).unwrap();
+    country
+}
+
+async fn apply(client: &Client, country: &DfrCountry) {
+    let countries: Api<DfrCountry> = Api::all(client.clone());
+    countries
+        .patch(
+            country.metadata.name.as_deref().unwrap(),
+            &PatchParams::apply("dfr-e2e").force(),
+            &Patch::Apply(country),
+        )
+        .await
+        .unwrap();
+}
+
+/// The repository's Secrets in the tenant namespace, as a platform team creates them once the
+/// operator has made the namespace.
+async fn create_repository_secrets(s3: &S3, namespace: &str) {
+    eventually(
+        &format!("namespace {namespace}"),
+        Duration::from_secs(120),
+        || async {
+            dfr_e2e::testing::kubectl(&["get", "namespace", namespace])
+                .status
+                .success()
+                .then_some(())
+        },
+    )
+    .await;
+    let ca = std::fs::read_to_string(&s3.ca_file).unwrap();
+    for (name, data) in [
+        (
+            "backup-s3",
+            BTreeMap::from([
+                ("accessKeyId", s3.access_key.clone()),
+                ("secretAccessKey", s3.secret_key.clone()),
+            ]),
+        ),
+        ("backup-s3-ca", BTreeMap::from([("ca.crt", ca)])),
+        (
+            "backup-encryption",
+            BTreeMap::from([("passphrase", PASSPHRASE.to_string())]),
+        ),
+    ] {
+        let manifest = json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": namespace},
+            "stringData": data,
+        });
+        let path = std::env::temp_dir().join(format!("dfr-e2e-{namespace}-{name}.json"));
+        std::fs::write(&path, manifest.to_string()).unwrap();
+        run_kubectl(&["apply", "--server-side", "-f", path.to_str().unwrap()]);
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+async fn wait_ready(client: &Client, name: &str, timeout: Duration) -> DfrCountry {
+    let countries: Api<DfrCountry> = Api::all(client.clone());
+    eventually(&format!("{name} to be Ready"), timeout, || async {
+        let country = countries.get_opt(name).await.ok().flatten()?;
+        (condition(&country, "Ready").as_deref() == Some("True")
+            && country.status.as_ref()?.observed_generation == country.metadata.generation)
+            .then_some(country)
+    })
+    .await
+}
+
+/// Waits for a successful backup newer than `after` (a label), printing the status it shows.
+async fn wait_backup(client: &Client, name: &str, after: Option<&str>) -> DfrCountry {
+    let countries: Api<DfrCountry> = Api::all(client.clone());
+    eventually(
+        &format!("a successful backup of {name}"),
+        Duration::from_secs(600),
+        || async {
+            let country = countries.get_opt(name).await.ok().flatten()?;
+            let last = country.status.as_ref()?.last_backup.as_ref()?;
+            if last.result == BackupResult::Failed {
+                panic!("backup failed: {last:?}");
+            }
+            (last.label.as_deref() != after && last.label.is_some()).then_some(country)
+        },
+    )
+    .await
+}
+
+fn leader_pod(namespace: &str) -> String {
+    run_kubectl(&[
+        "-n",
+        namespace,
+        "get",
+        "pods",
+        "-l",
+        "role=primary",
+        "-o",
+        "jsonpath={.items[0].metadata.name}",
+    ])
+}
+
+fn superuser_sql(namespace: &str, pod: &str, sql: &str) -> String {
+    run_kubectl(&[
+        "-n",
+        namespace,
+        "exec",
+        pod,
+        "-c",
+        "postgres",
+        "--",
+        "sh",
+        "-c",
+        &format!(
+            "PGPASSWORD=\"$PATRONI_SUPERUSER_PASSWORD\" psql -v ON_ERROR_STOP=1 -qAt -U \"$PATRONI_SUPERUSER_USERNAME\" -d dfr -c \"{sql}\""
+        ),
+    ])
+}
+
+async fn api_base(client: &Client, namespace: &str) -> String {
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(client.clone(), namespace);
+    let spec = services.get("dfr-api").await.unwrap().spec.unwrap();
+    format!(
+        "http://{}:{}",
+        spec.cluster_ip.unwrap(),
+        spec.ports.unwrap()[0].port
+    )
+}
+
+async fn token(http: &reqwest::Client, base: &str, username: &str) -> String {
+    eventually("a token", Duration::from_secs(60), || async {
+        let response = http
+            .post(format!("{base}/oauth/token"))
+            .form(&[
+                ("grant_type", "password"),
+                ("username", username),
+                ("password", PASSWORD),
+            ])
+            .send()
+            .await
+            .ok()?;
+        if response.status() != 200 {
+            return None;
+        }
+        let body: Value = response.json().await.ok()?;
+        body["access_token"].as_str().map(String::from)
+    })
+    .await
+}
+
+async fn create_person(http: &reqwest::Client, base: &str, token: &str, number: u32) -> String {
+    let response = http
+        .post(format!("{base}/api/dfr/persons"))
+        .bearer_auth(token)
+        .json(&json!({
+            "nationalId": {"system": "WSM-NID", "value": format!("BKP{number:08}")},
+            "givenName": "Backup",
+            "familyName": format!("Record {number}"),
+            "sex": 9,
+            "birthDate": "1990-01-01",
+            "areaCode": AREA,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+    let body: Value = response.json().await.unwrap();
+    body["id"].as_str().unwrap().to_string()
+}
+
+async fn status_of(http: &reqwest::Client, base: &str, token: &str, id: &str) -> u16 {
+    http.get(format!("{base}/api/dfr/persons/{id}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Waits until the leader's WAL up to now is in the archive.
+async fn archived_up_to_now(namespace: &str) {
+    let leader = leader_pod(namespace);
+    let segment = superuser_sql(
+        namespace,
+        &leader,
+        "SELECT pg_walfile_name(pg_switch_wal())",
+    );
+    let segment = segment.trim().to_string();
+    eventually(
+        &format!("WAL segment {segment} archived"),
+        Duration::from_secs(180),
+        || async {
+            let archived = superuser_sql(
+                namespace,
+                &leader,
+                "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
+            );
+            (archived.trim() >= segment.as_str()).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backups_are_encrypted_and_restore_to_a_point_in_time() {
+    let client = dfr_e2e::testing::kube_client().await;
+    super::install_operator();
+    let s3 = S3::from_env();
+
+    // A tenant with an S3 repository: its first backup runs as soon as it has a leader.
+    let applied = Instant::now();
+    apply(&client, &country(&s3, SOURCE, "test", None)).await;
+    create_repository_secrets(&s3, SOURCE_NAMESPACE).await;
+    wait_ready(&client, SOURCE, Duration::from_secs(420)).await;
+    let first = wait_backup(&client, SOURCE, None).await;
+    println!(
+        "figure: first backup recorded {:.1} s after apply",
+        applied.elapsed().as_secs_f64()
+    );
+    let status = first.status.clone().unwrap();
+    let last = status.last_backup.clone().unwrap();
+    println!("first backup: {last:?}");
+    assert_eq!(condition(&first, "BackupsHealthy").as_deref(), Some("True"));
+    assert!(status.backups.as_ref().unwrap().count >= 1);
+    assert!(
+        status
+            .backups
+            .as_ref()
+            .unwrap()
+            .first_recoverable_time
+            .is_some()
+    );
+    let listing = run_kubectl(&["get", "dfrcountries", SOURCE]);
+    println!("{listing}");
+    let header = listing.lines().next().unwrap();
+    let row = listing.lines().nth(1).unwrap();
+    let column = header.find("LAST BACKUP").unwrap();
+    assert!(
+        !row[column..].trim_start().starts_with("AGE") && row.len() > column,
+        "the Last Backup column shows the time: {row}"
+    );
+
+    // Records through the API, a marker in plaintext in the database, then the moment T.
+    let leader = leader_pod(SOURCE_NAMESPACE);
+    let marker = format!("plaintext-marker-{}", dfr_e2e::testing::unique_suffix());
+    superuser_sql(
+        SOURCE_NAMESPACE,
+        &leader,
+        &format!(
+            "INSERT INTO areas (code, parent_code, name, level) VALUES ('WS', NULL, '{marker}', 0), ('{AREA}', 'WS', 'Upolu', 1) ON CONFLICT DO NOTHING"
+        ),
+    );
+    let username = format!("bkp-{}", dfr_e2e::testing::unique_suffix());
+    run_kubectl(&[
+        "-n",
+        SOURCE_NAMESPACE,
+        "exec",
+        "deploy/dfr-api",
+        "--",
+        "env",
+        &format!("DFR_NEW_USER_PASSWORD={PASSWORD}"),
+        "dfr-api",
+        "create-user",
+        "--username",
+        &username,
+        "--role",
+        "enumerator",
+        "--areas",
+        AREA,
+    ]);
+    let http = reqwest::Client::new();
+    let base = api_base(&client, SOURCE_NAMESPACE).await;
+    let source_token = token(&http, &base, &username).await;
+    let mut before = Vec::new();
+    for number in 0..20 {
+        before.push(create_person(&http, &base, &source_token, number).await);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let target = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut after = Vec::new();
+    for number in 100..110 {
+        after.push(create_person(&http, &base, &source_token, number).await);
+    }
+    // Deleted after T: the restore still has them.
+    for id in &before[..3] {
+        let response = http
+            .delete(format!("{base}/api/dfr/persons/{id}"))
+            .bearer_auth(&source_token)
+            .header("If-Match", "\"1\"")
+            .send()
+            .await
+            .unwrap();
+        println!("delete {id}: {}", response.status());
+    }
+    archived_up_to_now(SOURCE_NAMESPACE).await;
+
+    // A second backup: the marker is in it and in the archived WAL; none of it is readable.
+    let second = wait_backup(&client, SOURCE, last.label.as_deref()).await;
+    println!(
+        "second backup: {:?}",
+        second.status.as_ref().unwrap().last_backup
+    );
+    let bucket_dir = std::env::var("DFR_S3_BUCKET_DIR")
+        .expect("DFR_S3_BUCKET_DIR: the directory versitygw keeps the bucket in");
+    let grep = std::process::Command::new("grep")
+        .args(["-rlF", &marker, &bucket_dir])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&grep.stdout),
+        "",
+        "the marker is readable in the bucket"
+    );
+    let files = std::process::Command::new("find")
+        .args([&bucket_dir, "-path", "*dfr/wsm-e2e*", "-type", "f"])
+        .output()
+        .unwrap();
+    let file_count = String::from_utf8_lossy(&files.stdout).lines().count();
+    assert!(
+        file_count > 10,
+        "the repository holds backup and WAL files: {file_count}"
+    );
+    // A wrong passphrase cannot read the repository; the right one can.
+    let info = |passphrase: &str| {
+        dfr_e2e::testing::kubectl(&[
+            "-n",
+            SOURCE_NAMESPACE,
+            "exec",
+            &leader,
+            "-c",
+            "pgbackrest",
+            "--",
+            "env",
+            &format!("PGBACKREST_REPO1_CIPHER_PASS={passphrase}"),
+            "pgbackrest",
+            "--stanza=dfr",
+            "info",
+        ])
+    };
+    let wrong = info("not the passphrase");
+    let right = info(PASSPHRASE);
+    println!(
+        "info with a wrong passphrase: {}{}",
+        String::from_utf8_lossy(&wrong.stdout),
+        String::from_utf8_lossy(&wrong.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&right.stdout).contains("full backup"),
+        "{}",
+        String::from_utf8_lossy(&right.stdout)
+    );
+    assert!(
+        !String::from_utf8_lossy(&wrong.stdout).contains("full backup"),
+        "a wrong passphrase must not read the backup list"
+    );
+
+    // A new tenant restored to T.
+    let restore_applied = Instant::now();
+    apply(&client, &country(&s3, RESTORED, "dr", Some(&target))).await;
+    create_repository_secrets(&s3, RESTORED_NAMESPACE).await;
+    wait_ready(&client, RESTORED, Duration::from_secs(600)).await;
+    println!(
+        "figure: restored tenant Ready {:.1} s after apply (target {target})",
+        restore_applied.elapsed().as_secs_f64()
+    );
+    let restored_base = api_base(&client, RESTORED_NAMESPACE).await;
+    let restored_token = token(&http, &restored_base, &username).await;
+    for id in &before {
+        assert_eq!(
+            status_of(&http, &restored_base, &restored_token, id).await,
+            200,
+            "{id} was acknowledged before T"
+        );
+    }
+    for id in &after {
+        assert_eq!(
+            status_of(&http, &restored_base, &restored_token, id).await,
+            404,
+            "{id} was written after T"
+        );
+    }
+    let verified = run_kubectl(&[
+        "-n",
+        RESTORED_NAMESPACE,
+        "exec",
+        "deploy/dfr-api",
+        "--",
+        "dfr-api",
+        "audit",
+        "verify",
+    ]);
+    println!("audit verify on the restored tenant: {verified}");
+
+    // The restored tenant backs up into a repository path of its own.
+    wait_backup(&client, RESTORED, None).await;
+}
