@@ -124,7 +124,9 @@ impl Tenant {
             ServiceAccount,
             Role,
             RoleBinding,
-            LimitRange
+            LimitRange,
+            StatefulSet,
+            k8s_openapi::api::batch::v1::CronJob
         );
         let country = self.live().await;
         versions.insert("DfrCountry".into(), country.resource_version().unwrap());
@@ -417,7 +419,20 @@ async fn spec_changes_reach_the_children_and_deleted_children_come_back() {
 
 #[tokio::test]
 async fn reconciling_an_unchanged_tenant_writes_nothing() {
-    let t = tenant("vut-test.yaml").await;
+    let mut t = tenant("vut-test.yaml").await;
+    // With an S3 repository, so the backup CronJob and pgBackRest configuration are compared
+    // too.
+    t.country.spec.backup = Some(
+        serde_json::from_value(serde_json::json!({
+            "schedule": "30 2 * * *",
+            "destination": {"s3": {
+                "endpoint": "https://10.0.0.1:9000", "bucket": "dfr-backups",
+                "region": "us-east-1", "credentialsSecretRef": {"name": "backup-s3"},
+                "caSecretRef": {"name": "backup-s3-ca"}}},
+            "encryptionKeySecretRef": {"name": "backup-encryption", "key": "passphrase"}
+        }))
+        .unwrap(),
+    );
     let first = RunningOperator::start(&t.admin, &t.id).await;
     apply_country(&t.admin, &t.country).await;
     t.wait_for_condition("Ready", "False", "WaitingForPrimary")
@@ -447,6 +462,12 @@ async fn reconciling_an_unchanged_tenant_writes_nothing() {
         "resourceVersions changed without a spec change"
     );
     assert!(before.len() > 15, "too few objects compared: {before:?}");
+    for backup_object in ["CronJob/postgres-backup", "ConfigMap/postgres-pgbackrest"] {
+        assert!(
+            before.contains_key(backup_object),
+            "{backup_object} in {before:?}"
+        );
+    }
     second.stop().await;
 }
 
