@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use dfr_crds::{BackupResult, BackupStatus, BackupsStatus, RetentionSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use report::{Run, Runs};
+use report::{Run, RunKind, Runs};
 use retention::{Plan, Policy};
 
 /// How the tenant's spec asks for backups.
@@ -53,6 +53,8 @@ pub fn failure_reason(error: &str) -> &'static str {
         || error.contains("crypto")
     {
         "EncryptionKeyWrong"
+    } else if error.contains("was not archived") || error.contains("archive_command") {
+        "ArchivingStalled"
     } else if error.contains("403") || error.contains("accessdenied") {
         "RepositoryAccessDenied"
     } else if error.contains("nosuchbucket") {
@@ -161,13 +163,23 @@ pub fn health(repository: Repository, runs: &Runs, last: Option<&BackupStatus>) 
         }
         Repository::S3 => {}
     }
-    if let Some(run) = runs.last_backup().filter(|run| !run.succeeded) {
+    if let Some(run) = runs.last_health_signal().filter(|run| !run.succeeded) {
         let error = run_error(run);
+        let (reason, what) = match run.kind {
+            RunKind::Check => (
+                match failure_reason(&error) {
+                    "BackupFailed" => "ArchivingStalled",
+                    other => other,
+                },
+                "the WAL archiving check",
+            ),
+            _ => (failure_reason(&error), "backup"),
+        };
         return (
             "False",
-            failure_reason(&error),
+            reason,
             format!(
-                "backup Job {} failed at {}: {error}",
+                "{what} Job {} failed at {}: {error}",
                 run.job,
                 run.finished.to_rfc3339()
             ),
@@ -214,7 +226,7 @@ pub fn health(repository: Repository, runs: &Runs, last: Option<&BackupStatus>) 
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use report::{Report, RunKind};
+    use report::Report;
 
     fn run(succeeded: bool, report: Option<Report>, raw: Option<&str>) -> Run {
         Run {
@@ -272,6 +284,67 @@ mod tests {
         assert_eq!((status, reason), ("False", "RepositoryUnreachable"));
         assert!(message.contains("postgres-backup-1"), "{message}");
         assert!(message.contains("s3.invalid"), "{message}");
+    }
+
+    #[test]
+    fn a_failed_archiving_check_after_a_good_backup_is_a_stalled_archive() {
+        let good = Report {
+            ok: true,
+            label: Some("20261201-023000F".into()),
+            n: Some(1),
+            sets: vec![("20261201-023000F".into(), "F".into(), None, 1_764_556_300)],
+            ..Report::default()
+        };
+        let mut check = run(
+            false,
+            Some(Report {
+                ok: false,
+                step: Some("check".into()),
+                error: Some(
+                    "ERROR: [082]: WAL segment 000000010000000000000009 was not archived before the 60000ms timeout"
+                        .into(),
+                ),
+                ..Report::default()
+            }),
+            None,
+        );
+        check.kind = RunKind::Check;
+        check.finished += chrono::Duration::minutes(5);
+        let runs = Runs {
+            finished: vec![run(true, Some(good), None), check.clone()],
+            active: false,
+        };
+        let last = last_backup(&runs, None).unwrap();
+        assert_eq!(
+            last.result,
+            BackupResult::Succeeded,
+            "a check is not a backup"
+        );
+        let (status, reason, message) = health(Repository::S3, &runs, Some(&last));
+        assert_eq!((status, reason), ("False", "ArchivingStalled"));
+        assert!(message.contains("WAL archiving check"), "{message}");
+
+        // The next check passes: healthy again, with no one touching the tenant.
+        let mut passed = run(
+            true,
+            Some(Report {
+                ok: true,
+                ..Report::default()
+            }),
+            None,
+        );
+        passed.kind = RunKind::Check;
+        passed.finished = check.finished + chrono::Duration::minutes(5);
+        let runs = Runs {
+            finished: vec![runs.finished[0].clone(), check, passed],
+            active: false,
+        };
+        assert_eq!(health(Repository::S3, &runs, Some(&last)).0, "True");
+        assert_eq!(
+            inventory(&runs, None).unwrap().count,
+            1,
+            "a check lists no sets"
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::Pod;
 use serde::Deserialize;
 
 use super::retention::{BackupKind, BackupSet};
-use crate::children::backup::{RUN_BACKUP, RUN_EXPIRE, RUN_LABEL};
+use crate::children::backup::{RUN_BACKUP, RUN_CHECK, RUN_EXPIRE, RUN_LABEL};
 
 /// One run's report. `sets` lists the repository's backup sets as
 /// `[label, type letter, prior (when the label does not imply it), stop (Unix seconds)]`.
@@ -93,6 +93,8 @@ pub struct Run {
 pub enum RunKind {
     Backup,
     Expire,
+    /// The archiving check between backups.
+    Check,
 }
 
 /// What the tenant's backup pods show: finished runs (oldest first) and whether one is running.
@@ -106,16 +108,24 @@ impl Runs {
     pub fn from_pods(pods: &[Pod]) -> Self {
         let mut runs = Runs::default();
         for pod in pods {
-            let kind = match pod.metadata.labels.as_ref().and_then(|l| l.get(RUN_LABEL)) {
-                Some(value) if value == RUN_BACKUP => RunKind::Backup,
-                Some(value) if value == RUN_EXPIRE => RunKind::Expire,
+            let run = pod.metadata.labels.as_ref().and_then(|l| l.get(RUN_LABEL));
+            let kind = match run.map(String::as_str) {
+                Some(RUN_BACKUP) => RunKind::Backup,
+                Some(RUN_EXPIRE) => RunKind::Expire,
+                Some(RUN_CHECK) => RunKind::Check,
                 _ => continue,
             };
+            // The container named after the run writes the report.
             let terminated = pod
                 .status
                 .as_ref()
                 .and_then(|status| status.container_statuses.as_ref())
-                .and_then(|statuses| statuses.first())
+                .and_then(|statuses| {
+                    statuses
+                        .iter()
+                        .find(|status| Some(&status.name) == run)
+                        .or(statuses.first())
+                })
                 .and_then(|status| status.state.as_ref())
                 .and_then(|state| state.terminated.as_ref());
             let Some(terminated) = terminated else {
@@ -160,13 +170,21 @@ impl Runs {
             .find(|run| run.kind == RunKind::Backup)
     }
 
+    /// The newest backup or archiving check: what says whether backups work now.
+    pub fn last_health_signal(&self) -> Option<&Run> {
+        self.finished
+            .iter()
+            .rev()
+            .find(|run| matches!(run.kind, RunKind::Backup | RunKind::Check))
+    }
+
     /// The newest report that lists the repository's sets.
     pub fn last_inventory(&self) -> Option<&Report> {
         self.finished
             .iter()
             .rev()
             .filter_map(|run| run.report.as_ref())
-            .find(|report| report.ok)
+            .find(|report| report.ok && report.n.is_some())
     }
 }
 

@@ -38,6 +38,11 @@ pub const APP_NAME: &str = "postgres-backup";
 pub const RUN_LABEL: &str = "dfr.io/backup-run";
 pub const RUN_BACKUP: &str = "backup";
 pub const RUN_EXPIRE: &str = "expire";
+pub const RUN_CHECK: &str = "check";
+/// The CronJob that checks WAL archiving between backups.
+pub const ARCHIVE_CHECK_CRON_JOB: &str = "postgres-archive-check";
+/// How often archiving is checked: the longest a stalled archive goes unreported.
+pub const ARCHIVE_CHECK_SCHEDULE: &str = "*/5 * * * *";
 /// Name of the tenant's first backup, started by the operator once the database is up.
 pub const INITIAL_JOB: &str = "postgres-backup-initial";
 /// How long a finished Job (and the report its pod holds) stays for the operator to read.
@@ -279,6 +284,10 @@ pub fn desired_config_map(tenant: &Tenant, settings: &Settings) -> Option<Config
                 scripts::EXPIRE_KEY.to_string(),
                 scripts::program(scripts::EXPIRE_PY),
             ),
+            (
+                scripts::CHECK_KEY.to_string(),
+                scripts::program(scripts::CHECK_PY),
+            ),
         ])),
         ..ConfigMap::default()
     })
@@ -294,10 +303,10 @@ fn run_labels(tenant: &Tenant, run: &str) -> BTreeMap<String, String> {
 /// configuration, the database's certificate to reach the members' TLS servers, no
 /// Kubernetes credentials.
 fn run_pod(tenant: &Tenant, settings: &Settings, run: &str, args: Vec<String>) -> PodTemplateSpec {
-    let script = if run == RUN_EXPIRE {
-        scripts::EXPIRE_KEY
-    } else {
-        scripts::BACKUP_KEY
+    let script = match run {
+        RUN_EXPIRE => scripts::EXPIRE_KEY,
+        RUN_CHECK => scripts::CHECK_KEY,
+        _ => scripts::BACKUP_KEY,
     };
     let mut env = repository_env(
         tenant,
@@ -378,6 +387,39 @@ fn job_spec(tenant: &Tenant, settings: &Settings, run: &str, args: Vec<String>) 
     }
 }
 
+fn cron_job(
+    tenant: &Tenant,
+    settings: &Settings,
+    name: &str,
+    schedule: &str,
+    run: &str,
+    history: i32,
+) -> CronJob {
+    let labels = run_labels(tenant, run);
+    CronJob {
+        metadata: child_meta(tenant, name, labels.clone()),
+        spec: Some(CronJobSpec {
+            schedule: schedule.trim().to_string(),
+            time_zone: Some("Etc/UTC".into()),
+            // One run at a time; pgBackRest would refuse a second backup anyway.
+            concurrency_policy: Some("Forbid".into()),
+            starting_deadline_seconds: Some(3600),
+            successful_jobs_history_limit: Some(history),
+            failed_jobs_history_limit: Some(history),
+            suspend: Some(tenant.spec.suspend),
+            job_template: JobTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(job_spec(tenant, settings, run, Vec::new())),
+            },
+        }),
+        ..CronJob::default()
+    }
+}
+
+/// The scheduled backups (spec.backup.schedule) and the archiving check.
 pub fn desired_cron_jobs(tenant: &Tenant, settings: &Settings) -> Vec<CronJob> {
     let Some(backup) = tenant.spec.backup.as_ref() else {
         return Vec::new();
@@ -385,28 +427,24 @@ pub fn desired_cron_jobs(tenant: &Tenant, settings: &Settings) -> Vec<CronJob> {
     if !has_repository(tenant) {
         return Vec::new();
     }
-    let labels = run_labels(tenant, RUN_BACKUP);
-    vec![CronJob {
-        metadata: child_meta(tenant, naming::POSTGRES_BACKUP, labels.clone()),
-        spec: Some(CronJobSpec {
-            schedule: backup.schedule.trim().to_string(),
-            time_zone: Some("Etc/UTC".into()),
-            // One backup at a time; pgBackRest would refuse a second anyway.
-            concurrency_policy: Some("Forbid".into()),
-            starting_deadline_seconds: Some(3600),
-            successful_jobs_history_limit: Some(3),
-            failed_jobs_history_limit: Some(3),
-            suspend: Some(tenant.spec.suspend),
-            job_template: JobTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(job_spec(tenant, settings, RUN_BACKUP, Vec::new())),
-            },
-        }),
-        ..CronJob::default()
-    }]
+    vec![
+        cron_job(
+            tenant,
+            settings,
+            naming::POSTGRES_BACKUP,
+            &backup.schedule,
+            RUN_BACKUP,
+            3,
+        ),
+        cron_job(
+            tenant,
+            settings,
+            ARCHIVE_CHECK_CRON_JOB,
+            ARCHIVE_CHECK_SCHEDULE,
+            RUN_CHECK,
+            1,
+        ),
+    ]
 }
 
 /// A Job the operator starts: the first backup, or an expiry of the sets in `labels`.

@@ -24,6 +24,7 @@ pub fn wrapper_path() -> String {
     format!("{}/{WRAPPER_KEY}", super::CONFIG_DIR)
 }
 pub const EXPIRE_KEY: &str = "expire.py";
+pub const CHECK_KEY: &str = "check.py";
 
 /// Shared by both programs: run pgBackRest, report the repository or the failure.
 const COMMON: &str = r#"
@@ -150,6 +151,21 @@ for label in sorted(sys.argv[1:], reverse=True):
         fail("expire", result)
 document, _ = repository_report(expired=sys.argv[1:])
 write_report(document)
+"#;
+
+/// Checks that WAL archiving works end to end: pgBackRest's `check` switches the leader to a new
+/// WAL segment and waits until that segment is in the repository. Between backups, this is
+/// what notices a repository that stopped taking WAL.
+pub const CHECK_PY: &str = r#"
+import time
+started = time.time()
+created = pgbackrest("stanza-create")
+if created.returncode != 0:
+    fail("stanza-create", created)
+result = pgbackrest("check")
+if result.returncode != 0:
+    fail("check", result)
+write_report({"v": 1, "ok": True, "seconds": round(time.time() - started)})
 "#;
 
 /// A complete program: the shared part, then `body`.
