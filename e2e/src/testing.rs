@@ -1,5 +1,6 @@
 //! What tests share: the control plane the test command started (one per run, named by
-//! DFR_KUBECONFIG), a client for it, kubectl, and unique names so tests run in parallel.
+//! DFR_KUBECONFIG), a client for it, kubectl, the node cluster's S3 server (DFR_S3_*), and
+//! unique names so tests run in parallel.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -39,6 +40,36 @@ pub fn kubectl(args: &[&str]) -> Output {
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("running {}: {e}", kubectl.display()))
+}
+
+const HOW_TO_RUN_S3: &str = "DFR_S3_ENDPOINT is not set: this test needs a node cluster's S3 \
+     server. Start one with `target/debug/dfr-cluster up --node --name node && eval \
+     \"$(target/debug/dfr-cluster env --name node)\"` and run cargo test again";
+
+/// The S3 server of the node cluster the tests run against, from the `DFR_S3_*` variables that
+/// `dfr-cluster env` prints: versitygw at `https://10.234.0.1:9000` (reachable from the machine
+/// and from pods; in pods also as `s3.dfr.internal`), TLS from `ca_file`'s CA, SigV4 with the
+/// root keys, path-style URLs, bucket `dfr-backups` already made. Panics with how to start one.
+pub fn s3() -> crate::cluster::S3Endpoint {
+    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{HOW_TO_RUN_S3}"));
+    let host = var("DFR_S3_HOST");
+    let port = var("DFR_S3_PORT");
+    crate::cluster::S3Endpoint {
+        endpoint: var("DFR_S3_ENDPOINT"),
+        host: host
+            .parse()
+            .unwrap_or_else(|e| panic!("DFR_S3_HOST {host}: {e}")),
+        port: port
+            .parse()
+            .unwrap_or_else(|e| panic!("DFR_S3_PORT {port}: {e}")),
+        dns_name: var("DFR_S3_DNS_NAME"),
+        bucket: var("DFR_S3_BUCKET"),
+        region: var("DFR_S3_REGION"),
+        access_key: var("DFR_S3_ACCESS_KEY"),
+        secret_key: var("DFR_S3_SECRET_KEY"),
+        ca_file: PathBuf::from(var("DFR_S3_CA_FILE")),
+        bucket_dir: PathBuf::from(var("DFR_S3_BUCKET_DIR")),
+    }
 }
 
 /// Six lower-case letters and digits, different for every call in every test process.

@@ -31,8 +31,8 @@ struct Target {
 struct UpArgs {
     #[command(flatten)]
     target: Target,
-    /// Also run a real node: containerd, kubelet, kube-scheduler, kube-proxy, CoreDNS and local
-    /// volumes, with the pause, dfr-postgres, dfr-api and dfr-operator images built and loaded.
+    /// Also run a real node: containerd, kubelet, kube-scheduler, kube-proxy, CoreDNS, local
+    /// volumes and an S3 server (versitygw, TLS) on 10.234.0.1:9000, with the pause, dfr-postgres, dfr-api and dfr-operator images built and loaded.
     /// One node cluster per machine.
     #[arg(long)]
     node: bool,
@@ -94,7 +94,7 @@ async fn run(command: Command) -> Result<(), dfr_e2e::cluster::Error> {
                     cluster.name,
                     timings.start_to_ready.as_secs_f64(),
                     if node {
-                        "etcd, kube-apiserver, kube-controller-manager, kube-scheduler, containerd, kubelet, kube-proxy, CoreDNS"
+                        "etcd, kube-apiserver, kube-controller-manager, kube-scheduler, containerd, kubelet, kube-proxy, CoreDNS, versitygw (S3)"
                     } else {
                         "etcd, kube-apiserver, kube-controller-manager"
                     }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::host::binaries;
 pub use crate::host::{Error, Result};
+pub use crate::node::s3::S3Endpoint;
 use crate::{controlplane, node};
 
 /// Runtime files of node clusters (containerd's state and sockets, the node lock): on tmpfs,
@@ -80,6 +81,12 @@ impl Cluster {
         controlplane::readyz(&client).await
     }
 
+    /// The S3 server of a node cluster (endpoint, bucket, region, root keys, CA file), read from
+    /// the state dir; `None` for a control plane alone or one not up.
+    pub fn s3(&self) -> Option<S3Endpoint> {
+        node::s3::read(&self.state_dir)
+    }
+
     pub fn has_node(&self) -> bool {
         node::record_path(&self.state_dir).exists()
     }
@@ -91,7 +98,7 @@ impl Cluster {
         }
         let bin_dir = binaries::bin_dir()?;
         let kubeconfig = self.kubeconfig().display().to_string();
-        Ok(vec![
+        let mut lines = vec![
             format!("export KUBECONFIG={kubeconfig}"),
             format!("export DFR_KUBECONFIG={kubeconfig}"),
             format!(
@@ -99,6 +106,30 @@ impl Cluster {
                 binaries::kubectl(&bin_dir).display()
             ),
             format!("export PATH={}:$PATH", bin_dir.display()),
-        ])
+        ];
+        if let Some(s3) = self.s3() {
+            lines.extend(s3_env_lines(&s3));
+        }
+        Ok(lines)
     }
+}
+
+/// The `DFR_S3_*` variables `testing::s3` reads. Values are quoted for the shell; none of ours
+/// holds a single quote.
+fn s3_env_lines(s3: &S3Endpoint) -> Vec<String> {
+    [
+        ("DFR_S3_ENDPOINT", s3.endpoint.clone()),
+        ("DFR_S3_HOST", s3.host.to_string()),
+        ("DFR_S3_PORT", s3.port.to_string()),
+        ("DFR_S3_DNS_NAME", s3.dns_name.clone()),
+        ("DFR_S3_BUCKET", s3.bucket.clone()),
+        ("DFR_S3_REGION", s3.region.clone()),
+        ("DFR_S3_ACCESS_KEY", s3.access_key.clone()),
+        ("DFR_S3_SECRET_KEY", s3.secret_key.clone()),
+        ("DFR_S3_CA_FILE", s3.ca_file.display().to_string()),
+        ("DFR_S3_BUCKET_DIR", s3.bucket_dir.display().to_string()),
+    ]
+    .into_iter()
+    .map(|(name, value)| format!("export {name}='{value}'"))
+    .collect()
 }

@@ -1,5 +1,5 @@
-//! Bringing a cluster up: the control plane, then (for a node cluster) the scheduler and the
-//! node. Everything `down` must undo is recorded before it is changed.
+//! Bringing a cluster up: the control plane, then (for a node cluster) the scheduler, the
+//! node and the S3 server. Everything `down` must undo is recorded before it is changed.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
@@ -38,6 +38,10 @@ impl Cluster {
             lock::lock(&self.state_dir)?;
         }
         let (bin_dir, build) = binaries::ensure_built()?;
+        let s3_binary = match node_images {
+            Some(_) => Some(binaries::ensure_versitygw()?),
+            None => None,
+        };
         let started = Instant::now();
         let ports = Ports::free()?;
         let state = &self.state_dir;
@@ -70,6 +74,10 @@ impl Cluster {
         if let Some((layout, images)) = node {
             controlplane::start_scheduler(state, &bin_dir)?;
             node::start(&layout, &bin_dir, &client, images).await?;
+            if let Some(binary) = s3_binary {
+                let endpoint = node::s3::prepare(state)?;
+                node::s3::start(state, &binary, &endpoint).await?;
+            }
         }
         Ok(Timings {
             build,

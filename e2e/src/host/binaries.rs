@@ -1,6 +1,7 @@
 //! The upstream Kubernetes components and etcd, built from their Go modules by the recipe in
 //! e2e/kube-build into one multi-call binary, cached outside the repository by version and by
-//! the recipe's content, so a recipe change rebuilds and anything else reuses the binary.
+//! the recipe's content, so a recipe change rebuilds and anything else reuses the binary. CoreDNS
+//! (e2e/coredns-build) and the S3 server versitygw (e2e/versitygw-build) are cached the same way.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -21,6 +22,9 @@ pub const COMPONENTS: &[&str] = &[
     "kubectl",
 ];
 const RECIPE_FILES: &[&str] = &["go.mod", "go.sum", "main.go"];
+/// The versitygw recipe has no main.go: its go.mod names upstream's command as a `tool`, so the
+/// build uses upstream's main package itself, resolved against the pinned go.mod/go.sum.
+const TOOL_RECIPE_FILES: &[&str] = &["go.mod", "go.sum"];
 
 pub fn recipe_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("kube-build")
@@ -33,6 +37,11 @@ pub fn cache_root() -> Result<PathBuf> {
 
 /// `kube-<version>-<first 12 hex of the recipe hash>`.
 pub fn cache_key(recipe: &[(&str, Vec<u8>)]) -> String {
+    keyed_by_recipe(&format!("kube-{KUBERNETES_VERSION}"), recipe)
+}
+
+/// `<prefix>-<first 12 hex of the recipe hash>`.
+fn keyed_by_recipe(prefix: &str, recipe: &[(&str, Vec<u8>)]) -> String {
     let mut hasher = Sha256::new();
     for (name, content) in recipe {
         hasher.update(name.as_bytes());
@@ -41,11 +50,15 @@ pub fn cache_key(recipe: &[(&str, Vec<u8>)]) -> String {
         hasher.update([0]);
     }
     let digest = hex::encode(hasher.finalize());
-    format!("kube-{KUBERNETES_VERSION}-{}", &digest[..12])
+    format!("{prefix}-{}", &digest[..12])
 }
 
 fn read_recipe(dir: &Path) -> Result<Vec<(&'static str, Vec<u8>)>> {
-    RECIPE_FILES
+    read_recipe_files(dir, RECIPE_FILES)
+}
+
+fn read_recipe_files(dir: &Path, files: &[&'static str]) -> Result<Vec<(&'static str, Vec<u8>)>> {
+    files
         .iter()
         .map(|name| {
             std::fs::read(dir.join(name))
@@ -94,11 +107,7 @@ pub fn coredns_recipe_dir() -> PathBuf {
 /// The cluster DNS server, from e2e/coredns-build, cached like the Kubernetes components.
 pub fn ensure_coredns() -> Result<PathBuf> {
     let recipe = read_recipe(&coredns_recipe_dir())?;
-    let key = cache_key(&recipe).replacen(
-        &format!("kube-{KUBERNETES_VERSION}"),
-        &format!("coredns-{COREDNS_VERSION}"),
-        1,
-    );
+    let key = keyed_by_recipe(&format!("coredns-{COREDNS_VERSION}"), &recipe);
     let binary = cache_root()?.join(key).join("coredns");
     if !binary.exists() {
         build_binary(&coredns_recipe_dir(), &binary, "CoreDNS", |output| {
@@ -113,6 +122,38 @@ pub fn ensure_coredns() -> Result<PathBuf> {
         })?;
     }
     Ok(binary)
+}
+
+pub const VERSITYGW_VERSION: &str = "v1.8.0";
+const VERSITYGW_PACKAGE: &str = "github.com/versity/versitygw/cmd/versitygw";
+
+pub fn versitygw_recipe_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("versitygw-build")
+}
+
+/// The S3 server of node clusters (versitygw), from e2e/versitygw-build, cached like CoreDNS.
+pub fn ensure_versitygw() -> Result<PathBuf> {
+    let dir = versitygw_recipe_dir();
+    let recipe = read_recipe_files(&dir, TOOL_RECIPE_FILES)?;
+    let key = keyed_by_recipe(&format!("versitygw-{VERSITYGW_VERSION}"), &recipe);
+    let binary = cache_root()?.join(key).join("versitygw");
+    if !binary.exists() {
+        build_binary(&dir, &binary, "versitygw (S3 server)", versitygw_build_args)?;
+    }
+    Ok(binary)
+}
+
+/// Upstream's Makefile stamps the version into main.Version; without it `versitygw --version`
+/// says "git".
+fn versitygw_build_args(output: &Path) -> Vec<String> {
+    vec![
+        "build".into(),
+        "-ldflags".into(),
+        format!("-s -w -X main.Version={VERSITYGW_VERSION}"),
+        "-o".into(),
+        output.display().to_string(),
+        VERSITYGW_PACKAGE.into(),
+    ]
 }
 
 /// Builds `binary` from `recipe` under a temporary name and renames it into place, so an
@@ -212,6 +253,16 @@ mod tests {
         assert_eq!(cache_key(&recipe), cache_key(&same));
         assert_ne!(cache_key(&recipe), cache_key(&changed));
         assert!(cache_key(&recipe).starts_with("kube-v1.34.4-"));
+    }
+
+    #[test]
+    fn the_versitygw_recipe_pins_the_version_it_builds() {
+        let go_mod =
+            std::fs::read_to_string(versitygw_recipe_dir().join("go.mod")).expect("go.mod");
+        assert!(go_mod.contains(&format!("github.com/versity/versitygw {VERSITYGW_VERSION}")));
+        assert!(go_mod.contains(&format!("tool {VERSITYGW_PACKAGE}")));
+        let args = versitygw_build_args(Path::new("/tmp/out"));
+        assert_eq!(args.last().map(String::as_str), Some(VERSITYGW_PACKAGE));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! signing key, generated fresh for every cluster with rcgen (ECDSA P-256).
 
 use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use rcgen::{
@@ -66,10 +67,10 @@ fn leaf(
 
 /// `advertise` is the address the API server tells clients and pods to use; `node_name` is the
 /// name the kubelet registers under.
-pub fn generate(advertise: IpAddr, service_ip: IpAddr, node_name: &str) -> Result<Pki> {
+fn new_ca(common_name: &str) -> Result<(CertifiedKey, Issuer<'static, KeyPair>)> {
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.distinguished_name = distinguished_name("dfr-cluster-ca", None);
+    ca_params.distinguished_name = distinguished_name(common_name, None);
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
@@ -81,7 +82,55 @@ pub fn generate(advertise: IpAddr, service_ip: IpAddr, node_name: &str) -> Resul
         cert_pem: ca_cert.pem(),
         key_pem: ca_key.serialize_pem(),
     };
-    let issuer = Issuer::new(ca_params, ca_key);
+    Ok((ca, Issuer::new(ca_params, ca_key)))
+}
+
+/// A CA of its own and one server certificate it issued for `dns_names` and `ips`, for a
+/// service whose clients should trust it and nothing else (the S3 server: tenants are given
+/// this CA, which must not also vouch for the API server). The CA's key is not kept.
+pub fn server_with_own_ca(
+    ca_name: &str,
+    common_name: &str,
+    dns_names: &[&str],
+    ips: &[IpAddr],
+) -> Result<(CertifiedKey, CertifiedKey)> {
+    let (mut ca, issuer) = new_ca(ca_name)?;
+    let mut names = dns_names
+        .iter()
+        .map(|name| Ok(SanType::DnsName((*name).try_into()?)))
+        .collect::<Result<Vec<_>>>()?;
+    names.extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+    let server = leaf(
+        &issuer,
+        common_name,
+        None,
+        &names,
+        ExtendedKeyUsagePurpose::ServerAuth,
+    )?;
+    ca.key_pem.clear();
+    Ok((ca, server))
+}
+
+/// Writes `content` to `path`, readable by root only when `private`.
+pub fn write_file(path: &Path, content: &str, private: bool) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = if private { 0o600 } else { 0o644 };
+    // Created with its final mode, so a secret is never readable by others even for a moment.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .map_err(Error::io(format!("writing {}", path.display())))?;
+    std::io::Write::write_all(&mut file, content.as_bytes())
+        .map_err(Error::io(format!("writing {}", path.display())))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(Error::io(format!("setting the mode of {}", path.display())))
+}
+
+pub fn generate(advertise: IpAddr, service_ip: IpAddr, node_name: &str) -> Result<Pki> {
+    let (ca, issuer) = new_ca("dfr-cluster-ca")?;
 
     let mut names: Vec<SanType> = [
         "localhost",
@@ -242,5 +291,19 @@ mod tests {
         }
         assert_ne!(pki.ca.key_pem, pki.apiserver.key_pem);
         assert!(pki.service_account_public_pem.contains("PUBLIC KEY"));
+    }
+
+    #[test]
+    fn a_server_with_its_own_ca_keeps_no_ca_key() {
+        let (ca, server) = server_with_own_ca(
+            "test-ca",
+            "test",
+            &["s3.example.internal"],
+            &[IpAddr::from([10, 234, 0, 1])],
+        )
+        .unwrap();
+        assert!(ca.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(ca.key_pem.is_empty());
+        assert!(server.key_pem.contains("PRIVATE KEY"));
     }
 }

@@ -34,6 +34,18 @@ pub fn spawn_program(
     args: &[String],
     state_dir: &Path,
 ) -> Result<Started> {
+    spawn_program_with_env(program, component, args, &[], state_dir)
+}
+
+/// `spawn_program` with extra environment variables: the way to hand a daemon a secret, since
+/// /proc/<pid>/cmdline is readable by every user and /proc/<pid>/environ only by its owner.
+pub fn spawn_program_with_env(
+    program: &Path,
+    component: &str,
+    args: &[String],
+    env: &[(&str, &str)],
+    state_dir: &Path,
+) -> Result<Started> {
     use std::os::unix::process::CommandExt;
     let logs = state_dir.join("logs");
     let pids = state_dir.join("pids");
@@ -48,6 +60,7 @@ pub fn spawn_program(
         .map_err(Error::io("duplicating a log handle"))?;
     let child = Command::new(program)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)

@@ -1,7 +1,8 @@
 //! A real node for the local cluster: containerd with the CNI bridge, the kubelet, kube-proxy,
-//! local volumes and in-cluster DNS. `prepare` and `start` bring it up next to a running
-//! control plane; `drain` and `stop` take it down and put the machine back as it was. It knows
-//! the control plane only through the API server's address, its certificates and a client.
+//! local volumes, in-cluster DNS and an S3 server on the host interface. `prepare` and `start`
+//! bring it up next to a running control plane; `drain` and `stop` take it down and put the
+//! machine back as it was. It knows the control plane only through the API server's address,
+//! its certificates and a client.
 
 pub mod addons;
 pub mod config;
@@ -10,6 +11,7 @@ pub mod footprint;
 pub mod images;
 pub mod network;
 pub mod pod_cgroups;
+pub mod s3;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -182,7 +184,8 @@ async fn node_ready(nodes: &kube::Api<Node>, name: &str) -> bool {
 pub fn stop(record: &NodeRecord) -> Result<(Vec<String>, Vec<String>)> {
     let layout = &record.layout;
     let state = &layout.state_dir;
-    let stopped = process::stop_all(state, &["kube-proxy", "kubelet"])?;
+    // The S3 server first: it listens on the host interface, which `restore` removes.
+    let stopped = process::stop_all(state, &[s3::COMPONENT, "kube-proxy", "kubelet"])?;
     // A frozen process cannot die; a test that froze a pod and failed may have left one.
     pod_cgroups::thaw();
     for pid in pod_cgroups::processes() {

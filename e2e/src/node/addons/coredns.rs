@@ -15,15 +15,19 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{apply, labels, meta};
 use crate::host::Result;
-use crate::node::config::CLUSTER_DNS;
+use crate::node::config::{CLUSTER_DNS, HOST_IP};
+use crate::node::s3;
 
 pub const COREDNS_IMAGE: &str = "dfr-coredns:1.13.2";
 const DNS_NAMESPACE: &str = "kube-system";
 const DNS_PORT: i32 = 1053;
 
+/// `hosts` answers the S3 server's name (it runs on the machine, not in a pod, so no Service
+/// names it); it reads /dev/null rather than its default /etc/hosts, which is the pod's own.
 pub fn corefile() -> String {
+    let s3_host = format!("{HOST_IP} {}", s3::DNS_NAME);
     format!(
-        ".:{DNS_PORT} {{\n    errors\n    health :8080\n    ready :8181\n    kubernetes cluster.local in-addr.arpa ip6.arpa {{\n        pods insecure\n        fallthrough in-addr.arpa ip6.arpa\n        ttl 30\n    }}\n    cache 30\n    loop\n    reload\n    loadbalance\n}}\n"
+        ".:{DNS_PORT} {{\n    errors\n    health :8080\n    ready :8181\n    hosts /dev/null {{\n        {s3_host}\n        fallthrough\n    }}\n    kubernetes cluster.local in-addr.arpa ip6.arpa {{\n        pods insecure\n        fallthrough in-addr.arpa ip6.arpa\n        ttl 30\n    }}\n    cache 30\n    loop\n    reload\n    loadbalance\n}}\n"
     )
 }
 
@@ -219,6 +223,7 @@ mod tests {
     fn coredns_serves_the_cluster_zone_on_an_unprivileged_port_behind_port_53() {
         assert!(corefile().starts_with(".:1053 {"));
         assert!(corefile().contains("kubernetes cluster.local in-addr.arpa ip6.arpa"));
+        assert!(corefile().contains("        10.234.0.1 s3.dfr.internal\n        fallthrough\n"));
         assert!(
             !corefile().contains("forward"),
             "nothing may leave the machine"
