@@ -4,12 +4,13 @@
 //! server no request at all; only writes and the rare check for a foreign object go to it.
 //!
 //! The kinds come from [`crate::children::kinds`], plus the three with explicit steps:
-//! namespaces, Secrets and pods.
+//! namespaces, Secrets, pods and the DfrBackups people create.
 
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::time::Duration;
 
+use dfr_crds::DfrBackup;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use kube::api::Api;
@@ -45,6 +46,8 @@ macro_rules! define_caches {
             pub namespaces: Store<Namespace>,
             pub secrets: Store<Secret>,
             pub pods: Store<Pod>,
+            /// Backups people asked for; they carry no label of ours.
+            pub backups: Store<DfrBackup>,
             $(pub $field: Store<$kind>,)*
         }
 
@@ -53,6 +56,7 @@ macro_rules! define_caches {
             pub namespaces: ReflectHandle<Namespace>,
             pub secrets: ReflectHandle<Secret>,
             pub pods: ReflectHandle<Pod>,
+            pub backups: ReflectHandle<DfrBackup>,
             $(pub $field: ReflectHandle<$kind>,)*
         }
 
@@ -69,6 +73,7 @@ macro_rules! define_caches {
                 let namespaces = spawn::<Namespace>(client, &mut tasks);
                 let secrets = spawn::<Secret>(client, &mut tasks);
                 let pods = spawn::<Pod>(client, &mut tasks);
+                let backups = spawn_with::<DfrBackup>(client, watcher::Config::default(), &mut tasks);
                 $(let $field = spawn::<$kind>(client, &mut tasks);)*
                 let (filled_tx, filled) = watch::channel(false);
                 let caches = Caches {
@@ -76,12 +81,14 @@ macro_rules! define_caches {
                     namespaces: namespaces.0,
                     secrets: secrets.0,
                     pods: pods.0,
+                    backups: backups.0,
                     $($field: $field.0,)*
                 };
                 let subscriptions = Subscriptions {
                     namespaces: namespaces.1,
                     secrets: secrets.1,
                     pods: pods.1,
+                    backups: backups.1,
                     $($field: $field.1,)*
                 };
                 // One task waits for the stores: Store::wait_until_ready wakes only the last of
@@ -91,6 +98,7 @@ macro_rules! define_caches {
                     let _ = stores.namespaces.wait_until_ready().await;
                     let _ = stores.secrets.wait_until_ready().await;
                     let _ = stores.pods.wait_until_ready().await;
+                    let _ = stores.backups.wait_until_ready().await;
                     $(let _ = stores.$field.wait_until_ready().await;)*
                     let _ = filled_tx.send(true);
                 }));
@@ -113,6 +121,12 @@ impl Cached for Secret {
     }
 }
 
+impl Cached for DfrBackup {
+    fn store(caches: &Caches) -> &Store<Self> {
+        &caches.backups
+    }
+}
+
 impl Cached for Pod {
     fn store(caches: &Caches) -> &Store<Self> {
         &caches.pods
@@ -125,15 +139,27 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K: Resource<DynamicType: Eq + Hash + Clone + Default>,
 {
-    let (reader, writer) = reflector::store_shared(SUBSCRIBER_BUFFER);
-    let subscription = writer
-        .subscribe()
-        .expect("a store made by store_shared can always be subscribed to");
     let config = watcher::Config::default().labels(&format!(
         "{}={}",
         labels::MANAGED_BY,
         labels::OPERATOR_NAME
     ));
+    spawn_with(client, config, tasks)
+}
+
+fn spawn_with<K>(
+    client: &Client,
+    config: watcher::Config,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> (Store<K>, ReflectHandle<K>)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K: Resource<DynamicType: Eq + Hash + Clone + Default>,
+{
+    let (reader, writer) = reflector::store_shared(SUBSCRIBER_BUFFER);
+    let subscription = writer
+        .subscribe()
+        .expect("a store made by store_shared can always be subscribed to");
     // managedFields are most of an object's size and no reconcile reads them.
     let objects = watcher(Api::<K>::all(client.clone()), config)
         .modify(|object| object.managed_fields_mut().clear())

@@ -80,7 +80,11 @@ pub async fn run(
     if let Some(selector) = &options.tenant_selector {
         tenants = tenants.labels(selector);
     }
-    let controller = own_children(Controller::new(countries, tenants), subscriptions);
+    let controller = own_children(
+        Controller::new(countries, tenants),
+        subscriptions,
+        &context.caches,
+    );
     controller
         .with_config(controller::Config::default().concurrency(options.concurrency))
         .graceful_shutdown_on(shutdown)
@@ -104,11 +108,21 @@ macro_rules! own_child_kinds {
         fn own_children(
             controller: Controller<DeserializeGuard<DfrCountry>>,
             subscriptions: Subscriptions,
+            caches: &Caches,
         ) -> Controller<DeserializeGuard<DfrCountry>> {
             let controller = controller
                 .watches_shared_stream(subscriptions.namespaces, controlling_tenant)
                 .watches_shared_stream(subscriptions.secrets, controlling_tenant)
                 $(.watches_shared_stream(subscriptions.$field, controlling_tenant))*;
+            // A DfrBackup belongs to the tenant whose namespace it is in.
+            let namespaces = caches.namespaces.clone();
+            let controller = controller.watches_shared_stream(subscriptions.backups, move |backup| {
+                let namespace = backup.namespace()?;
+                namespaces
+                    .get(&ObjectRef::new(&namespace))
+                    .and_then(|namespace| namespace.labels().get(labels::TENANT).cloned())
+                    .map(|tenant| ObjectRef::new(&tenant))
+            });
             // Pods are owned by StatefulSets and ReplicaSets, not by the DfrCountry; Patroni's
             // leader label on a pod is what DatabaseReady and status.primary report, so pods map
             // to their tenant by label.

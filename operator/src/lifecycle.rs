@@ -502,3 +502,90 @@ pub async fn check_restore_target(client: &Client, caches: &Caches, tenant: &Ten
     }
     Ok(())
 }
+
+/// Runs the DfrBackups of the tenant's namespace: a Job for each new one, its status from the
+/// Job's pod. Returns (reason, note) for an Event per backup started or finished.
+pub async fn run_backup_requests(
+    client: &Client,
+    caches: &Caches,
+    tenant: &Tenant,
+    settings: &Settings,
+) -> Result<Vec<(&'static str, String)>> {
+    use crate::children::backup;
+    use dfr_crds::{BackupPhase, DfrBackup, DfrBackupStatus};
+    let mut events = Vec::new();
+    let requests = caches.in_namespace::<DfrBackup>(&tenant.namespace, &[]);
+    let api: Api<DfrBackup> = Api::namespaced(client.clone(), &tenant.namespace);
+    for request in requests {
+        let current = request.status.clone();
+        if current.as_ref().is_some_and(|s| s.phase.is_finished()) {
+            continue;
+        }
+        let name = request.name_any();
+        let job = backup::request_job_name(&name);
+        let status = if !backup::has_repository(tenant) {
+            DfrBackupStatus {
+                phase: BackupPhase::Failed,
+                message: Some(format!(
+                    "RepositoryNotConfigured: DfrCountry {} has no S3 repository (spec.backup.destination.s3)",
+                    tenant.name
+                )),
+                ..DfrBackupStatus::default()
+            }
+        } else {
+            let pods = caches.in_namespace::<k8s_openapi::api::core::v1::Pod>(
+                &tenant.namespace,
+                &[(backup::REQUEST_LABEL, name.as_str())],
+            );
+            let mut created = current.as_ref().is_some_and(|s| s.job.is_some());
+            if pods.is_empty() && !created {
+                create_job(
+                    client,
+                    tenant,
+                    backup::request_job(tenant, settings, &request),
+                )
+                .await?;
+                created = true;
+                events.push((
+                    "BackupStarted",
+                    format!(
+                        "started DfrBackup {name} ({}) as Job {job}",
+                        request.spec.r#type.as_str()
+                    ),
+                ));
+            }
+            crate::backup::requests::request_status(&job, created, &pods)
+        };
+        if current.as_ref() == Some(&status) {
+            continue;
+        }
+        if status.phase.is_finished() {
+            events.push((
+                if status.phase == BackupPhase::Succeeded {
+                    "BackupSucceeded"
+                } else {
+                    "BackupFailed"
+                },
+                format!(
+                    "DfrBackup {name}: {}",
+                    status.message.clone().unwrap_or_default()
+                ),
+            ));
+        }
+        let body = json!({
+            "apiVersion": DfrBackup::api_version(&()),
+            "kind": DfrBackup::kind(&()),
+            "status": status,
+        });
+        api.patch_status(
+            &name,
+            &PatchParams::apply(naming::FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .map_err(Error::kube(format!(
+            "writing the status of DfrBackup {name}"
+        )))?;
+    }
+    Ok(events)
+}

@@ -27,8 +27,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print the DfrCountry CustomResourceDefinition as YAML.
-    Crd,
+    /// Print a CustomResourceDefinition as YAML: dfrcountries (the default) or dfrbackups.
+    Crd {
+        #[arg(default_value = "dfrcountries", value_parser = ["dfrcountries", "dfrbackups"])]
+        plural: String,
+    },
     /// Run the controller.
     Run(Box<RunArgs>),
 }
@@ -88,7 +91,11 @@ struct RunArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Crd => match dfr_crds::crd_yaml() {
+        Command::Crd { plural } => match if plural == "dfrbackups" {
+            dfr_crds::backup_crd_yaml()
+        } else {
+            dfr_crds::crd_yaml()
+        } {
             Ok(yaml) => {
                 print!("{yaml}");
                 ExitCode::SUCCESS

@@ -163,10 +163,14 @@ async fn apply(country: &DfrCountry, ctx: &Context) -> Result<Action> {
     }
     let observed = observe::observe(&ctx.caches, &tenant, &ctx.settings).await?;
     if !tenant.spec.suspend {
-        for (reason, note) in
+        let mut backup_events =
             lifecycle::start_backup_runs(&ctx.client, &tenant, &ctx.settings, &observed, country)
-                .await?
-        {
+                .await?;
+        backup_events.extend(
+            lifecycle::run_backup_requests(&ctx.client, &ctx.caches, &tenant, &ctx.settings)
+                .await?,
+        );
+        for (reason, note) in backup_events {
             publish(ctx, country, EventType::Normal, reason, "Backup", note).await;
         }
     }

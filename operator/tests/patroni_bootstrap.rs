@@ -73,7 +73,13 @@ async fn the_script_creates_the_registry_roles_and_database() {
             .await
             .unwrap();
     assert_eq!(audit, 1);
-    // A second run fails loudly rather than half-applying (Patroni runs it once).
+    // After a restore from another tenant's backups Patroni runs it on a database that has the
+    // roles already: it gives them this tenant's passwords and clears the restore's recovery
+    // settings (ALTER SYSTEM's file), so no replica reads the source's archive.
+    sqlx::query("ALTER SYSTEM SET restore_command = 'pgbackrest --repo1-path=/dfr/source archive-get %f %p'")
+        .execute(&admin)
+        .await
+        .unwrap();
     let again = postgres::as_postgres("/bin/sh")
         .arg(&script)
         .arg(format!(
@@ -81,10 +87,30 @@ async fn the_script_creates_the_registry_roles_and_database() {
             server.port
         ))
         .env("DFR_DB_OWNER_USER", "dfr_owner")
-        .env("DFR_DB_OWNER_PASSWORD", "x")
+        .env(
+            "DFR_DB_OWNER_PASSWORD",
+            "the restored tenant's owner password",
+        )
         .env("DFR_DB_APP_USER", "dfr_app")
-        .env("DFR_DB_APP_PASSWORD", "y")
+        .env("DFR_DB_APP_PASSWORD", "the restored tenant's app password")
         .output()
         .unwrap();
-    assert!(!again.status.success());
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let changed: String =
+        sqlx::query_scalar("SELECT rolpassword FROM pg_authid WHERE rolname = 'dfr_owner'")
+            .fetch_one(&admin)
+            .await
+            .unwrap();
+    assert_ne!(changed, secret, "the owner has this tenant's password now");
+    let leftover: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_file_settings WHERE name = 'restore_command' AND sourcefile LIKE '%postgresql.auto.conf'",
+    )
+    .fetch_one(&admin)
+    .await
+    .unwrap();
+    assert_eq!(leftover, 0, "the restore's settings are gone");
 }

@@ -824,3 +824,92 @@ async fn a_field_dropped_from_a_builder_is_removed_from_the_live_object() {
         .await
         .unwrap();
 }
+
+/// A DfrBackup in the tenant namespace becomes a backup Job owned by it, and its status names
+/// the Job; a DfrBackup of a tenant without an S3 repository fails at once and says why.
+#[tokio::test]
+async fn a_backup_request_becomes_a_job_and_reports_on_itself() {
+    let mut t = tenant("vut-test.yaml").await;
+    t.country.spec.backup = Some(
+        serde_json::from_value(serde_json::json!({
+            "destination": {"s3": {
+                "endpoint": "https://10.0.0.1:9000", "bucket": "dfr-backups",
+                "region": "us-east-1", "credentialsSecretRef": {"name": "backup-s3"}}},
+            "encryptionKeySecretRef": {"name": "backup-encryption", "key": "passphrase"}
+        }))
+        .unwrap(),
+    );
+    let operator = RunningOperator::start(&t.admin, &t.id).await;
+    apply_country(&t.admin, &t.country).await;
+    t.wait_for_condition("Ready", "False", "WaitingForPrimary")
+        .await;
+    let requests: Api<dfr_crds::DfrBackup> = t.api();
+    let request: dfr_crds::DfrBackup = serde_json::from_value(serde_json::json!({
+        "apiVersion": "dfr.io/v1alpha1", "kind": "DfrBackup",
+        "metadata": {"name": "before-upgrade", "namespace": t.namespace},
+        "spec": {"type": "full"}
+    }))
+    .unwrap();
+    requests
+        .create(&kube::api::PostParams::default(), &request)
+        .await
+        .unwrap();
+    let job: k8s_openapi::api::batch::v1::Job = t.wait_for("dfrbackup-before-upgrade").await;
+    let owner = &job.owner_references()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("DfrBackup", "before-upgrade")
+    );
+    let command = job.spec.unwrap().template.spec.unwrap().containers[0]
+        .command
+        .clone()
+        .unwrap();
+    assert_eq!(
+        command.last().map(String::as_str),
+        Some("full"),
+        "{command:?}"
+    );
+    let status = eventually(WAIT, "the DfrBackup status", || {
+        let requests = requests.clone();
+        async move { requests.get("before-upgrade").await.ok()?.status }
+    })
+    .await;
+    assert_eq!(status.phase, dfr_crds::BackupPhase::Pending);
+    assert_eq!(status.job.as_deref(), Some("dfrbackup-before-upgrade"));
+
+    // Without a repository: Failed, with the reason, and no Job.
+    t.country.spec.backup = None;
+    apply_country(&t.admin, &t.country).await;
+    let mut unconfigured = request.clone();
+    unconfigured.metadata.name = Some("no-repository".into());
+    requests
+        .create(&kube::api::PostParams::default(), &unconfigured)
+        .await
+        .unwrap();
+    let status = eventually(WAIT, "the second DfrBackup to fail", || {
+        let requests = requests.clone();
+        async move {
+            requests
+                .get("no-repository")
+                .await
+                .ok()?
+                .status
+                .filter(|s| s.phase == dfr_crds::BackupPhase::Failed)
+        }
+    })
+    .await;
+    assert!(
+        status
+            .message
+            .unwrap()
+            .starts_with("RepositoryNotConfigured: "),
+    );
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = t.api();
+    assert!(
+        jobs.get_opt("dfrbackup-no-repository")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    operator.stop().await;
+}

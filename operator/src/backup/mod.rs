@@ -3,6 +3,7 @@
 //! Pure; the reconciler starts the Jobs the plan asks for (see [`crate::lifecycle`]).
 
 pub mod report;
+pub mod requests;
 pub mod retention;
 
 use chrono::{DateTime, Utc};

@@ -129,6 +129,17 @@ pub const EXPLICIT_GRANTS: &[Grant] = &[
         resource: "persistentvolumeclaims",
         verbs: &["list", "patch"],
     },
+    // Backups people ask for: run as Jobs, their status written back.
+    Grant {
+        group: "dfr.io",
+        resource: "dfrbackups",
+        verbs: &["get", "list", "watch"],
+    },
+    Grant {
+        group: "dfr.io",
+        resource: "dfrbackups/status",
+        verbs: &["patch"],
+    },
     // Backup runs the operator starts (the first one, GFS expiry); they finish and go by TTL.
     Grant {
         group: "batch",

@@ -54,14 +54,16 @@ fn apply_params() -> PatchParams {
 }
 
 pub async fn install_crd(admin: &Client) {
-    let crd: CustomResourceDefinition = serde_yaml::from_str(
-        &std::fs::read_to_string(repo_root().join("crds").join(dfr_crds::CRD_FILE)).unwrap(),
-    )
-    .unwrap();
     let api: Api<CustomResourceDefinition> = Api::all(admin.clone());
-    api.patch(&crd.name_any(), &apply_params(), &Patch::Apply(&crd))
-        .await
+    for file in [dfr_crds::CRD_FILE, dfr_crds::BACKUP_CRD_FILE] {
+        let crd: CustomResourceDefinition = serde_yaml::from_str(
+            &std::fs::read_to_string(repo_root().join("crds").join(file)).unwrap(),
+        )
         .unwrap();
+        api.patch(&crd.name_any(), &apply_params(), &Patch::Apply(&crd))
+            .await
+            .unwrap();
+    }
     eventually(Duration::from_secs(30), "the CRD to be established", || {
         let api = api.clone();
         async move {

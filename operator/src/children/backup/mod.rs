@@ -462,6 +462,50 @@ pub fn operator_job(
     }
 }
 
+/// The label that ties a Job and its pod to the DfrBackup it runs.
+pub const REQUEST_LABEL: &str = "dfr.io/backup-request";
+
+/// The Job of a DfrBackup: a backup run of the type it asks for, deleted with it.
+pub fn request_job(tenant: &Tenant, settings: &Settings, request: &dfr_crds::DfrBackup) -> Job {
+    use kube::{Resource, ResourceExt};
+    let name = request_job_name(&request.name_any());
+    let mut job = operator_job(
+        tenant,
+        settings,
+        &name,
+        RUN_BACKUP,
+        vec![request.spec.r#type.as_str().to_string()],
+    );
+    let request_name = request.name_any();
+    for labels in [
+        job.metadata.labels.as_mut(),
+        job.spec
+            .as_mut()
+            .and_then(|spec| spec.template.metadata.as_mut())
+            .and_then(|meta| meta.labels.as_mut()),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        labels.insert(REQUEST_LABEL.into(), request_name.clone());
+    }
+    // Owned by the DfrBackup (not as its controller: the tenant's reconcile runs it), so deleting
+    // the DfrBackup deletes the Job; the backup set stays in the repository.
+    if let Some(mut owner) = request.controller_owner_ref(&()) {
+        owner.controller = None;
+        owner.block_owner_deletion = None;
+        job.metadata.owner_references = Some(vec![owner]);
+    }
+    job
+}
+
+/// `dfrbackup-<name>`, cut to the 63 characters a Job name (and its pods' label) may have.
+pub fn request_job_name(request: &str) -> String {
+    let mut name = format!("dfrbackup-{request}");
+    name.truncate(63);
+    name.trim_end_matches(['-', '.']).to_string()
+}
+
 /// The name of the Job that expires exactly `labels`: the same set gives the same name, so a
 /// second reconcile before the first Job is seen does not start another.
 pub fn expire_job_name(labels: &[String]) -> String {

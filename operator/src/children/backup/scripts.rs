@@ -110,7 +110,7 @@ def sync_standby_streaming():
 def backup_type(backups):
     """A full backup once a week (or when there is none), differentials in between: a
     differential depends only on its full, so retention can drop any of them."""
-    requested = os.environ.get("DFR_BACKUP_TYPE", "auto")
+    requested = sys.argv[1] if len(sys.argv) > 1 else "auto"
     if requested != "auto":
         return requested
     fulls = [b["timestamp"]["stop"] for b in backups if b.get("type") == "full"]
