@@ -19,33 +19,7 @@ const RESTORED_NAMESPACE: &str = "dfr-wsm-dr";
 const AREA: &str = "WS-01";
 const PASSPHRASE: &str = "an e2e repository passphrase of some length";
 
-/// The cluster's S3 server, as `dfr-cluster env` describes it.
-struct S3 {
-    endpoint: String,
-    bucket: String,
-    region: String,
-    access_key: String,
-    secret_key: String,
-    ca_file: String,
-}
-
-impl S3 {
-    fn from_env() -> Self {
-        let var = |name: &str| {
-            std::env::var(name).unwrap_or_else(|_| {
-                panic!("{name} is not set: run under `eval \"$(dfr-cluster env --name ...)\"` of a node cluster")
-            })
-        };
-        Self {
-            endpoint: var("DFR_S3_ENDPOINT"),
-            bucket: var("DFR_S3_BUCKET"),
-            region: var("DFR_S3_REGION"),
-            access_key: var("DFR_S3_ACCESS_KEY"),
-            secret_key: var("DFR_S3_SECRET_KEY"),
-            ca_file: var("DFR_S3_CA_FILE"),
-        }
-    }
-}
+use dfr_e2e::cluster::S3Endpoint as S3;
 
 fn country(s3: &S3, name: &str, environment: &str, restore_to: Option<&str>) -> DfrCountry {
     let sample = std::fs::read_to_string(repo().join("config/samples/ton-dev.yaml")).unwrap();
@@ -281,7 +255,7 @@ async fn archived_up_to_now(namespace: &str) {
 async fn backups_are_encrypted_and_restore_to_a_point_in_time() {
     let client = dfr_e2e::testing::kube_client().await;
     super::install_operator();
-    let s3 = S3::from_env();
+    let s3 = dfr_e2e::testing::s3();
 
     // A tenant with an S3 repository: its first backup runs as soon as it has a leader.
     let applied = Instant::now();
@@ -340,7 +314,7 @@ async fn backups_are_encrypted_and_restore_to_a_point_in_time() {
         "--username",
         &username,
         "--role",
-        "enumerator",
+        "supervisor",
         "--areas",
         AREA,
     ]);
@@ -367,15 +341,62 @@ async fn backups_are_encrypted_and_restore_to_a_point_in_time() {
             .send()
             .await
             .unwrap();
-        println!("delete {id}: {}", response.status());
+        assert_eq!(response.status(), 204, "{}", response.text().await.unwrap());
+        assert_eq!(status_of(&http, &base, &source_token, id).await, 404);
     }
     archived_up_to_now(SOURCE_NAMESPACE).await;
 
-    // A second backup: the marker is in it and in the archived WAL; none of it is readable.
-    let second = wait_backup(&client, SOURCE, last.label.as_deref()).await;
+    // A second backup, started by hand: the marker is in it and in the archived WAL; none of it
+    // is readable.
+    let requested = Instant::now();
+    let requests: Api<dfr_crds::DfrBackup> = Api::namespaced(client.clone(), SOURCE_NAMESPACE);
+    requests
+        .create(
+            &kube::api::PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "dfr.io/v1alpha1", "kind": "DfrBackup",
+                "metadata": {"name": "after-writes"},
+                "spec": {"type": "diff"}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let request = eventually(
+        "DfrBackup after-writes to finish",
+        Duration::from_secs(300),
+        || async {
+            let status = requests.get("after-writes").await.ok()?.status?;
+            status.phase.is_finished().then_some(status)
+        },
+    )
+    .await;
     println!(
-        "second backup: {:?}",
-        second.status.as_ref().unwrap().last_backup
+        "figure: DfrBackup finished {:.1} s after it was created: {request:?}",
+        requested.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        request.phase,
+        dfr_crds::BackupPhase::Succeeded,
+        "{request:?}"
+    );
+    assert_eq!(request.r#type.as_deref(), Some("diff"));
+    println!(
+        "{}",
+        run_kubectl(&["-n", SOURCE_NAMESPACE, "get", "dfrbackups"])
+    );
+    let second = wait_backup(&client, SOURCE, last.label.as_deref()).await;
+    assert_eq!(
+        second
+            .status
+            .as_ref()
+            .unwrap()
+            .last_backup
+            .as_ref()
+            .unwrap()
+            .label,
+        request.label,
+        "the DfrBackup is the tenant's last backup"
     );
     let bucket_dir = std::env::var("DFR_S3_BUCKET_DIR")
         .expect("DFR_S3_BUCKET_DIR: the directory versitygw keeps the bucket in");

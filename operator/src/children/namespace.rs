@@ -91,16 +91,29 @@ pub fn desired_resource_quota(tenant: &Tenant) -> ResourceQuota {
             + (api_pods + surge) * amount(api, kind, resource, api_default)
             + amount(pg, kind, resource, pg_default)
     };
-    let cpu_requests = sum("requests", "cpu", DEFAULT_POSTGRES_CPU, DEFAULT_API_CPU);
+    // With an S3 repository: a pgBackRest server beside each member, and backup runs.
+    let backups = |pick: fn(&crate::children::backup::Resources) -> &'static str| {
+        use crate::children::backup::{CONCURRENT_RUNS, RUN_RESOURCES, SERVER_RESOURCES};
+        if !crate::children::backup::has_repository(tenant) {
+            return 0.0;
+        }
+        let value = |text: &str| quantity::parse(text).unwrap_or(0.0);
+        instances * value(pick(&SERVER_RESOURCES))
+            + f64::from(CONCURRENT_RUNS) * value(pick(&RUN_RESOURCES))
+    };
+    let cpu_requests =
+        sum("requests", "cpu", DEFAULT_POSTGRES_CPU, DEFAULT_API_CPU) + backups(|r| r.cpu_request);
     let memory_requests = sum(
         "requests",
         "memory",
         DEFAULT_POSTGRES_MEMORY,
         DEFAULT_API_MEMORY,
-    );
+    ) + backups(|r| r.memory_request);
     // Limits default to twice the requests when the spec gives none.
-    let cpu_limits = sum("limits", "cpu", "1", "500m").max(cpu_requests);
-    let memory_limits = sum("limits", "memory", "2Gi", "512Mi").max(memory_requests);
+    let cpu_limits =
+        (sum("limits", "cpu", "1", "500m") + backups(|r| r.cpu_limit)).max(cpu_requests);
+    let memory_limits = (sum("limits", "memory", "2Gi", "512Mi") + backups(|r| r.memory_limit))
+        .max(memory_requests);
     let data = quantity::parse(&spec.postgres.storage.size.0).unwrap_or(0.0) * instances;
     let backup = spec
         .backup
@@ -164,6 +177,56 @@ pub fn desired_limit_range(tenant: &Tenant) -> LimitRange {
 mod tests {
     use super::*;
     use crate::children::tests::sample;
+
+    /// The quota admits every pod the builders make at once: all members with their pgBackRest
+    /// servers, the API at maxReplicas plus a surge pod, and the backup runs that may overlap.
+    #[test]
+    fn the_quota_admits_the_members_the_api_and_the_backup_runs_together() {
+        let mut tenant = sample("ton-dev.yaml");
+        tenant.spec.backup = Some(
+            serde_json::from_value(serde_json::json!({
+                "destination": {"s3": {"endpoint": "https://10.0.0.1:9000", "bucket": "b",
+                    "region": "r", "credentialsSecretRef": {"name": "s3"}}},
+                "encryptionKeySecretRef": {"name": "k", "key": "p"}
+            }))
+            .unwrap(),
+        );
+        let settings = Settings::default();
+        let limits = |pod: &k8s_openapi::api::core::v1::PodSpec| {
+            pod.containers
+                .iter()
+                .map(|c| {
+                    let limits = c.resources.as_ref().unwrap().limits.as_ref().unwrap();
+                    quantity::parse(&limits["memory"].0).unwrap()
+                })
+                .sum::<f64>()
+        };
+        let members = crate::children::patroni::desired_statefulset(&tenant, &settings);
+        let member = members.spec.unwrap().template.spec.unwrap();
+        assert_eq!(member.containers.len(), 2, "postgres and pgbackrest");
+        let api = crate::children::api::desired_deployments(&tenant, &settings).remove(0);
+        let api_pod = api.spec.unwrap().template.spec.unwrap();
+        let run = crate::children::backup::desired_cron_jobs(&tenant, &settings)
+            .remove(0)
+            .spec
+            .unwrap()
+            .job_template
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        let needed = f64::from(tenant.spec.postgres.instances) * limits(&member)
+            + f64::from(tenant.spec.api.max_replicas + 1) * limits(&api_pod)
+            + 2.0 * limits(&run);
+        let quota = desired_resource_quota(&tenant);
+        let hard = quota.spec.unwrap().hard.unwrap();
+        let admitted = quantity::parse(&hard["limits.memory"].0).unwrap();
+        assert!(
+            admitted >= needed,
+            "quota limits.memory {admitted} < {needed} needed"
+        );
+    }
 
     #[test]
     fn the_namespace_enforces_restricted_pod_security_and_names_the_tenant() {

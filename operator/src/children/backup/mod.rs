@@ -50,6 +50,49 @@ const FINISHED_JOB_TTL_SECONDS: i32 = 7 * 24 * 3600;
 /// A backup that has not finished in this time is stopped and reported failed.
 const BACKUP_DEADLINE_SECONDS: i64 = 12 * 3600;
 
+/// What the pgBackRest TLS server beside each member asks for: it only streams files.
+pub const SERVER_RESOURCES: Resources = Resources {
+    cpu_request: "50m",
+    memory_request: "64Mi",
+    cpu_limit: "500m",
+    memory_limit: "256Mi",
+};
+/// What one backup, expiry or check run asks for (process-max 2, zstd).
+pub const RUN_RESOURCES: Resources = Resources {
+    cpu_request: "100m",
+    memory_request: "128Mi",
+    cpu_limit: "1",
+    memory_limit: "512Mi",
+};
+/// Runs that may overlap: a backup and an archiving check.
+pub const CONCURRENT_RUNS: u32 = 2;
+
+/// Requests and limits of one container.
+#[derive(Clone, Copy, Debug)]
+pub struct Resources {
+    pub cpu_request: &'static str,
+    pub memory_request: &'static str,
+    pub cpu_limit: &'static str,
+    pub memory_limit: &'static str,
+}
+
+impl Resources {
+    pub fn requirements(self) -> k8s_openapi::api::core::v1::ResourceRequirements {
+        use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+        let pair = |cpu: &str, memory: &str| {
+            BTreeMap::from([
+                ("cpu".to_string(), Quantity(cpu.into())),
+                ("memory".to_string(), Quantity(memory.into())),
+            ])
+        };
+        k8s_openapi::api::core::v1::ResourceRequirements {
+            requests: Some(pair(self.cpu_request, self.memory_request)),
+            limits: Some(pair(self.cpu_limit, self.memory_limit)),
+            ..Default::default()
+        }
+    }
+}
+
 /// The repository's keys in the environment of every pgBackRest process (pgBackRest reads
 /// PGBACKREST_<OPTION>). Optional references: a missing Secret must not stop PostgreSQL from
 /// starting; the backup then fails and the operator names the missing Secret.
@@ -254,6 +297,7 @@ pub fn server_container(tenant: &Tenant, settings: &Settings) -> Container {
             container_port: pgbackrest::SERVER_PORT,
             ..Default::default()
         }]),
+        resources: Some(SERVER_RESOURCES.requirements()),
         security_context: Some(restricted_container()),
         volume_mounts: Some(mounts),
         ..Container::default()
@@ -363,6 +407,7 @@ fn run_pod(tenant: &Tenant, settings: &Settings, run: &str, args: Vec<String>) -
                 image_pull_policy: Some(settings.image_pull_policy.clone()),
                 command: Some(command),
                 env: Some(env),
+                resources: Some(RUN_RESOURCES.requirements()),
                 security_context: Some(restricted_container()),
                 volume_mounts: Some(mounts),
                 // The report is the termination message; a crash before it leaves the log's
