@@ -62,6 +62,10 @@ pub enum Error {
 
     #[error("cannot restore: {0}")]
     RestoreRefused(String),
+
+    /// Something a person is about to create (a Secret in the new namespace): retried soon.
+    #[error("{0}")]
+    WaitingFor(String),
 }
 
 impl Error {
@@ -85,6 +89,7 @@ impl Error {
             Error::Finalizer(_) => "FinalizerFailed",
             Error::CachesNotReady(_) => "CachesNotReady",
             Error::RestoreRefused(_) => "RestoreRefused",
+            Error::WaitingFor(_) => "WaitingForSecret",
         }
     }
 
@@ -103,6 +108,7 @@ impl Error {
             Error::Finalizer(_) => "finalizer",
             Error::CachesNotReady(_) => "caches_not_ready",
             Error::RestoreRefused(_) => "restore_refused",
+            Error::WaitingFor(_) => "waiting",
         }
     }
 

@@ -340,7 +340,8 @@ pub async fn start_backup_runs(
         .and_then(|status| status.last_backup.as_ref())
         .is_none();
     let mut started = Vec::new();
-    if never_backed_up && runs.finished.is_empty() && !runs.active {
+    // Archiving checks may have run (and failed, before the database was up) already.
+    if never_backed_up && runs.last_backup().is_none() && !runs.active {
         let job = backup::operator_job(
             tenant,
             settings,
@@ -452,7 +453,7 @@ pub async fn check_restore_target(client: &Client, caches: &Caches, tenant: &Ten
                 .and_then(|secret| secret.data)
                 .is_some_and(|data| data.contains_key(&key))
             {
-                return Err(Error::RestoreRefused(format!(
+                return Err(Error::WaitingFor(format!(
                     "waiting for Secret {}/{name} with key {key}: the restore from {} reads the repository with it; the database starts once it exists",
                     tenant.namespace, from.country
                 )));

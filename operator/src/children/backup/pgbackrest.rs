@@ -227,19 +227,29 @@ pub fn restore_arguments(source_tenant: &str, target_time: Option<&str>) -> Vec<
         format!("--stanza={STANZA}"),
         format!("--repo1-path={}", repository_path(source_tenant)),
         format!("--pg1-path={DATA_DIR}"),
-        // The archive spool of the tenant being restored is not the source's.
-        "--archive-async=n".into(),
     ];
     match target_time {
         Some(time) => args.extend([
             "--type=time".into(),
-            format!("--target={time}"),
+            format!("--target=\"{}\"", recovery_time(time)),
             "--target-action=promote".into(),
         ]),
         None => args.push("--type=default".into()),
     }
     args.push("restore".into());
     args
+}
+
+/// An RFC 3339 time as pgBackRest and PostgreSQL's recovery_target_time read it: pgBackRest
+/// 2.45 selects the backup set only from `YYYY-MM-DD HH:MM:SS+00` (it refuses `T` and `Z`).
+pub fn recovery_time(rfc3339: &str) -> String {
+    match chrono::DateTime::parse_from_rfc3339(rfc3339) {
+        Ok(time) => time
+            .with_timezone(&chrono::Utc)
+            .format("%Y-%m-%d %H:%M:%S%.f+00")
+            .to_string(),
+        Err(_) => rfc3339.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -284,7 +294,11 @@ mod tests {
     fn a_point_in_time_restore_promotes_at_the_target() {
         let args = restore_arguments("ton-dev", Some("2026-12-01T10:15:00Z"));
         assert!(args.contains(&"--repo1-path=/dfr/ton-dev".to_string()));
-        assert!(args.contains(&"--target=2026-12-01T10:15:00Z".to_string()));
+        assert!(args.contains(&"--target=\"2026-12-01 10:15:00+00\"".to_string()));
+        assert_eq!(
+            recovery_time("2026-12-01T12:15:00.25+02:00"),
+            "2026-12-01 10:15:00.250+00"
+        );
         assert!(args.contains(&"--target-action=promote".to_string()));
         assert_eq!(args.last().unwrap(), "restore");
         let latest = restore_arguments("ton-dev", None);
