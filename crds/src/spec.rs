@@ -331,6 +331,17 @@ pub struct BackupSpec {
     /// Archive WAL continuously so the database can be restored to any moment.
     #[serde(default = "default_true")]
     pub point_in_time_recovery: bool,
+    /// When the newest backup is restored into a short-lived pod and checked (5-field cron,
+    /// UTC); weekly by default.
+    #[serde(default = "default_restore_check_schedule")]
+    #[x_kube(validation = Rule::new(format!("self.matches('{}')", CRON_PATTERN.replace('\\', "\\\\")))
+        .message("backup.restoreCheckSchedule must be a 5-field cron expression, e.g. '0 5 * * 0'"))]
+    #[schemars(length(min = 9, max = 100))]
+    pub restore_check_schedule: String,
+}
+
+fn default_restore_check_schedule() -> String {
+    "0 5 * * 0".into()
 }
 
 fn default_backup_schedule() -> String {

@@ -38,6 +38,9 @@ pub struct DfrCountryStatus {
     /// What the backup repository holds, as of the last backup run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backups: Option<BackupsStatus>,
+    /// The newest restore check: the newest backup restored into a short-lived pod and checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_restore_check: Option<RestoreCheckStatus>,
     /// Earliest expiry among the tenant's certificates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificates_not_after: Option<Time>,
@@ -91,6 +94,27 @@ pub struct BackupStatus {
     /// Why a failed run failed, from its log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// A restore check: the backup restored, PostgreSQL started on it, the registry's tables and
+/// row counts checked and the audit chain verified.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreCheckStatus {
+    /// When the check finished.
+    pub time: Time,
+    pub result: BackupResult,
+    /// The backup set it restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_label: Option<String>,
+    /// Seconds from start to a verified database (the time a real restore would take).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<i64>,
+    /// The audit chain's verdict, or why the check failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
 }
 
 /// The backup sets in the repository and the window a restore can reach.

@@ -29,6 +29,9 @@ pub struct Metrics {
     pub backup_duration: IntGaugeVec,
     pub backup_size: IntGaugeVec,
     pub backup_sets: IntGaugeVec,
+    /// Per tenant: when the last successful restore check finished, and how long it took.
+    pub restore_check_last_success: IntGaugeVec,
+    pub restore_check_duration: IntGaugeVec,
     tenants: IntGaugeVec,
     tenant_ready: Arc<Mutex<BTreeMap<String, String>>>,
     pub ready: Arc<AtomicBool>,
@@ -98,11 +101,21 @@ impl Metrics {
             "dfr_backup_sets",
             "Backup sets the tenant's repository keeps",
         )?;
+        let restore_check_last_success = tenant_gauge(
+            "dfr_restore_check_last_success_timestamp_seconds",
+            "When the tenant's newest backup was last restored and verified",
+        )?;
+        let restore_check_duration = tenant_gauge(
+            "dfr_restore_check_last_duration_seconds",
+            "How long the tenant's last successful restore check took: restore to verified",
+        )?;
         for gauge in [
             &backup_last_success,
             &backup_duration,
             &backup_size,
             &backup_sets,
+            &restore_check_last_success,
+            &restore_check_duration,
         ] {
             registry.register(Box::new(gauge.clone()))?;
         }
@@ -123,6 +136,8 @@ impl Metrics {
             backup_duration,
             backup_size,
             backup_sets,
+            restore_check_last_success,
+            restore_check_duration,
             tenants,
             tenant_ready: Arc::default(),
             ready: Arc::default(),
@@ -162,6 +177,20 @@ impl Metrics {
             set(&self.backup_duration, last.duration_seconds);
             set(&self.backup_size, last.size_bytes);
         }
+        if let Some(check) = status
+            .last_restore_check
+            .as_ref()
+            .filter(|check| check.result == dfr_crds::BackupResult::Succeeded)
+        {
+            self.restore_check_last_success
+                .with_label_values(&[tenant])
+                .set(check.time.0.as_second());
+            if let Some(seconds) = check.duration_seconds {
+                self.restore_check_duration
+                    .with_label_values(&[tenant])
+                    .set(seconds);
+            }
+        }
         if let Some(backups) = &status.backups {
             self.backup_sets
                 .with_label_values(&[tenant])
@@ -176,6 +205,8 @@ impl Metrics {
             &self.backup_duration,
             &self.backup_size,
             &self.backup_sets,
+            &self.restore_check_last_success,
+            &self.restore_check_duration,
         ] {
             let _ = gauge.remove_label_values(&[tenant]);
         }

@@ -124,10 +124,15 @@ pub fn desired_status(
         &observed.backup_runs,
         previous.and_then(|s| s.backups.as_ref()),
     );
+    let last_restore_check = crate::backup::last_restore_check(
+        &observed.backup_runs,
+        previous.and_then(|s| s.last_restore_check.as_ref()),
+    );
     let backups_health = crate::backup::health(
         observed.backup_repository,
         &observed.backup_runs,
         last_backup.as_ref(),
+        last_restore_check.as_ref(),
     );
 
     let conditions = vec![
@@ -179,6 +184,7 @@ pub fn desired_status(
         }),
         last_backup,
         backups,
+        last_restore_check,
         certificates_not_after: observed.certificates_not_after.map(Time),
         endpoints: Some(Endpoints {
             api: format!(

@@ -7,7 +7,7 @@ pub mod requests;
 pub mod retention;
 
 use chrono::{DateTime, Utc};
-use dfr_crds::{BackupResult, BackupStatus, BackupsStatus, RetentionSpec};
+use dfr_crds::{BackupResult, BackupStatus, BackupsStatus, RestoreCheckStatus, RetentionSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use report::{Run, RunKind, Runs};
@@ -113,6 +113,33 @@ pub fn last_backup(runs: &Runs, previous: Option<&BackupStatus>) -> Option<Backu
     })
 }
 
+/// status.lastRestoreCheck: the newest check the pods still show, else the status's.
+pub fn last_restore_check(
+    runs: &Runs,
+    previous: Option<&RestoreCheckStatus>,
+) -> Option<RestoreCheckStatus> {
+    let Some(run) = runs.last_restore_check() else {
+        return previous.cloned();
+    };
+    let report = run.report.as_ref().filter(|_| run.succeeded);
+    Some(RestoreCheckStatus {
+        time: time(run.finished)?,
+        result: if run.succeeded {
+            BackupResult::Succeeded
+        } else {
+            BackupResult::Failed
+        },
+        backup_label: report.and_then(|r| r.label.clone()),
+        duration_seconds: report.and_then(|r| r.seconds),
+        message: if run.succeeded {
+            report.and_then(|r| r.audit.clone())
+        } else {
+            Some(run_error(run))
+        },
+        job: Some(run.job.clone()),
+    })
+}
+
 /// status.backups from the newest report of the repository.
 pub fn inventory(runs: &Runs, previous: Option<&BackupsStatus>) -> Option<BackupsStatus> {
     let Some(report) = runs.last_inventory() else {
@@ -146,7 +173,12 @@ pub fn expiry(runs: &Runs, retention: &RetentionSpec) -> Vec<String> {
     expire
 }
 
-pub fn health(repository: Repository, runs: &Runs, last: Option<&BackupStatus>) -> Health {
+pub fn health(
+    repository: Repository,
+    runs: &Runs,
+    last: Option<&BackupStatus>,
+    restore_check: Option<&RestoreCheckStatus>,
+) -> Health {
     match repository {
         Repository::None => {
             return (
@@ -183,6 +215,18 @@ pub fn health(repository: Repository, runs: &Runs, last: Option<&BackupStatus>) 
                 "{what} Job {} failed at {}: {error}",
                 run.job,
                 run.finished.to_rfc3339()
+            ),
+        );
+    }
+    if let Some(check) = restore_check.filter(|check| check.result == BackupResult::Failed) {
+        return (
+            "False",
+            "RestoreCheckFailed",
+            format!(
+                "the newest backup could not be restored and verified at {} (Job {}): {}",
+                check.time.0,
+                check.job.as_deref().unwrap_or("?"),
+                check.message.as_deref().unwrap_or("no error text")
             ),
         );
     }
@@ -281,7 +325,7 @@ mod tests {
         };
         let last = last_backup(&runs, None).unwrap();
         assert_eq!(last.result, BackupResult::Failed);
-        let (status, reason, message) = health(Repository::S3, &runs, Some(&last));
+        let (status, reason, message) = health(Repository::S3, &runs, Some(&last), None);
         assert_eq!((status, reason), ("False", "RepositoryUnreachable"));
         assert!(message.contains("postgres-backup-1"), "{message}");
         assert!(message.contains("s3.invalid"), "{message}");
@@ -321,7 +365,7 @@ mod tests {
             BackupResult::Succeeded,
             "a check is not a backup"
         );
-        let (status, reason, message) = health(Repository::S3, &runs, Some(&last));
+        let (status, reason, message) = health(Repository::S3, &runs, Some(&last), None);
         assert_eq!((status, reason), ("False", "ArchivingStalled"));
         assert!(message.contains("WAL archiving check"), "{message}");
 
@@ -340,11 +384,75 @@ mod tests {
             finished: vec![runs.finished[0].clone(), check, passed],
             active: false,
         };
-        assert_eq!(health(Repository::S3, &runs, Some(&last)).0, "True");
+        assert_eq!(health(Repository::S3, &runs, Some(&last), None).0, "True");
         assert_eq!(
             inventory(&runs, None).unwrap().count,
             1,
             "a check lists no sets"
+        );
+    }
+
+    #[test]
+    fn a_failed_restore_check_makes_backups_unhealthy_until_one_passes() {
+        let good_backup = run(
+            true,
+            Some(Report {
+                ok: true,
+                label: Some("20261201-023000F".into()),
+                ..Report::default()
+            }),
+            None,
+        );
+        let mut failed = run(
+            false,
+            Some(Report {
+                ok: false,
+                step: Some("restore".into()),
+                error: Some("ERROR: [041]: unable to decrypt ... bad block".into()),
+                ..Report::default()
+            }),
+            None,
+        );
+        failed.kind = RunKind::Verify;
+        failed.finished += chrono::Duration::minutes(10);
+        let runs = Runs {
+            finished: vec![good_backup.clone(), failed.clone()],
+            active: false,
+        };
+        let last = last_backup(&runs, None);
+        let check = last_restore_check(&runs, None).unwrap();
+        assert_eq!(check.result, BackupResult::Failed);
+        let (status, reason, message) = health(Repository::S3, &runs, last.as_ref(), Some(&check));
+        assert_eq!((status, reason), ("False", "RestoreCheckFailed"));
+        assert!(message.contains("bad block"), "{message}");
+
+        let mut passed = run(
+            true,
+            Some(Report {
+                ok: true,
+                label: Some("20261201-023000F".into()),
+                seconds: Some(42),
+                audit: Some("audit chain intact: 7 events".into()),
+                ..Report::default()
+            }),
+            None,
+        );
+        passed.kind = RunKind::Verify;
+        passed.finished = failed.finished + chrono::Duration::minutes(10);
+        let runs = Runs {
+            finished: vec![good_backup, failed, passed],
+            active: false,
+        };
+        let check = last_restore_check(&runs, None).unwrap();
+        assert_eq!(check.duration_seconds, Some(42));
+        assert_eq!(
+            check.message.as_deref(),
+            Some("audit chain intact: 7 events")
+        );
+        let last = last_backup(&runs, None);
+        assert_eq!(
+            health(Repository::S3, &runs, last.as_ref(), Some(&check)).0,
+            "True"
         );
     }
 
@@ -354,7 +462,7 @@ mod tests {
             finished: vec![run(false, None, Some("Traceback ... boom"))],
             active: false,
         };
-        let (_, reason, message) = health(Repository::S3, &runs, None);
+        let (_, reason, message) = health(Repository::S3, &runs, None, None);
         assert_eq!(reason, "BackupFailed");
         assert!(message.contains("boom"));
     }
@@ -376,7 +484,7 @@ mod tests {
         };
         let last = last_backup(&runs, None).unwrap();
         assert_eq!(last.label.as_deref(), Some("20261201-023000F"));
-        assert_eq!(health(Repository::S3, &runs, Some(&last)).0, "True");
+        assert_eq!(health(Repository::S3, &runs, Some(&last), None).0, "True");
         let backups = inventory(&runs, None).unwrap();
         assert_eq!(backups.count, 1);
         assert!(backups.first_recoverable_time.is_some());
@@ -387,10 +495,16 @@ mod tests {
     fn without_runs_the_previous_status_stands() {
         let runs = Runs::default();
         assert_eq!(last_backup(&runs, None), None);
-        assert_eq!(health(Repository::S3, &runs, None).1, "NoBackupRecorded");
-        assert_eq!(health(Repository::None, &runs, None).1, "NotConfigured");
         assert_eq!(
-            health(Repository::Volume, &runs, None).1,
+            health(Repository::S3, &runs, None, None).1,
+            "NoBackupRecorded"
+        );
+        assert_eq!(
+            health(Repository::None, &runs, None, None).1,
+            "NotConfigured"
+        );
+        assert_eq!(
+            health(Repository::Volume, &runs, None, None).1,
             "RepositoryTypeUnsupported"
         );
     }

@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::Pod;
 use serde::Deserialize;
 
 use super::retention::{BackupKind, BackupSet};
-use crate::children::backup::{RUN_BACKUP, RUN_CHECK, RUN_EXPIRE, RUN_LABEL};
+use crate::children::backup::{RUN_BACKUP, RUN_CHECK, RUN_EXPIRE, RUN_LABEL, RUN_VERIFY};
 
 /// One run's report. `sets` lists the repository's backup sets as
 /// `[label, type letter, prior (when the label does not imply it), stop (Unix seconds)]`.
@@ -38,6 +38,9 @@ pub struct Report {
     pub sets: Vec<(String, String, Option<String>, i64)>,
     #[serde(default)]
     pub expired: Vec<String>,
+    /// A restore check's audit verdict.
+    #[serde(default)]
+    pub audit: Option<String>,
 }
 
 impl Report {
@@ -95,6 +98,8 @@ pub enum RunKind {
     Expire,
     /// The archiving check between backups.
     Check,
+    /// A restore of the newest backup, checked.
+    Verify,
 }
 
 /// What the tenant's backup pods show: finished runs (oldest first) and whether one is running.
@@ -113,6 +118,7 @@ impl Runs {
                 Some(RUN_BACKUP) => RunKind::Backup,
                 Some(RUN_EXPIRE) => RunKind::Expire,
                 Some(RUN_CHECK) => RunKind::Check,
+                Some(RUN_VERIFY) => RunKind::Verify,
                 _ => continue,
             };
             // The container named after the run writes the report.
@@ -168,6 +174,14 @@ impl Runs {
             .iter()
             .rev()
             .find(|run| run.kind == RunKind::Backup)
+    }
+
+    /// The newest restore check.
+    pub fn last_restore_check(&self) -> Option<&Run> {
+        self.finished
+            .iter()
+            .rev()
+            .find(|run| run.kind == RunKind::Verify)
     }
 
     /// The newest backup or archiving check: what says whether backups work now.

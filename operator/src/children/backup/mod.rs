@@ -39,6 +39,9 @@ pub const RUN_LABEL: &str = "dfr.io/backup-run";
 pub const RUN_BACKUP: &str = "backup";
 pub const RUN_EXPIRE: &str = "expire";
 pub const RUN_CHECK: &str = "check";
+pub const RUN_VERIFY: &str = "verify";
+/// The CronJob that restores the newest backup and checks it.
+pub const RESTORE_CHECK_CRON_JOB: &str = "postgres-restore-check";
 /// The CronJob that checks WAL archiving between backups.
 pub const ARCHIVE_CHECK_CRON_JOB: &str = "postgres-archive-check";
 /// How often archiving is checked: the longest a stalled archive goes unreported.
@@ -64,8 +67,8 @@ pub const RUN_RESOURCES: Resources = Resources {
     cpu_limit: "1",
     memory_limit: "512Mi",
 };
-/// Runs that may overlap: a backup and an archiving check.
-pub const CONCURRENT_RUNS: u32 = 2;
+/// Runs that may overlap: a backup, an archiving check and a restore check.
+pub const CONCURRENT_RUNS: u32 = 3;
 
 /// Requests and limits of one container.
 #[derive(Clone, Copy, Debug)]
@@ -332,6 +335,10 @@ pub fn desired_config_map(tenant: &Tenant, settings: &Settings) -> Option<Config
                 scripts::CHECK_KEY.to_string(),
                 scripts::program(scripts::CHECK_PY),
             ),
+            (
+                scripts::VERIFY_KEY.to_string(),
+                scripts::program(scripts::VERIFY_PY),
+            ),
         ])),
         ..ConfigMap::default()
     })
@@ -350,6 +357,7 @@ fn run_pod(tenant: &Tenant, settings: &Settings, run: &str, args: Vec<String>) -
     let script = match run {
         RUN_EXPIRE => scripts::EXPIRE_KEY,
         RUN_CHECK => scripts::CHECK_KEY,
+        RUN_VERIFY => scripts::VERIFY_KEY,
         _ => scripts::BACKUP_KEY,
     };
     let mut env = repository_env(
@@ -392,6 +400,45 @@ fn run_pod(tenant: &Tenant, settings: &Settings, run: &str, args: Vec<String>) -
     volumes.extend(repository_volumes(tenant));
     let mut command = vec!["python3".to_string(), format!("{CONFIG_DIR}/{script}")];
     command.extend(args);
+    // A restore check restores into a volume of its own and verifies the audit chain with the
+    // registry's own verifier, copied from the API image of the tenant's version.
+    let mut init_containers = Vec::new();
+    if run == RUN_VERIFY {
+        let empty = |name: &str| Volume {
+            name: name.into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        };
+        volumes.push(empty("restore"));
+        volumes.push(empty("verifier"));
+        mounts.push(VolumeMount {
+            name: "restore".into(),
+            mount_path: "/restore".into(),
+            ..VolumeMount::default()
+        });
+        mounts.push(mount("verifier", "/verifier"));
+        init_containers.push(Container {
+            name: "verifier".into(),
+            image: Some(format!(
+                "{}:{}",
+                settings.api_image_repository, tenant.spec.app_version
+            )),
+            image_pull_policy: Some(settings.image_pull_policy.clone()),
+            command: Some(vec![
+                "cp".into(),
+                "/usr/local/bin/dfr-api".into(),
+                scripts::VERIFIER.into(),
+            ]),
+            resources: Some(SERVER_RESOURCES.requirements()),
+            security_context: Some(restricted_container()),
+            volume_mounts: Some(vec![VolumeMount {
+                name: "verifier".into(),
+                mount_path: "/verifier".into(),
+                ..VolumeMount::default()
+            }]),
+            ..Container::default()
+        });
+    }
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(run_labels(tenant, run)),
@@ -401,6 +448,7 @@ fn run_pod(tenant: &Tenant, settings: &Settings, run: &str, args: Vec<String>) -
             restart_policy: Some("Never".into()),
             automount_service_account_token: Some(false),
             security_context: Some(restricted_pod(POSTGRES_UID)),
+            init_containers: (!init_containers.is_empty()).then_some(init_containers),
             containers: vec![Container {
                 name: run.into(),
                 image: Some(settings.postgres_image_for(tenant.spec.postgres.version)),
@@ -488,6 +536,14 @@ pub fn desired_cron_jobs(tenant: &Tenant, settings: &Settings) -> Vec<CronJob> {
             ARCHIVE_CHECK_SCHEDULE,
             RUN_CHECK,
             1,
+        ),
+        cron_job(
+            tenant,
+            settings,
+            RESTORE_CHECK_CRON_JOB,
+            &backup.restore_check_schedule,
+            RUN_VERIFY,
+            2,
         ),
     ]
 }

@@ -25,6 +25,9 @@ pub fn wrapper_path() -> String {
 }
 pub const EXPIRE_KEY: &str = "expire.py";
 pub const CHECK_KEY: &str = "check.py";
+pub const VERIFY_KEY: &str = "verify.py";
+/// Where the restore check finds the registry's own audit verifier, copied from the API image.
+pub const VERIFIER: &str = "/verifier/dfr-api";
 
 /// Shared by both programs: run pgBackRest, report the repository or the failure.
 const COMMON: &str = r#"
@@ -166,6 +169,92 @@ result = pgbackrest("check")
 if result.returncode != 0:
     fail("check", result)
 write_report({"v": 1, "ok": True, "seconds": round(time.time() - started)})
+"#;
+
+/// Restores the newest backup into the pod's own volume, starts PostgreSQL on it (local socket
+/// only, no archiving) and checks it: recovery ends, the registry's tables are there, row
+/// counts agree with the planner's statistics the backup carried, and the audit chain verifies
+/// (the registry's own verifier, `dfr-api audit verify`). A backup nobody restored is a hope.
+pub const VERIFY_PY: &str = r#"
+import shutil, time
+
+DATA = "/restore/pgdata"
+SOCKET = "/tmp/restore-socket"
+VERIFIER = "/verifier/dfr-api"
+TABLES = ["areas", "users", "persons", "households", "household_members", "plots",
+          "farmer_profiles", "holdings", "consents", "audit_events"]
+started = time.time()
+_, backups = repository_report()
+if not backups:
+    write_report({"v": 1, "ok": False, "step": "select", "error": "the repository holds no backup to restore"})
+    sys.exit(1)
+label = backups[-1]["label"]
+os.makedirs(SOCKET, exist_ok=True)
+result = pgbackrest("restore", f"--pg1-path={DATA}", f"--set={label}", "--type=immediate",
+                    "--target-action=promote", "--archive-mode=off")
+if result.returncode != 0:
+    fail("restore", result)
+restored = time.time()
+with open("/tmp/restore-hba.conf", "w") as hba:
+    hba.write("local all all trust\nhost all all 127.0.0.1/32 trust\n")
+binaries = sorted(d for d in os.listdir("/usr/lib/postgresql"))[-1]
+pg_ctl = f"/usr/lib/postgresql/{binaries}/bin/pg_ctl"
+options = " ".join([
+    "-c listen_addresses=127.0.0.1", "-c port=5432", f"-c unix_socket_directories={SOCKET}",
+    "-c ssl=off",
+    "-c hba_file=/tmp/restore-hba.conf", "-c archive_mode=off", "-c hot_standby=on",
+    "-c shared_buffers=64MB", "-c max_connections=20", "-c logging_collector=off",
+])
+start = subprocess.run([pg_ctl, "-D", DATA, "-o", options, "-w", "-t", "3600", "start"],
+                       capture_output=True, text=True)
+print(start.stdout, start.stderr, flush=True)
+if start.returncode != 0:
+    fail("start", start)
+
+
+def sql(query, database="dfr"):
+    out = subprocess.run(["psql", "-h", SOCKET, "-U", "postgres", "-d", database, "-qAtX",
+                          "-v", "ON_ERROR_STOP=1", "-c", query], capture_output=True, text=True)
+    if out.returncode != 0:
+        fail("query", out)
+    return out.stdout.strip()
+
+
+deadline = time.time() + 3600
+while sql("SELECT pg_is_in_recovery()", "postgres") == "t":
+    if time.time() > deadline:
+        write_report({"v": 1, "ok": False, "step": "recovery", "error": "recovery did not end within an hour"})
+        sys.exit(1)
+    time.sleep(1)
+missing = [t for t in TABLES if sql(f"SELECT to_regclass('public.{t}') IS NOT NULL") != "t"]
+if missing:
+    write_report({"v": 1, "ok": False, "step": "tables", "error": "tables missing: " + ", ".join(missing)})
+    sys.exit(1)
+implausible = []
+counts = {}
+for table in TABLES:
+    count = int(sql(f"SELECT count(*) FROM {table}"))
+    estimate = float(sql(f"SELECT reltuples FROM pg_class WHERE oid = 'public.{table}'::regclass"))
+    counts[table] = count
+    # Statistics lag the data; only an order of magnitude apart is implausible.
+    if estimate >= 1000 and not (estimate / 10 <= count <= estimate * 10):
+        implausible.append(f"{table}: {count} rows, statistics say about {int(estimate)}")
+if implausible:
+    write_report({"v": 1, "ok": False, "step": "counts", "error": "; ".join(implausible)})
+    sys.exit(1)
+audit = subprocess.run([VERIFIER, "audit", "verify"], capture_output=True, text=True,
+                       env={**os.environ, "DFR_DATABASE_HOST": "127.0.0.1",
+                            "DFR_DATABASE_SSLMODE": "disable",
+                            "DFR_MIGRATION_DATABASE_USER": "postgres",
+                            "DFR_MIGRATION_DATABASE_PASSWORD": "unused: trust on 127.0.0.1"})
+print(audit.stdout, audit.stderr, flush=True)
+if audit.returncode != 0:
+    fail("audit", audit)
+subprocess.run([pg_ctl, "-D", DATA, "-m", "fast", "stop"], capture_output=True)
+shutil.rmtree(DATA, ignore_errors=True)
+write_report({"v": 1, "ok": True, "label": label, "seconds": round(time.time() - started),
+              "restore_seconds": round(restored - started), "persons": counts.get("persons"),
+              "audit": audit.stdout.strip()[:200]})
 "#;
 
 /// A complete program: the shared part, then `body`.
