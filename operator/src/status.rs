@@ -132,6 +132,7 @@ pub fn desired_status(
         observed.backup_repository,
         &observed.backup_runs,
         last_backup.as_ref(),
+        backups.as_ref(),
         last_restore_check.as_ref(),
     );
 

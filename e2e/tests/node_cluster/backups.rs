@@ -94,15 +94,7 @@ async fn create_repository_secrets(s3: &S3, namespace: &str) {
             BTreeMap::from([("passphrase", PASSPHRASE.to_string())]),
         ),
     ] {
-        let manifest = json!({
-            "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": name, "namespace": namespace},
-            "stringData": data,
-        });
-        let path = std::env::temp_dir().join(format!("dfr-e2e-{namespace}-{name}.json"));
-        std::fs::write(&path, manifest.to_string()).unwrap();
-        run_kubectl(&["apply", "--server-side", "-f", path.to_str().unwrap()]);
-        let _ = std::fs::remove_file(path);
+        set_secret(namespace, name, data);
     }
 }
 
@@ -491,4 +483,239 @@ async fn backups_are_encrypted_and_restore_to_a_point_in_time() {
 
     // The restored tenant backs up into a repository path of its own.
     wait_backup(&client, RESTORED, None).await;
+
+    // The repository refuses the tenant (wrong credentials): backups fail with the reason,
+    // writes are still acknowledged; with the right credentials back, BackupsHealthy turns True
+    // again on the next archiving check, without anyone touching the tenant.
+    let right_credentials = BTreeMap::from([
+        ("accessKeyId", s3.access_key.clone()),
+        ("secretAccessKey", s3.secret_key.clone()),
+    ]);
+    set_secret(
+        SOURCE_NAMESPACE,
+        "backup-s3",
+        BTreeMap::from([
+            ("accessKeyId", s3.access_key.clone()),
+            ("secretAccessKey", "not-the-secret-key".to_string()),
+        ]),
+    );
+    requests
+        .create(
+            &kube::api::PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "dfr.io/v1alpha1", "kind": "DfrBackup",
+                "metadata": {"name": "while-denied"},
+                "spec": {"type": "incr"}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let denied = eventually(
+        "DfrBackup while-denied to fail",
+        Duration::from_secs(300),
+        || async {
+            let status = requests.get("while-denied").await.ok()?.status?;
+            status.phase.is_finished().then_some(status)
+        },
+    )
+    .await;
+    println!("with wrong credentials: {denied:?}");
+    assert_eq!(denied.phase, dfr_crds::BackupPhase::Failed);
+    assert!(
+        denied
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("RepositoryAccessDenied"),
+        "{denied:?}"
+    );
+    let countries: Api<DfrCountry> = Api::all(client.clone());
+    let unhealthy = eventually("BackupsHealthy False", Duration::from_secs(120), || async {
+        let country = countries.get(SOURCE).await.ok()?;
+        let condition = country
+            .status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "BackupsHealthy" && c.status == "False")?;
+        Some(condition)
+    })
+    .await;
+    println!("BackupsHealthy: {} {}", unhealthy.reason, unhealthy.message);
+    assert_eq!(unhealthy.reason, "RepositoryAccessDenied");
+    create_person(&http, &base, &source_token, 500).await;
+    set_secret(SOURCE_NAMESPACE, "backup-s3", right_credentials);
+    let recovered = Instant::now();
+    eventually(
+        "BackupsHealthy True again",
+        Duration::from_secs(420),
+        || async {
+            let country = countries.get(SOURCE).await.ok()?;
+            (condition(&country, "BackupsHealthy").as_deref() == Some("True")).then_some(())
+        },
+    )
+    .await;
+    println!(
+        "figure: BackupsHealthy True {:.1} s after the credentials were fixed",
+        recovered.elapsed().as_secs_f64()
+    );
+
+    // Retention: with one daily backup kept, a new full backup expires the older sets from the
+    // bucket, and what is kept still restores (a restore check started by hand).
+    let bucket_dir = std::env::var("DFR_S3_BUCKET_DIR").unwrap();
+    let sets_dir = format!("{bucket_dir}/dfr/{SOURCE}/backup/dfr");
+    let sets_on_disk = || -> Vec<String> {
+        let mut sets: Vec<String> = std::fs::read_dir(&sets_dir)
+            .unwrap()
+            .filter_map(|entry| entry.ok())
+            .filter(|entry| entry.path().is_dir())
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("20"))
+            .collect();
+        sets.sort();
+        sets
+    };
+    let before_retention = sets_on_disk();
+    println!("sets before retention: {before_retention:?}");
+    assert!(before_retention.len() >= 2, "{before_retention:?}");
+    let mut small = country(&s3, SOURCE, "test", None);
+    let mut spec = serde_json::to_value(&small.spec).unwrap();
+    spec["backup"]["retention"] = json!({"daily": 1, "weekly": 0, "monthly": 0, "yearly": 0});
+    small.spec = serde_json::from_value(spec).unwrap();
+    apply(&client, &small).await;
+    requests
+        .create(
+            &kube::api::PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "dfr.io/v1alpha1", "kind": "DfrBackup",
+                "metadata": {"name": "new-full"},
+                "spec": {"type": "full"}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let full = eventually("DfrBackup new-full", Duration::from_secs(300), || async {
+        let status = requests.get("new-full").await.ok()?.status?;
+        status.phase.is_finished().then_some(status)
+    })
+    .await;
+    assert_eq!(full.phase, dfr_crds::BackupPhase::Succeeded, "{full:?}");
+    let kept = full.label.clone().unwrap();
+    let expired = eventually(
+        "the older sets to be expired",
+        Duration::from_secs(300),
+        || async {
+            let country = countries.get(SOURCE).await.ok()?;
+            let backups = country.status?.backups?;
+            (backups.count == 1 && !backups.expired.is_empty()).then_some(backups.expired)
+        },
+    )
+    .await;
+    println!("expired by GFS: {expired:?}");
+    assert_eq!(
+        sets_on_disk(),
+        vec![kept.clone()],
+        "only the kept set stays in the bucket"
+    );
+    let check = restore_check(&client, "after-retention").await;
+    assert_eq!(check.result, BackupResult::Succeeded, "{check:?}");
+    assert_eq!(check.backup_label.as_deref(), Some(kept.as_str()));
+    println!(
+        "figure: restore check of the kept set took {} s: {:?}",
+        check.duration_seconds.unwrap_or(0),
+        check.message
+    );
+
+    // A damaged repository file: the restore check fails and says so.
+    let damaged = largest_file(&format!("{sets_dir}/{kept}/pg_data"));
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    let middle = bytes.len() / 2;
+    let end = (middle + 64).min(bytes.len());
+    for byte in &mut bytes[middle..end] {
+        *byte ^= 0xff;
+    }
+    std::fs::write(&damaged, bytes).unwrap();
+    println!("damaged {}", damaged.display());
+    let check = restore_check(&client, "after-damage").await;
+    println!("restore check of the damaged set: {check:?}");
+    assert_eq!(check.result, BackupResult::Failed);
+    let country = countries.get(SOURCE).await.unwrap();
+    let healthy = country
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "BackupsHealthy")
+        .unwrap();
+    assert_eq!(
+        (healthy.status.as_str(), healthy.reason.as_str()),
+        ("False", "RestoreCheckFailed"),
+        "{}",
+        healthy.message
+    );
+}
+
+/// Starts a restore check now, as a person would, and waits for the status to show it.
+async fn restore_check(client: &Client, job: &str) -> dfr_crds::RestoreCheckStatus {
+    run_kubectl(&[
+        "-n",
+        SOURCE_NAMESPACE,
+        "create",
+        "job",
+        "--from=cronjob/postgres-restore-check",
+        job,
+    ]);
+    let countries: Api<DfrCountry> = Api::all(client.clone());
+    eventually(
+        &format!("restore check {job}"),
+        Duration::from_secs(600),
+        || async {
+            let check = countries
+                .get(SOURCE)
+                .await
+                .ok()?
+                .status?
+                .last_restore_check?;
+            (check.job.as_deref() == Some(job)).then_some(check)
+        },
+    )
+    .await
+}
+
+fn largest_file(dir: &str) -> std::path::PathBuf {
+    let mut largest: Option<(u64, std::path::PathBuf)> = None;
+    let mut pending = vec![std::path::PathBuf::from(dir)];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                let size = entry.metadata().unwrap().len();
+                if largest.as_ref().is_none_or(|(best, _)| size > *best) {
+                    largest = Some((size, path));
+                }
+            }
+        }
+    }
+    largest.unwrap().1
+}
+
+fn set_secret(namespace: &str, name: &str, data: BTreeMap<&str, String>) {
+    let manifest = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "stringData": data,
+    });
+    let path = std::env::temp_dir().join(format!("dfr-e2e-{namespace}-{name}.json"));
+    std::fs::write(&path, manifest.to_string()).unwrap();
+    run_kubectl(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        path.to_str().unwrap(),
+    ]);
+    let _ = std::fs::remove_file(path);
 }

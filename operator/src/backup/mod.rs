@@ -177,6 +177,7 @@ pub fn health(
     repository: Repository,
     runs: &Runs,
     last: Option<&BackupStatus>,
+    inventory: Option<&BackupsStatus>,
     restore_check: Option<&RestoreCheckStatus>,
 ) -> Health {
     match repository {
@@ -227,6 +228,24 @@ pub fn health(
                 check.time.0,
                 check.job.as_deref().unwrap_or("?"),
                 check.message.as_deref().unwrap_or("no error text")
+            ),
+        );
+    }
+    // A passing archiving check after a failed backup: the repository takes WAL again, and the
+    // newest good backup plus the archive can restore the registry.
+    if let (Some(run), Some(newest)) = (
+        runs.last_health_signal()
+            .filter(|run| run.kind == RunKind::Check),
+        inventory.and_then(|backups| backups.newest_backup_time.as_ref()),
+    ) && last.is_some_and(|status| status.result == BackupResult::Failed)
+    {
+        return (
+            "True",
+            "ArchivingHealthy",
+            format!(
+                "WAL archiving checked at {}; the newest good backup finished at {}; the last backup attempt failed and the next runs on schedule",
+                run.finished.to_rfc3339(),
+                newest.0
             ),
         );
     }
@@ -325,7 +344,7 @@ mod tests {
         };
         let last = last_backup(&runs, None).unwrap();
         assert_eq!(last.result, BackupResult::Failed);
-        let (status, reason, message) = health(Repository::S3, &runs, Some(&last), None);
+        let (status, reason, message) = health(Repository::S3, &runs, Some(&last), None, None);
         assert_eq!((status, reason), ("False", "RepositoryUnreachable"));
         assert!(message.contains("postgres-backup-1"), "{message}");
         assert!(message.contains("s3.invalid"), "{message}");
@@ -365,7 +384,7 @@ mod tests {
             BackupResult::Succeeded,
             "a check is not a backup"
         );
-        let (status, reason, message) = health(Repository::S3, &runs, Some(&last), None);
+        let (status, reason, message) = health(Repository::S3, &runs, Some(&last), None, None);
         assert_eq!((status, reason), ("False", "ArchivingStalled"));
         assert!(message.contains("WAL archiving check"), "{message}");
 
@@ -384,7 +403,10 @@ mod tests {
             finished: vec![runs.finished[0].clone(), check, passed],
             active: false,
         };
-        assert_eq!(health(Repository::S3, &runs, Some(&last), None).0, "True");
+        assert_eq!(
+            health(Repository::S3, &runs, Some(&last), None, None).0,
+            "True"
+        );
         assert_eq!(
             inventory(&runs, None).unwrap().count,
             1,
@@ -422,7 +444,8 @@ mod tests {
         let last = last_backup(&runs, None);
         let check = last_restore_check(&runs, None).unwrap();
         assert_eq!(check.result, BackupResult::Failed);
-        let (status, reason, message) = health(Repository::S3, &runs, last.as_ref(), Some(&check));
+        let (status, reason, message) =
+            health(Repository::S3, &runs, last.as_ref(), None, Some(&check));
         assert_eq!((status, reason), ("False", "RestoreCheckFailed"));
         assert!(message.contains("bad block"), "{message}");
 
@@ -451,9 +474,66 @@ mod tests {
         );
         let last = last_backup(&runs, None);
         assert_eq!(
-            health(Repository::S3, &runs, last.as_ref(), Some(&check)).0,
+            health(Repository::S3, &runs, last.as_ref(), None, Some(&check)).0,
             "True"
         );
+    }
+
+    #[test]
+    fn a_passing_archiving_check_after_a_failed_backup_is_healthy_again() {
+        let good = Report {
+            ok: true,
+            label: Some("20261201-023000F".into()),
+            n: Some(1),
+            sets: vec![("20261201-023000F".into(), "F".into(), None, 1_764_556_300)],
+            ..Report::default()
+        };
+        let mut denied = run(
+            false,
+            Some(Report {
+                ok: false,
+                step: Some("stanza-create".into()),
+                error: Some("ERROR: [039]: HTTP request failed with 403 (Forbidden)".into()),
+                ..Report::default()
+            }),
+            None,
+        );
+        denied.finished += chrono::Duration::minutes(1);
+        let mut check = run(
+            true,
+            Some(Report {
+                ok: true,
+                ..Report::default()
+            }),
+            None,
+        );
+        check.kind = RunKind::Check;
+        check.finished = denied.finished + chrono::Duration::minutes(5);
+        let failing = Runs {
+            finished: vec![run(true, Some(good), None), denied],
+            active: false,
+        };
+        let last = last_backup(&failing, None);
+        let backups = inventory(&failing, None);
+        assert_eq!(
+            health(
+                Repository::S3,
+                &failing,
+                last.as_ref(),
+                backups.as_ref(),
+                None
+            )
+            .1,
+            "RepositoryAccessDenied"
+        );
+        let mut runs = failing.clone();
+        runs.finished.push(check);
+        let (status, reason, _) =
+            health(Repository::S3, &runs, last.as_ref(), backups.as_ref(), None);
+        assert_eq!((status, reason), ("True", "ArchivingHealthy"));
+        // Without any good backup a passing check proves nothing about restores.
+        let (status, _, _) = health(Repository::S3, &runs, last.as_ref(), None, None);
+        assert_eq!(status, "False");
     }
 
     #[test]
@@ -462,7 +542,7 @@ mod tests {
             finished: vec![run(false, None, Some("Traceback ... boom"))],
             active: false,
         };
-        let (_, reason, message) = health(Repository::S3, &runs, None, None);
+        let (_, reason, message) = health(Repository::S3, &runs, None, None, None);
         assert_eq!(reason, "BackupFailed");
         assert!(message.contains("boom"));
     }
@@ -484,7 +564,10 @@ mod tests {
         };
         let last = last_backup(&runs, None).unwrap();
         assert_eq!(last.label.as_deref(), Some("20261201-023000F"));
-        assert_eq!(health(Repository::S3, &runs, Some(&last), None).0, "True");
+        assert_eq!(
+            health(Repository::S3, &runs, Some(&last), None, None).0,
+            "True"
+        );
         let backups = inventory(&runs, None).unwrap();
         assert_eq!(backups.count, 1);
         assert!(backups.first_recoverable_time.is_some());
@@ -496,15 +579,15 @@ mod tests {
         let runs = Runs::default();
         assert_eq!(last_backup(&runs, None), None);
         assert_eq!(
-            health(Repository::S3, &runs, None, None).1,
+            health(Repository::S3, &runs, None, None, None).1,
             "NoBackupRecorded"
         );
         assert_eq!(
-            health(Repository::None, &runs, None, None).1,
+            health(Repository::None, &runs, None, None, None).1,
             "NotConfigured"
         );
         assert_eq!(
-            health(Repository::Volume, &runs, None, None).1,
+            health(Repository::Volume, &runs, None, None, None).1,
             "RepositoryTypeUnsupported"
         );
     }
