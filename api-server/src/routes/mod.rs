@@ -3,10 +3,12 @@
 //! `api` merges the modules.
 
 pub mod areas;
-mod common;
+pub mod common;
 pub mod consents;
 pub mod health;
+pub mod holdings;
 pub mod households;
+pub mod paging;
 pub mod persons;
 pub mod plots;
 pub mod profiles;
@@ -35,6 +37,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(households::router())
         .merge(areas::router())
         .merge(profiles::router())
+        .merge(holdings::router())
 }
 
 /// The OpenAPI document as served at /api/dfr/openapi.json and checked in.
