@@ -62,7 +62,18 @@ impl TestApp {
     }
 
     pub async fn start_with_ring(keyring_json: String) -> TestApp {
-        let server = PgServer::shared();
+        Self::start_on(PgServer::shared(), keyring_json).await
+    }
+
+    /// On a PostgreSQL server of its own, for a test whose open transactions would hold back
+    /// the others' (transaction ids and snapshots are server-wide).
+    pub async fn start_isolated() -> TestApp {
+        let server: &'static PgServer = Box::leak(Box::new(PgServer::start("")));
+        let ring = keyring("k1", &[("k1", &random_key())], &random_key());
+        Self::start_on(server, ring).await
+    }
+
+    async fn start_on(server: &PgServer, keyring_json: String) -> TestApp {
         ensure_roles(server).await;
         let database = format!("t_{}", Uuid::new_v4().simple());
         let admin = PgPool::connect(&server.url("postgres", "postgres"))
