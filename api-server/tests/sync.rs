@@ -127,6 +127,40 @@ async fn a_soft_delete_reaches_the_device_as_a_tombstone_and_other_areas_never_d
         "the cursor starts after what was pulled"
     );
 
+    // A record that moves to another area leaves as a tombstone and arrives there whole.
+    let moving = app
+        .created("/api/dfr/plots", &enumerator, &plot(&owner))
+        .await;
+    let moved = app
+        .call(
+            Method::PUT,
+            &format!("/api/dfr/plots/{}", moving["id"].as_str().unwrap()),
+            &admin,
+            Some(&plot(&far)),
+            Some(1),
+        )
+        .await;
+    assert_eq!(moved.status, 200, "{}", moved.body);
+    let (left, _) = pull_until(&app, &enumerator, None, |c| {
+        change_of(c, &moving["id"]).is_some_and(|m| m["version"] == 2)
+    })
+    .await;
+    let gone = change_of(&left, &moving["id"]).unwrap();
+    assert_eq!(
+        (gone["deleted"].as_bool().unwrap(), gone["record"].clone()),
+        (true, Value::Null)
+    );
+    let there = app.user("enumerator", &["TO-02"], None, "").await;
+    let (arrived, _) = pull_until(&app, &there, None, |c| {
+        change_of(c, &moving["id"]).is_some()
+    })
+    .await;
+    assert_eq!(
+        change_of(&arrived, &moving["id"]).unwrap()["record"]["areaCode"],
+        "TO-02"
+    );
+    assert!(change_of(&arrived, &owner["id"]).is_none());
+
     let bad = app
         .get("/api/dfr/sync/changes?cursor=garbage", &enumerator)
         .await;

@@ -42,7 +42,8 @@ pub struct Change {
     pub entity: Entity,
     pub id: Uuid,
     pub version: i32,
-    /// A tombstone: the record was deleted, or is no longer one the caller may see.
+    /// A tombstone: the record was deleted, or is no longer one the caller may see (it moved
+    /// to an area outside the caller's).
     pub deleted: bool,
     /// The record as its GET answers it; absent for a tombstone.
     pub record: Option<Value>,
