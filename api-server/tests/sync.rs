@@ -698,3 +698,69 @@ async fn pages_of_any_size_visit_every_change_once() {
         assert_eq!(seen, expected, "pages of {limit}");
     }
 }
+
+#[tokio::test]
+async fn concurrent_replays_of_one_batch_apply_it_once() {
+    let app = TestApp::start().await;
+    let enumerator = app.user("enumerator", &["TO-01"], None, "").await;
+    let mut body = person("TO-01", "Race");
+    let created = app.created("/api/dfr/persons", &enumerator, &body).await;
+    body["id"] = created["id"].clone();
+    body["givenName"] = json!("Raced");
+    let batch = vec![
+        mutation(
+            "plot",
+            "create",
+            &json!(Uuid::new_v4()),
+            None,
+            Some(plot(&created)),
+        ),
+        mutation("person", "update", &created["id"], Some(1), Some(body)),
+    ];
+    // The same batch from five connections at once (a device retrying while its first push is
+    // still in flight): each mutation is applied by one of them, the others answer duplicate.
+    let pushes = (0..5).map(|_| push(&app, &enumerator, &batch));
+    let answers = futures::future::join_all(pushes).await;
+    for index in 0..batch.len() {
+        let outcomes: Vec<&str> = answers
+            .iter()
+            .map(|results| results[index]["outcome"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            outcomes.iter().filter(|o| **o == "applied").count(),
+            1,
+            "{outcomes:?}"
+        );
+        assert_eq!(
+            outcomes.iter().filter(|o| **o == "duplicate").count(),
+            4,
+            "{outcomes:?}"
+        );
+    }
+    let version: i32 = sqlx::query_scalar("SELECT version FROM persons")
+        .fetch_one(&app.owner)
+        .await
+        .unwrap();
+    assert_eq!(version, 2);
+    let plots: i64 = sqlx::query_scalar("SELECT count(*) FROM plots")
+        .fetch_one(&app.owner)
+        .await
+        .unwrap();
+    assert_eq!(plots, 1);
+    let conflicts: i64 = sqlx::query_scalar("SELECT count(*) FROM sync_conflicts")
+        .fetch_one(&app.owner)
+        .await
+        .unwrap();
+    assert_eq!(
+        conflicts, 0,
+        "a losing racer keeps no conflict: its mutation was the same one"
+    );
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_events")
+        .fetch_one(&app.owner)
+        .await
+        .unwrap();
+    assert_eq!(
+        events, 3,
+        "the create of the person, then one plot and one update"
+    );
+}
