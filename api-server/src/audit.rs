@@ -1,7 +1,8 @@
-//! The audit log: one event per registry write through the API (persons created, updated and
-//! deleted; plots, households, farmer profiles, holdings and areas created; consents requested
-//! and changed), append-only for the application role, each event's hash covering the previous
-//! event's hash, so an edit anywhere breaks every link after it. Sign-in bookkeeping (failed
+//! The audit log: one event per registry write through the API, sync pushes included (persons,
+//! plots, households, farmer profiles and holdings created, updated and deleted; areas
+//! created; consents requested, edited, deleted and changed), append-only for the application
+//! role, each event's hash covering the previous event's hash, so an edit anywhere breaks
+//! every link after it. Sign-in bookkeeping (failed
 //! attempts, lockouts, refresh tokens), users made with `create-user` and key rotation write no
 //! event.
 

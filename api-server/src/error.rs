@@ -40,13 +40,16 @@ pub enum ApiError {
     InvalidGrant(String),
     #[error("the request body is larger than this endpoint accepts")]
     PayloadTooLarge,
+    /// A sync push with more mutations than one request may carry.
+    #[error("mutations: a push carries at most {max} mutations; send the rest in another push")]
+    TooManyMutations { max: usize },
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
     #[error("internal error: {0}")]
     Internal(String),
 }
 
-#[derive(Debug, Serialize, Clone, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Serialize, serde::Deserialize, Clone, PartialEq, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,
@@ -67,6 +70,23 @@ struct Problem<'a> {
 }
 
 impl ApiError {
+    /// The stable code a client sees for this error (also each rejected mutation's code).
+    pub fn code(&self) -> &'static str {
+        self.parts().1
+    }
+
+    /// The invalid or taken fields this error names, if any.
+    pub fn field_errors(&self) -> Vec<FieldError> {
+        match self {
+            ApiError::Validation { fields, .. } => fields.clone(),
+            ApiError::Taken(taken) => vec![FieldError {
+                field: taken.field.into(),
+                message: taken.message.into(),
+            }],
+            _ => Vec::new(),
+        }
+    }
+
     pub fn field(field: &str, message: impl Into<String>) -> Self {
         let message = message.into();
         ApiError::Validation {
@@ -126,6 +146,11 @@ impl ApiError {
                 "payload_too_large",
                 "Payload too large",
             ),
+            ApiError::TooManyMutations { .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "batch_too_large",
+                "Batch too large",
+            ),
             ApiError::Database(_) | ApiError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -152,6 +177,13 @@ impl IntoResponse for ApiError {
         let (errors, existing) = match self {
             ApiError::Validation { fields, .. } => (fields, None),
             ApiError::DuplicateNationalId { existing } => (Vec::new(), existing),
+            ApiError::TooManyMutations { max } => (
+                vec![FieldError {
+                    field: "mutations".into(),
+                    message: format!("at most {max} mutations per push"),
+                }],
+                None,
+            ),
             ApiError::Taken(taken) => (
                 vec![FieldError {
                     field: taken.field.into(),

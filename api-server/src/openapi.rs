@@ -9,7 +9,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Digital Farmer Registry API", description = "Registry of farmers, their households and plots, per country."),
-    tags((name = "persons"), (name = "plots"), (name = "consent"), (name = "households"), (name = "areas"), (name = "farmers"), (name = "auth"), (name = "health"))
+    tags((name = "persons"), (name = "plots"), (name = "consent"), (name = "households"), (name = "areas"), (name = "farmers"), (name = "sync"), (name = "auth"), (name = "health"))
 )]
 pub struct ApiDoc;
 

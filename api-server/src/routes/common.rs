@@ -1,25 +1,39 @@
-//! What several registry handlers share.
+//! What the registry handlers share: who may do what, the If-Match version check, the ETag on
+//! an answer, and the conditional soft delete every versioned table uses.
 
-use axum::http::{HeaderMap, header};
-use sqlx::PgConnection;
+use axum::Json;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use crate::auth::{Actor, Role};
 use crate::error::{ApiError, ApiResult};
 
+/// Who reads registry records (row-level security then decides which rows).
+pub const READERS: &[Role] = &[
+    Role::NationalAdmin,
+    Role::Supervisor,
+    Role::Enumerator,
+    Role::Farmer,
+    Role::ApiClient,
+];
 /// Staff who register and edit records.
-pub fn require_staff(actor: &Actor, what: &str) -> ApiResult<()> {
-    if matches!(
-        actor.role,
-        Role::NationalAdmin | Role::Supervisor | Role::Enumerator
-    ) {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden(format!(
-            "the {} role cannot {what}",
+pub const WRITERS: &[Role] = &[Role::NationalAdmin, Role::Supervisor, Role::Enumerator];
+/// Who soft-deletes records: enumerators register and correct, supervisors remove.
+pub const DELETERS: &[Role] = &[Role::NationalAdmin, Role::Supervisor];
+
+/// The caller's role is one of `allowed` and, for an API client, its token has `scope`.
+pub fn require(actor: &Actor, allowed: &[Role], scope: &str) -> ApiResult<()> {
+    if !allowed.contains(&actor.role) {
+        return Err(ApiError::Forbidden(format!(
+            "the {} role cannot do this",
             actor.role.as_str()
-        )))
+        )));
     }
+    require_scope(actor, scope)
 }
 
 pub fn require_scope(actor: &Actor, scope: &str) -> ApiResult<()> {
@@ -56,4 +70,113 @@ pub fn expected_version(headers: &HeaderMap) -> ApiResult<i32> {
         .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| ApiError::field("If-Match", "must be the ETag of the record, e.g. \"3\""))
+}
+
+/// A record as JSON with its version as the ETag, which a later If-Match sends back.
+pub fn with_etag<T: Serialize>(status: StatusCode, version: i32, body: T) -> Response {
+    let mut response = (status, Json(body)).into_response();
+    if let Ok(value) = HeaderValue::from_str(&format!("\"{version}\"")) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    response
+}
+
+/// The versioned registry tables. Table names cannot be bound as parameters, so the SQL that
+/// works on any of them takes one of these, never a string from a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Table {
+    Persons,
+    Households,
+    FarmerProfiles,
+    Plots,
+    Holdings,
+    Consents,
+}
+
+impl Table {
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Persons => "persons",
+            Table::Households => "households",
+            Table::FarmerProfiles => "farmer_profiles",
+            Table::Plots => "plots",
+            Table::Holdings => "holdings",
+            Table::Consents => "consents",
+        }
+    }
+}
+
+/// Why a conditional change matched no row: the version moved on, or the record is gone (or
+/// outside the caller's areas, which row-level security makes the same thing).
+pub async fn stale_or_missing(tx: &mut PgConnection, table: Table, id: Uuid) -> ApiError {
+    match sqlx::query_scalar::<_, i32>(sqlx::AssertSqlSafe(format!(
+        "SELECT version FROM {} WHERE id = $1 AND deleted_at IS NULL",
+        table.name()
+    )))
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await
+    {
+        Ok(Some(current)) => ApiError::StaleVersion { current },
+        Ok(None) => ApiError::NotFound,
+        Err(error) => ApiError::Database(error),
+    }
+}
+
+/// Leaves a tombstone if the record is live at `version`; the row as it now stands.
+pub async fn soft_delete(
+    tx: &mut PgConnection,
+    table: Table,
+    id: Uuid,
+    version: i32,
+    actor: &Actor,
+) -> ApiResult<PgRow> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE {} SET deleted_at = now(), version = version + 1, updated_at = now(), updated_by = $3 \
+         WHERE id = $1 AND version = $2 AND deleted_at IS NULL RETURNING *",
+        table.name()
+    )))
+    .bind(id)
+    .bind(version)
+    .bind(actor.user_id)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(write_error)?;
+    match row {
+        Some(row) => Ok(row),
+        None => Err(stale_or_missing(tx, table, id).await),
+    }
+}
+
+/// The id and version of a row, for the audit snapshot of a delete.
+pub fn id_and_version(row: &PgRow) -> ApiResult<serde_json::Value> {
+    Ok(serde_json::json!({
+        "id": row.try_get::<Uuid, _>("id")?,
+        "version": row.try_get::<i32, _>("version")?,
+    }))
+}
+
+/// A refused write: a row outside the caller's areas (row-level security's WITH CHECK), else
+/// whatever constraint refused it.
+pub fn write_error(error: sqlx::Error) -> ApiError {
+    let outside_areas = matches!(
+        &error,
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("42501")
+    );
+    if outside_areas {
+        ApiError::Forbidden("the record is outside the areas you may change".into())
+    } else {
+        ApiError::from(error)
+    }
+}
+
+/// An edit names its record in the path; an id in the body, if any, must be the same one.
+pub fn same_id(in_body: Option<Uuid>, in_path: Uuid) -> ApiResult<()> {
+    match in_body {
+        Some(id) if id != in_path => Err(ApiError::field(
+            "id",
+            "differs from the id in the path; a record's id cannot change",
+        )),
+        _ => Ok(()),
+    }
 }

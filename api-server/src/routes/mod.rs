@@ -3,13 +3,16 @@
 //! `api` merges the modules.
 
 pub mod areas;
-mod common;
+pub mod common;
 pub mod consents;
 pub mod health;
+pub mod holdings;
 pub mod households;
+pub mod paging;
 pub mod persons;
 pub mod plots;
 pub mod profiles;
+pub mod sync;
 pub mod token;
 
 use axum::Router;
@@ -17,6 +20,8 @@ use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use tower_http::compression::CompressionLayer;
+use tower_http::decompression::RequestDecompressionLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -35,6 +40,8 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(households::router())
         .merge(areas::router())
         .merge(profiles::router())
+        .merge(holdings::router())
+        .merge(sync::router())
 }
 
 /// The OpenAPI document as served at /api/dfr/openapi.json and checked in.
@@ -55,11 +62,16 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/metrics", get(crate::metrics::render))
         .fallback(|| async { ApiError::NotFound })
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        // Inside the body limit's reach: the limit counts the inflated bytes, so a small
+        // compressed body cannot unpack into an unbounded one.
+        .layer(RequestDecompressionLayer::new())
         .layer(middleware::from_fn(crate::error::plain_errors_as_problems))
         .layer(middleware::from_fn_with_state(
             metrics,
             crate::metrics::track,
         ))
+        // Outermost, so problem+json answers are compressed too (for clients that ask).
+        .layer(CompressionLayer::new())
         .with_state(state)
 }
 

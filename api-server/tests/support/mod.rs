@@ -62,7 +62,18 @@ impl TestApp {
     }
 
     pub async fn start_with_ring(keyring_json: String) -> TestApp {
-        let server = PgServer::shared();
+        Self::start_on(PgServer::shared(), keyring_json).await
+    }
+
+    /// On a PostgreSQL server of its own, for a test whose open transactions would hold back
+    /// the others' (transaction ids and snapshots are server-wide).
+    pub async fn start_isolated() -> TestApp {
+        let server: &'static PgServer = Box::leak(Box::new(PgServer::start("")));
+        let ring = keyring("k1", &[("k1", &random_key())], &random_key());
+        Self::start_on(server, ring).await
+    }
+
+    async fn start_on(server: &PgServer, keyring_json: String) -> TestApp {
         ensure_roles(server).await;
         let database = format!("t_{}", Uuid::new_v4().simple());
         let admin = PgPool::connect(&server.url("postgres", "postgres"))
@@ -215,4 +226,87 @@ pub fn person(area: &str, family: &str) -> Value {
         "email": "sione@example.to",
         "areaCode": area,
     })
+}
+
+/// An answer: status, JSON body (Null when empty) and ETag.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+    pub etag: Option<String>,
+}
+
+impl TestApp {
+    /// One request as `token`, with a JSON body and If-Match when given.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<&Value>,
+        if_match: Option<i64>,
+    ) -> Reply {
+        let mut request = self.http.request(method, self.url(path)).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        if let Some(version) = if_match {
+            request = request.header("If-Match", format!("\"{version}\""));
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let etag = response
+            .headers()
+            .get("etag")
+            .map(|v| v.to_str().unwrap().to_string());
+        let text = response.text().await.unwrap();
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Reply { status, body, etag }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Reply {
+        self.call(reqwest::Method::GET, path, token, None, None)
+            .await
+    }
+
+    /// POSTs `body` and expects 201; the created record.
+    pub async fn created(&self, path: &str, token: &str, body: &Value) -> Value {
+        let reply = self
+            .call(reqwest::Method::POST, path, token, Some(body), None)
+            .await;
+        assert_eq!(reply.status, 201, "POST {path}: {}", reply.body);
+        reply.body
+    }
+
+    /// Every item of a list endpoint, following `next` with pages of `limit`.
+    pub async fn all_pages(&self, path: &str, token: &str, limit: usize) -> Vec<Value> {
+        let separator = if path.contains('?') { '&' } else { '?' };
+        let mut items = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let url = match &after {
+                Some(after) => format!("{path}{separator}limit={limit}&after={after}"),
+                None => format!("{path}{separator}limit={limit}"),
+            };
+            let page = self.get(&url, token).await;
+            assert_eq!(page.status, 200, "GET {url}: {}", page.body);
+            let got = page.body["items"].as_array().unwrap();
+            assert!(got.len() <= limit);
+            items.extend(got.iter().cloned());
+            match page.body["next"].as_str() {
+                Some(next) => after = Some(next.to_string()),
+                None => break,
+            }
+        }
+        items
+    }
+}
+
+/// A plot body for `person`.
+pub fn plot(person: &Value) -> Value {
+    json!({"personId": person["id"], "geometry": {"type": "Point", "coordinates": [-175.2, -21.13]}, "tenure": "customary", "landUse": "cropland"})
 }

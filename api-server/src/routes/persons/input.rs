@@ -185,12 +185,6 @@ pub struct SearchQuery {
     pub limit: Option<i64>,
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct Page {
-    pub items: Vec<PersonView>,
-    pub next: Option<String>,
-}
-
 /// A search as the store runs it: checked, the name as a LIKE prefix and the national ID as its
 /// normalized system and blind index.
 pub struct Filter {
@@ -204,10 +198,7 @@ pub struct Filter {
 
 impl SearchQuery {
     pub fn filter(self, ring: &KeyRing) -> ApiResult<Filter> {
-        let limit = self.limit.unwrap_or(50);
-        if !(1..=500).contains(&limit) {
-            return Err(ApiError::field("limit", "must be between 1 and 500"));
-        }
+        let limit = crate::routes::paging::limit(self.limit)?;
         let national_id = match (&self.national_id_system, &self.national_id) {
             (Some(system), Some(value)) => {
                 Some((normalize_system(system), ring.blind_index(system, value)))

@@ -3,10 +3,11 @@
 //! role checks, PII encryption and masking, duplicate detection and the audit event.
 //!
 //! `input` is what a client sends and gets back and how it is checked, `store` the SQL,
-//! `handlers` the endpoints.
+//! `ops` the writes (shared with the sync push), `handlers` the endpoints.
 
 mod handlers;
-mod input;
+pub mod input;
+pub mod ops;
 mod store;
 
 use utoipa_axum::router::OpenApiRouter;

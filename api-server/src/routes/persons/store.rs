@@ -11,6 +11,7 @@ use super::input::{Filter, NationalId, PersonInput, PersonView, Pii};
 use crate::auth::Actor;
 use crate::crypto::{KeyRing, mask};
 use crate::error::{ApiError, ApiResult};
+use crate::routes::paging;
 
 const COLUMNS: &str = "id, version, national_id_system, national_id_cipher, given_name, family_name, sex, \
     birth_date, birth_date_estimated, phone_cipher, email_cipher, area_code, status, updated_at, updated_by";
@@ -196,6 +197,16 @@ pub async fn find(tx: &mut PgConnection, id: Uuid) -> ApiResult<Option<PgRow>> {
     .await?)
 }
 
+/// The live persons among `ids` the caller may see.
+pub async fn by_ids(tx: &mut PgConnection, ids: &[Uuid]) -> ApiResult<Vec<PgRow>> {
+    Ok(sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM persons WHERE id = ANY($1) AND deleted_at IS NULL"
+    )))
+    .bind(ids)
+    .fetch_all(&mut *tx)
+    .await?)
+}
+
 /// One page more than `filter.limit` rows (the extra one says whether there is a next page),
 /// in id order after the cursor.
 pub async fn search(tx: &mut PgConnection, filter: &Filter) -> ApiResult<Vec<PgRow>> {
@@ -213,7 +224,7 @@ pub async fn search(tx: &mut PgConnection, filter: &Filter) -> ApiResult<Vec<PgR
     .bind(index)
     .bind(system)
     .bind(filter.after)
-    .bind(filter.limit + 1)
+    .bind(paging::fetch(filter.limit))
     .fetch_all(&mut *tx)
     .await?)
 }
@@ -233,51 +244,4 @@ pub async fn update(
     bind_written(query, input, stored, actor)
         .fetch_optional(&mut *tx)
         .await
-}
-
-/// Leaves a tombstone. None when the person is gone or its version is not `version`.
-pub async fn soft_delete(
-    tx: &mut PgConnection,
-    id: Uuid,
-    version: i32,
-    actor: &Actor,
-) -> Result<Option<PgRow>, sqlx::Error> {
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE persons SET deleted_at = now(), version = version + 1, updated_at = now(), updated_by = $3 \
-         WHERE id = $1 AND version = $2 AND deleted_at IS NULL RETURNING {COLUMNS}"
-    )))
-    .bind(id)
-    .bind(version)
-    .bind(actor.user_id)
-    .fetch_optional(&mut *tx)
-    .await
-}
-
-/// Why a conditional change matched no row: the version moved on, or the person is gone.
-pub async fn stale_or_missing(tx: &mut PgConnection, id: Uuid) -> ApiError {
-    match sqlx::query_scalar::<_, i32>(
-        "SELECT version FROM persons WHERE id = $1 AND deleted_at IS NULL",
-    )
-    .bind(id)
-    .fetch_optional(&mut *tx)
-    .await
-    {
-        Ok(Some(current)) => ApiError::StaleVersion { current },
-        Ok(None) => ApiError::NotFound,
-        Err(error) => ApiError::Database(error),
-    }
-}
-
-/// A refused write: a row outside the caller's areas (row-level security's WITH CHECK), else
-/// whatever constraint refused it.
-pub fn write_error(error: sqlx::Error) -> ApiError {
-    let outside_areas = matches!(
-        &error,
-        sqlx::Error::Database(db) if db.code().as_deref() == Some("42501")
-    );
-    if outside_areas {
-        ApiError::Forbidden("the record is outside the areas you may change".into())
-    } else {
-        ApiError::from(error)
-    }
 }
