@@ -719,3 +719,148 @@ fn set_secret(namespace: &str, name: &str, data: BTreeMap<&str, String>) {
     ]);
     let _ = std::fs::remove_file(path);
 }
+
+/// Figures, not assertions: backup and restore throughput on a database of more than 1 GiB,
+/// the time from applying a restored tenant to Ready, and how long a committed write waits
+/// before its WAL is in the repository (the data a lost cluster can lose). Run it alone:
+/// `cargo test -p dfr-e2e --features node --test node_cluster backup_benchmark -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a benchmark: minutes and a GiB of data; run it by name"]
+async fn backup_benchmark() {
+    const NAME: &str = "wsm-bench";
+    const NAMESPACE: &str = "dfr-wsm-staging";
+    let client = dfr_e2e::testing::kube_client().await;
+    super::install_operator();
+    let s3 = dfr_e2e::testing::s3();
+    let mut bench = country(&s3, NAME, "staging", None);
+    let mut spec = serde_json::to_value(&bench.spec).unwrap();
+    spec["postgres"]["instances"] = json!(1);
+    spec["postgres"]["synchronousMode"] = json!("off");
+    bench.spec = serde_json::from_value(spec).unwrap();
+    apply(&client, &bench).await;
+    create_repository_secrets(&s3, NAMESPACE).await;
+    wait_ready(&client, NAME, Duration::from_secs(420)).await;
+    let first = wait_backup(&client, NAME, None).await;
+    let leader = leader_pod(NAMESPACE);
+
+    let loaded = Instant::now();
+    run_kubectl(&[
+        "-n",
+        NAMESPACE,
+        "exec",
+        &leader,
+        "-c",
+        "postgres",
+        "--",
+        "sh",
+        "-c",
+        "PGPASSWORD=\"$PATRONI_SUPERUSER_PASSWORD\" /usr/lib/postgresql/15/bin/pgbench -q -i -s 75 -U postgres -d dfr",
+    ]);
+    let bytes: f64 = superuser_sql(NAMESPACE, &leader, "SELECT pg_database_size('dfr')")
+        .trim()
+        .parse()
+        .unwrap();
+    println!(
+        "figure: loaded {:.2} GiB in {:.0} s",
+        bytes / f64::from(1 << 30),
+        loaded.elapsed().as_secs_f64()
+    );
+
+    // The write-to-archive delay on an idle registry: a write, then waiting for its segment.
+    superuser_sql(NAMESPACE, &leader, "CHECKPOINT");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let segment = superuser_sql(
+        NAMESPACE,
+        &leader,
+        "INSERT INTO areas (code, parent_code, name, level) VALUES ('WSB', NULL, 'bench', 0) ON CONFLICT DO NOTHING; SELECT pg_walfile_name(pg_current_wal_insert_lsn())",
+    );
+    let segment = segment
+        .trim()
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    let written = Instant::now();
+    eventually(
+        "the write's WAL in the repository",
+        Duration::from_secs(300),
+        || async {
+            let archived = superuser_sql(
+                NAMESPACE,
+                &leader,
+                "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
+            );
+            (archived.trim() >= segment.as_str()).then_some(())
+        },
+    )
+    .await;
+    println!(
+        "figure: an idle registry's write reached the repository {:.1} s after commit (archive_timeout 60 s)",
+        written.elapsed().as_secs_f64()
+    );
+
+    let requests: Api<dfr_crds::DfrBackup> = Api::namespaced(client.clone(), NAMESPACE);
+    requests
+        .create(
+            &kube::api::PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "dfr.io/v1alpha1", "kind": "DfrBackup",
+                "metadata": {"name": "bench-full"}, "spec": {"type": "full"}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let full = eventually("the full backup", Duration::from_secs(1800), || async {
+        let status = requests.get("bench-full").await.ok()?.status?;
+        status.phase.is_finished().then_some(status)
+    })
+    .await;
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "figure: full backup of {:.2} GiB in {seconds:.0} s ({:.1} MiB/s), {:.0} MiB stored; {full:?}",
+        full.size_bytes.unwrap_or(0) as f64 / f64::from(1 << 30),
+        full.size_bytes.unwrap_or(0) as f64 / f64::from(1 << 20) / seconds,
+        full.repository_size_bytes.unwrap_or(0) as f64 / f64::from(1 << 20),
+    );
+    assert_ne!(first.status.unwrap().last_backup.unwrap().label, full.label);
+
+    run_kubectl(&[
+        "-n",
+        NAMESPACE,
+        "create",
+        "job",
+        "--from=cronjob/postgres-restore-check",
+        "bench-check",
+    ]);
+    let countries: Api<DfrCountry> = Api::all(client.clone());
+    let check = eventually("the restore check", Duration::from_secs(1800), || async {
+        let check = countries.get(NAME).await.ok()?.status?.last_restore_check?;
+        (check.job.as_deref() == Some("bench-check")).then_some(check)
+    })
+    .await;
+    println!(
+        "figure: restore check (restore, recovery, counts, audit chain) of {:.2} GiB in {} s ({:.1} MiB/s): {check:?}",
+        bytes / f64::from(1 << 30),
+        check.duration_seconds.unwrap_or(0),
+        bytes / f64::from(1 << 20) / check.duration_seconds.unwrap_or(1).max(1) as f64
+    );
+
+    let restored_name = "wsm-bench-restored";
+    let mut restored = country(&s3, restored_name, "prod", None);
+    let mut spec = serde_json::to_value(&restored.spec).unwrap();
+    spec["bootstrap"] = json!({"fromBackup": {"country": NAME}});
+    spec["postgres"]["instances"] = json!(2);
+    spec["deletionPolicy"] = json!("Retain");
+    restored.spec = serde_json::from_value(spec).unwrap();
+    let applied = Instant::now();
+    apply(&client, &restored).await;
+    create_repository_secrets(&s3, "dfr-wsm-prod").await;
+    wait_ready(&client, restored_name, Duration::from_secs(1800)).await;
+    println!(
+        "figure: a tenant restored from {:.2} GiB (latest) Ready {:.0} s after apply",
+        bytes / f64::from(1 << 30),
+        applied.elapsed().as_secs_f64()
+    );
+}
