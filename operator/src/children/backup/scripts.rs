@@ -58,7 +58,8 @@ def write_report(document):
 
 
 def fail(step, result):
-    lines = [line for line in (result.stderr + result.stdout).splitlines() if "ERROR" in line]
+    lines = [line for line in (result.stderr + result.stdout).splitlines()
+             if "ERROR" in line or "FATAL" in line or "DETAIL" in line]
     lines = lines or (result.stderr + result.stdout).strip().splitlines() or ["no output"]
     write_report({"v": 1, "ok": False, "step": step, "error": " | ".join(lines[-3:])[-1500:]})
     sys.exit(1)
@@ -190,25 +191,34 @@ if not backups:
     sys.exit(1)
 label = backups[-1]["label"]
 os.makedirs(SOCKET, exist_ok=True)
-result = pgbackrest("restore", f"--pg1-path={DATA}", f"--set={label}", "--type=immediate",
+# The Job's configuration names the members as remote hosts; this restore is local.
+result = pgbackrest("restore", "--reset-pg1-host", f"--pg1-path={DATA}", f"--set={label}", "--type=immediate",
                     "--target-action=promote", "--archive-mode=off")
 if result.returncode != 0:
     fail("restore", result)
 restored = time.time()
 with open("/tmp/restore-hba.conf", "w") as hba:
     hba.write("local all all trust\nhost all all 127.0.0.1/32 trust\n")
+open("/tmp/restore-ident.conf", "w").close()
 binaries = sorted(d for d in os.listdir("/usr/lib/postgresql"))[-1]
 pg_ctl = f"/usr/lib/postgresql/{binaries}/bin/pg_ctl"
 options = " ".join([
     "-c listen_addresses=127.0.0.1", "-c port=5432", f"-c unix_socket_directories={SOCKET}",
     "-c ssl=off",
     "-c hba_file=/tmp/restore-hba.conf", "-c archive_mode=off", "-c hot_standby=on",
-    "-c shared_buffers=64MB", "-c max_connections=20", "-c logging_collector=off",
+    # Settings recovery requires to be at least the primary's (max_connections, ...) stay as
+    # the backup has them.
+    "-c shared_buffers=64MB", "-c logging_collector=off", "-c ident_file=/tmp/restore-ident.conf",
 ])
-start = subprocess.run([pg_ctl, "-D", DATA, "-o", options, "-w", "-t", "3600", "start"],
+# The server's output goes to a file: a pipe it inherits would never reach end of file.
+LOG = "/tmp/restore-postgres.log"
+start = subprocess.run([pg_ctl, "-D", DATA, "-l", LOG, "-o", options, "-w", "-t", "3600", "start"],
                        capture_output=True, text=True)
-print(start.stdout, start.stderr, flush=True)
+with open(LOG) as log:
+    server_log = log.read()
+print(start.stdout, start.stderr, server_log, flush=True)
 if start.returncode != 0:
+    start.stdout += server_log
     fail("start", start)
 
 
