@@ -11,13 +11,16 @@ use std::hash::Hash;
 use std::time::Duration;
 
 use dfr_crds::DfrBackup;
+use futures::SinkExt;
 use futures::StreamExt;
+use futures::channel::mpsc;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use kube::api::Api;
-use kube::runtime::reflector::{self, ReflectHandle, Store};
+use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
+use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::warn;
@@ -28,6 +31,16 @@ use crate::labels;
 /// How many changes a watch holds for the controller before it waits. The controller drains its
 /// triggers even while every reconcile slot is busy, so a small buffer only smooths bursts.
 const SUBSCRIBER_BUFFER: usize = 256;
+
+/// The changes of one watch, for the controller: every object applied or deleted, once the
+/// cache holds the change.
+///
+/// Not kube-runtime's `ReflectHandle`: in kube-runtime 5.0.0 its stream answers `Pending`
+/// without a waker when an object is gone from the store by the time the change is read (a pod
+/// deleted right after an update), so the controller never polls it again, the watch then
+/// waits on the full buffer forever and the cache goes stale. Seen on the node cluster after
+/// tenants were deleted: backup pods that finished never reached the status.
+pub type Changes<K> = mpsc::Receiver<Arc<K>>;
 
 /// The kinds with a cache, and where it is.
 pub trait Cached:
@@ -53,11 +66,11 @@ macro_rules! define_caches {
 
         /// The change streams of the same watches, for the controller. Each is consumed once.
         pub struct Subscriptions {
-            pub namespaces: ReflectHandle<Namespace>,
-            pub secrets: ReflectHandle<Secret>,
-            pub pods: ReflectHandle<Pod>,
-            pub backups: ReflectHandle<DfrBackup>,
-            $(pub $field: ReflectHandle<$kind>,)*
+            pub namespaces: Changes<Namespace>,
+            pub secrets: Changes<Secret>,
+            pub pods: Changes<Pod>,
+            pub backups: Changes<DfrBackup>,
+            $(pub $field: Changes<$kind>,)*
         }
 
         $(impl Cached for $kind {
@@ -134,7 +147,7 @@ impl Cached for Pod {
 }
 
 /// One watch of the operator's objects of kind K: a cache plus a stream for the controller.
-fn spawn<K>(client: &Client, tasks: &mut Vec<JoinHandle<()>>) -> (Store<K>, ReflectHandle<K>)
+fn spawn<K>(client: &Client, tasks: &mut Vec<JoinHandle<()>>) -> (Store<K>, Changes<K>)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K: Resource<DynamicType: Eq + Hash + Clone + Default>,
@@ -151,15 +164,13 @@ fn spawn_with<K>(
     client: &Client,
     config: watcher::Config,
     tasks: &mut Vec<JoinHandle<()>>,
-) -> (Store<K>, ReflectHandle<K>)
+) -> (Store<K>, Changes<K>)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K: Resource<DynamicType: Eq + Hash + Clone + Default>,
 {
-    let (reader, writer) = reflector::store_shared(SUBSCRIBER_BUFFER);
-    let subscription = writer
-        .subscribe()
-        .expect("a store made by store_shared can always be subscribed to");
+    let (reader, writer) = reflector::store();
+    let (sender, changes) = mpsc::channel(SUBSCRIBER_BUFFER);
     // managedFields are most of an object's size and no reconcile reads them.
     let objects = watcher(Api::<K>::all(client.clone()), config)
         .modify(|object| object.managed_fields_mut().clear())
@@ -167,14 +178,29 @@ where
     let stream = reflector::reflector(writer, objects);
     tasks.push(tokio::spawn(async move {
         stream
-            .for_each(|event| async move {
-                if let Err(error) = event {
-                    warn!(kind = %K::kind(&()), error = %error, "watch of a child kind failed; retrying");
+            .for_each(|event| {
+                let mut sender = sender.clone();
+                async move {
+                    let changed = match event {
+                        Ok(
+                            watcher::Event::Apply(object)
+                            | watcher::Event::Delete(object)
+                            | watcher::Event::InitApply(object),
+                        ) => object,
+                        Ok(_) => return,
+                        Err(error) => {
+                            warn!(kind = %K::kind(&()), error = %error, "watch of a child kind failed; retrying");
+                            return;
+                        }
+                    };
+                    // Waits while the controller's buffer is full; fails only once the
+                    // controller is gone, when nobody needs the change.
+                    let _ = sender.send(Arc::new(changed)).await;
                 }
             })
             .await;
     }));
-    (reader, subscription)
+    (reader, changes)
 }
 
 impl Caches {
