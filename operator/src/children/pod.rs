@@ -14,6 +14,17 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::child_meta;
 
+/// A volume mount; `readOnly` only when true, since the API server drops `readOnly: false` and
+/// a builder that wrote it would differ from the live object on every reconcile.
+pub fn mount(name: &str, path: &str, read_only: bool) -> k8s_openapi::api::core::v1::VolumeMount {
+    k8s_openapi::api::core::v1::VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: read_only.then_some(true),
+        ..Default::default()
+    }
+}
+
 pub fn value_env(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar {
         name: name.into(),

@@ -19,7 +19,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::{metadata_labels, selector};
 use crate::children::child_meta;
 use crate::children::namespace::{DEFAULT_API_CPU, DEFAULT_API_MEMORY};
-use crate::children::pod::{restricted_container, restricted_pod, secret_env, value_env};
+use crate::children::pod::{mount, restricted_container, restricted_pod, secret_env, value_env};
 use crate::naming;
 use crate::settings::Settings;
 
@@ -78,15 +78,6 @@ fn secret_volume(name: &str, secret: &str, key: &str, path: &str) -> Volume {
     }
 }
 
-fn mount(name: &str, path: &str) -> VolumeMount {
-    VolumeMount {
-        name: name.into(),
-        mount_path: path.into(),
-        read_only: Some(true),
-        ..VolumeMount::default()
-    }
-}
-
 fn probe(path: &str, period: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
@@ -140,9 +131,9 @@ pub fn desired_deployment(tenant: &Tenant, settings: &Settings) -> Deployment {
         resources: Some(resources(tenant)),
         security_context: Some(restricted_container()),
         volume_mounts: Some(vec![
-            mount("jwt", "/etc/dfr/jwt"),
-            mount("pii", "/etc/dfr/pii"),
-            mount("database-ca", "/etc/dfr/tls"),
+            mount("jwt", "/etc/dfr/jwt", true),
+            mount("pii", "/etc/dfr/pii", true),
+            mount("database-ca", "/etc/dfr/tls", true),
             VolumeMount {
                 name: "tmp".into(),
                 mount_path: "/tmp".into(),

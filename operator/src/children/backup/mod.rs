@@ -22,7 +22,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::children::child_meta;
 use crate::children::patroni::{POSTGRES_UID, TLS_DIR};
-use crate::children::pod::{restricted_container, restricted_pod, value_env};
+use crate::children::pod::{mount, restricted_container, restricted_pod, value_env};
 use crate::settings::Settings;
 use crate::tenant::Tenant;
 use crate::{labels, naming};
@@ -149,15 +149,6 @@ pub fn has_repository_spec(spec: &dfr_crds::DfrCountrySpec) -> bool {
         .is_some_and(|backup| backup.destination.s3.is_some())
 }
 
-fn mount(name: &str, path: &str) -> VolumeMount {
-    VolumeMount {
-        name: name.into(),
-        mount_path: path.into(),
-        read_only: Some(true),
-        ..VolumeMount::default()
-    }
-}
-
 /// The volumes pgBackRest needs in a member or a Job: its configuration, and the S3 CA.
 pub fn repository_volumes(tenant: &Tenant) -> Vec<Volume> {
     let mut volumes = vec![
@@ -244,8 +235,8 @@ fn secrets_volume(tenant: &Tenant) -> Volume {
 
 pub fn repository_mounts(tenant: &Tenant) -> Vec<VolumeMount> {
     let mut mounts = vec![
-        mount("pgbackrest", CONFIG_DIR),
-        mount("repository-secrets", scripts::SECRETS_DIR),
+        mount("pgbackrest", CONFIG_DIR, true),
+        mount("repository-secrets", scripts::SECRETS_DIR, true),
     ];
     if tenant
         .spec
@@ -254,7 +245,7 @@ pub fn repository_mounts(tenant: &Tenant) -> Vec<VolumeMount> {
         .and_then(|backup| backup.destination.s3.as_ref())
         .is_some_and(|s3| s3.ca_secret_ref.is_some())
     {
-        mounts.push(mount("repository-ca", REPOSITORY_CA_DIR));
+        mounts.push(mount("repository-ca", REPOSITORY_CA_DIR, true));
     }
     mounts
 }
@@ -271,22 +262,10 @@ pub fn server_container(tenant: &Tenant, settings: &Settings) -> Container {
         "password",
     ));
     let mut mounts = vec![
-        VolumeMount {
-            name: "data".into(),
-            mount_path: "/var/lib/postgresql/data".into(),
-            ..VolumeMount::default()
-        },
-        mount("tls", TLS_DIR),
-        VolumeMount {
-            name: "run".into(),
-            mount_path: crate::children::patroni::SOCKET_DIR.into(),
-            ..VolumeMount::default()
-        },
-        VolumeMount {
-            name: "tmp".into(),
-            mount_path: "/tmp".into(),
-            ..VolumeMount::default()
-        },
+        mount("data", "/var/lib/postgresql/data", false),
+        mount("tls", TLS_DIR, true),
+        mount("run", crate::children::patroni::SOCKET_DIR, false),
+        mount("tmp", "/tmp", false),
     ];
     mounts.extend(repository_mounts(tenant));
     Container {
@@ -372,14 +351,7 @@ fn run_pod(tenant: &Tenant, settings: &Settings, run: &str, args: Vec<String>) -
             &settings.cluster_domain,
         ),
     ));
-    let mut mounts = vec![
-        mount("tls", TLS_DIR),
-        VolumeMount {
-            name: "tmp".into(),
-            mount_path: "/tmp".into(),
-            ..VolumeMount::default()
-        },
-    ];
+    let mut mounts = vec![mount("tls", TLS_DIR, true), mount("tmp", "/tmp", false)];
     mounts.extend(repository_mounts(tenant));
     let mut volumes = vec![
         Volume {
@@ -411,12 +383,8 @@ fn run_pod(tenant: &Tenant, settings: &Settings, run: &str, args: Vec<String>) -
         };
         volumes.push(empty("restore"));
         volumes.push(empty("verifier"));
-        mounts.push(VolumeMount {
-            name: "restore".into(),
-            mount_path: "/restore".into(),
-            ..VolumeMount::default()
-        });
-        mounts.push(mount("verifier", "/verifier"));
+        mounts.push(mount("restore", "/restore", false));
+        mounts.push(mount("verifier", "/verifier", true));
         init_containers.push(Container {
             name: "verifier".into(),
             image: Some(format!(
@@ -431,11 +399,7 @@ fn run_pod(tenant: &Tenant, settings: &Settings, run: &str, args: Vec<String>) -
             ]),
             resources: Some(SERVER_RESOURCES.requirements()),
             security_context: Some(restricted_container()),
-            volume_mounts: Some(vec![VolumeMount {
-                name: "verifier".into(),
-                mount_path: "/verifier".into(),
-                ..VolumeMount::default()
-            }]),
+            volume_mounts: Some(vec![mount("verifier", "/verifier", false)]),
             ..Container::default()
         });
     }

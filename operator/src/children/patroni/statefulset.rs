@@ -9,7 +9,7 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::core::v1::{
     Affinity, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction,
     PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, SecretVolumeSource, Volume, VolumeMount,
+    PodTemplateSpec, Probe, ResourceRequirements, SecretVolumeSource, Volume,
     VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -23,7 +23,7 @@ use crate::children::backup::{self, pgbackrest::MEMBER_CONFIG_KEY};
 use crate::children::child_meta;
 use crate::children::namespace::{DEFAULT_POSTGRES_CPU, DEFAULT_POSTGRES_MEMORY};
 use crate::children::pod::{
-    Budget, disruption_budget, field_env, restricted_container, restricted_pod, secret_env,
+    Budget, disruption_budget, field_env, mount, restricted_container, restricted_pod, secret_env,
     value_env,
 };
 use crate::naming;
@@ -31,16 +31,6 @@ use crate::settings::Settings;
 
 /// The uid of the postgres user in the dfr-postgres image.
 pub const POSTGRES_UID: i64 = 999;
-
-fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
-    VolumeMount {
-        name: name.into(),
-        mount_path: path.into(),
-        // The API server drops `readOnly: false`; leaving it out keeps reconciles write-free.
-        read_only: read_only.then_some(true),
-        ..VolumeMount::default()
-    }
-}
 
 fn patroni_probe(path: &str, period: i32, failures: i32) -> Probe {
     Probe {
