@@ -127,6 +127,7 @@ async fn wait_backup(client: &Client, name: &str, after: Option<&str>) -> DfrCou
     .await
 }
 
+/// The pod labelled leader, or "" while there is none (during a failover).
 fn leader_pod(namespace: &str) -> String {
     run_kubectl(&[
         "-n",
@@ -136,8 +137,12 @@ fn leader_pod(namespace: &str) -> String {
         "-l",
         "role=primary",
         "-o",
-        "jsonpath={.items[0].metadata.name}",
+        "jsonpath={.items[*].metadata.name}",
     ])
+    .split_whitespace()
+    .next()
+    .unwrap_or_default()
+    .to_string()
 }
 
 fn superuser_sql(namespace: &str, pod: &str, sql: &str) -> String {
@@ -189,18 +194,22 @@ async fn token(http: &reqwest::Client, base: &str, username: &str) -> String {
     .await
 }
 
+fn person_body(number: u32) -> Value {
+    json!({
+        "nationalId": {"system": "WSM-NID", "value": format!("BKP{number:08}")},
+        "givenName": "Backup",
+        "familyName": format!("Record {number}"),
+        "sex": 9,
+        "birthDate": "1990-01-01",
+        "areaCode": AREA,
+    })
+}
+
 async fn create_person(http: &reqwest::Client, base: &str, token: &str, number: u32) -> String {
     let response = http
         .post(format!("{base}/api/dfr/persons"))
         .bearer_auth(token)
-        .json(&json!({
-            "nationalId": {"system": "WSM-NID", "value": format!("BKP{number:08}")},
-            "givenName": "Backup",
-            "familyName": format!("Record {number}"),
-            "sex": 9,
-            "birthDate": "1990-01-01",
-            "areaCode": AREA,
-        }))
+        .json(&person_body(number))
         .send()
         .await
         .unwrap();
@@ -314,8 +323,48 @@ async fn backups_are_encrypted_and_restore_to_a_point_in_time() {
     let base = api_base(&client, SOURCE_NAMESPACE).await;
     let source_token = token(&http, &base, &username).await;
     let mut before = Vec::new();
-    for number in 0..20 {
+    for number in 0..10 {
         before.push(create_person(&http, &base, &source_token, number).await);
+    }
+    // A failover before T: the writes after it are archived by the new leader, on a new
+    // timeline, and the restore to T must have them too.
+    let old_leader = leader_pod(SOURCE_NAMESPACE);
+    run_kubectl(&[
+        "-n",
+        SOURCE_NAMESPACE,
+        "delete",
+        "pod",
+        &old_leader,
+        "--wait=false",
+    ]);
+    let new_leader = eventually("a new leader", Duration::from_secs(120), || async {
+        let leader = leader_pod(SOURCE_NAMESPACE);
+        (!leader.is_empty() && leader != old_leader).then_some(leader)
+    })
+    .await;
+    println!("failover before T: {old_leader} -> {new_leader}");
+    for number in 10..20 {
+        let id = eventually(
+            "the API to accept writes after the failover",
+            Duration::from_secs(120),
+            || async {
+                let response = http
+                    .post(format!("{base}/api/dfr/persons"))
+                    .bearer_auth(&source_token)
+                    .json(&person_body(number))
+                    .timeout(Duration::from_secs(5))
+                    .send()
+                    .await
+                    .ok()?;
+                if response.status() != 201 && response.status() != 200 {
+                    return None;
+                }
+                let body: Value = response.json().await.ok()?;
+                body["id"].as_str().map(String::from)
+            },
+        )
+        .await;
+        before.push(id);
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let target = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
