@@ -539,6 +539,19 @@ pub async fn run_backup_requests(
                 &[(backup::REQUEST_LABEL, name.as_str())],
             );
             let mut created = current.as_ref().is_some_and(|s| s.job.is_some());
+            // One backup at a time: a request waits for a scheduled run to finish.
+            let busy = runs_active_elsewhere(caches, tenant, &name);
+            if pods.is_empty() && !created && busy {
+                let waiting = DfrBackupStatus {
+                    phase: BackupPhase::Pending,
+                    message: Some("waiting for the backup run in progress to finish".into()),
+                    ..DfrBackupStatus::default()
+                };
+                if current.as_ref() != Some(&waiting) {
+                    patch_request_status(&api, &name, &waiting).await?;
+                }
+                continue;
+            }
             if pods.is_empty() && !created {
                 create_job(
                     client,
@@ -573,20 +586,51 @@ pub async fn run_backup_requests(
                 ),
             ));
         }
-        let body = json!({
-            "apiVersion": DfrBackup::api_version(&()),
-            "kind": DfrBackup::kind(&()),
-            "status": status,
-        });
-        api.patch_status(
-            &name,
-            &PatchParams::apply(naming::FIELD_MANAGER).force(),
-            &Patch::Apply(&body),
-        )
-        .await
-        .map_err(Error::kube(format!(
-            "writing the status of DfrBackup {name}"
-        )))?;
+        patch_request_status(&api, &name, &status).await?;
     }
     Ok(events)
+}
+
+/// Whether a backup run other than the one of DfrBackup `request` is running.
+fn runs_active_elsewhere(caches: &Caches, tenant: &Tenant, request: &str) -> bool {
+    use crate::children::backup::{REQUEST_LABEL, RUN_BACKUP, RUN_LABEL};
+    caches
+        .in_namespace::<k8s_openapi::api::core::v1::Pod>(
+            &tenant.namespace,
+            &[
+                (labels::TENANT, tenant.name.as_str()),
+                (RUN_LABEL, RUN_BACKUP),
+            ],
+        )
+        .iter()
+        .filter(|pod| pod.labels().get(REQUEST_LABEL).map(String::as_str) != Some(request))
+        .any(|pod| {
+            !matches!(
+                pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+                Some("Succeeded" | "Failed")
+            )
+        })
+}
+
+async fn patch_request_status(
+    api: &Api<dfr_crds::DfrBackup>,
+    name: &str,
+    status: &dfr_crds::DfrBackupStatus,
+) -> Result<()> {
+    use dfr_crds::DfrBackup;
+    let body = json!({
+        "apiVersion": DfrBackup::api_version(&()),
+        "kind": DfrBackup::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(naming::FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(Error::kube(format!(
+        "writing the status of DfrBackup {name}"
+    )))?;
+    Ok(())
 }

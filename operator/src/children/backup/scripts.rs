@@ -31,7 +31,7 @@ pub const VERIFIER: &str = "/verifier/dfr-api";
 
 /// Shared by both programs: run pgBackRest, report the repository or the failure.
 const COMMON: &str = r#"
-import json, os, subprocess, sys
+import json, os, subprocess, sys, time
 
 STANZA = "dfr"
 TERMINATION_LOG = "/dev/termination-log"
@@ -47,6 +47,24 @@ def pgbackrest(*args):
     sys.stdout.write(result.stdout)
     sys.stdout.write(result.stderr)
     sys.stdout.flush()
+    return result
+
+
+# Two runs that reach the members at once (a scheduled backup and one started by hand, or an
+# archiving check) collide on the members' pgBackRest server: the later one cannot find the
+# primary or take its lock. It waits and tries again rather than failing the run.
+RETRYABLE = ("unable to find primary", "unable to acquire lock", "[056]", "[050]")
+
+
+def pgbackrest_retrying(*args, attempts=5, pause=30):
+    for attempt in range(attempts):
+        result = pgbackrest(*args)
+        output = result.stderr + result.stdout
+        if result.returncode == 0 or not any(text in output for text in RETRYABLE):
+            return result
+        if attempt + 1 < attempts:
+            print(f"another run holds the members; trying again in {pause} s", flush=True)
+            time.sleep(pause)
     return result
 
 
@@ -123,7 +141,7 @@ def backup_type(backups):
     return "diff"
 
 
-created = pgbackrest("stanza-create")
+created = pgbackrest_retrying("stanza-create")
 if created.returncode != 0:
     fail("stanza-create", created)
 _, before = repository_report()
@@ -132,7 +150,7 @@ args = [f"--type={kind}"]
 if sync_standby_streaming():
     args.append("--backup-standby")
 started = time.time()
-result = pgbackrest("backup", *args)
+result = pgbackrest_retrying("backup", *args)
 if result.returncode != 0:
     fail("backup", result)
 document, backups = repository_report()
@@ -163,10 +181,10 @@ write_report(document)
 pub const CHECK_PY: &str = r#"
 import time
 started = time.time()
-created = pgbackrest("stanza-create")
+created = pgbackrest_retrying("stanza-create")
 if created.returncode != 0:
     fail("stanza-create", created)
-result = pgbackrest("check")
+result = pgbackrest_retrying("check")
 if result.returncode != 0:
     fail("check", result)
 write_report({"v": 1, "ok": True, "seconds": round(time.time() - started)})
