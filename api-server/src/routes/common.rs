@@ -148,6 +148,31 @@ pub async fn soft_delete(
     }
 }
 
+/// Leaves a tombstone as [`soft_delete`] does and records the delete in the audit chain with
+/// the id and version it had; the tombstone's version.
+pub async fn soft_delete_audited(
+    tx: &mut PgConnection,
+    table: Table,
+    entity: &str,
+    id: Uuid,
+    version: i32,
+    actor: &Actor,
+) -> ApiResult<i32> {
+    let row = soft_delete(tx, table, id, version, actor).await?;
+    let before = id_and_version(&row)?;
+    crate::audit::record(
+        tx,
+        Some(actor.user_id),
+        "delete",
+        entity,
+        id.to_string(),
+        Some(&before),
+        None,
+    )
+    .await?;
+    Ok(row.try_get("version")?)
+}
+
 /// The id and version of a row, for the audit snapshot of a delete.
 pub fn id_and_version(row: &PgRow) -> ApiResult<serde_json::Value> {
     Ok(serde_json::json!({

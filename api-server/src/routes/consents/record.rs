@@ -17,7 +17,7 @@ use crate::auth::Actor;
 use crate::consent;
 use crate::error::{ApiError, ApiResult};
 use crate::routes::common::{
-    Table, id_and_version, soft_delete, stale_or_missing, visible_person_area, write_error,
+    Table, soft_delete_audited, stale_or_missing, visible_person_area, write_error,
 };
 use crate::routes::paging;
 
@@ -315,19 +315,7 @@ pub async fn delete(
     version: i32,
 ) -> ApiResult<i32> {
     still_requested(tx, id, version).await?;
-    let row = soft_delete(tx, Table::Consents, id, version, actor).await?;
-    let before = id_and_version(&row)?;
-    audit::record(
-        tx,
-        Some(actor.user_id),
-        "delete",
-        "consent",
-        id.to_string(),
-        Some(&before),
-        None,
-    )
-    .await?;
-    Ok(row.try_get("version")?)
+    soft_delete_audited(tx, Table::Consents, "consent", id, version, actor).await
 }
 
 /// The state a transition asks for is one a consent can move to.

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::audit;
 use crate::auth::Actor;
 use crate::error::{ApiError, ApiResult};
-use crate::routes::common::{Table, id_and_version, soft_delete, stale_or_missing, write_error};
+use crate::routes::common::{Table, soft_delete_audited, stale_or_missing, write_error};
 use crate::routes::paging;
 
 const COLUMNS: &str = "id, version, plot_id, area_code, season, kind, item, quantity";
@@ -199,19 +199,7 @@ pub async fn delete(
     id: Uuid,
     version: i32,
 ) -> ApiResult<i32> {
-    let row = soft_delete(tx, Table::Holdings, id, version, actor).await?;
-    let before = id_and_version(&row)?;
-    audit::record(
-        tx,
-        Some(actor.user_id),
-        "delete",
-        "holding",
-        id.to_string(),
-        Some(&before),
-        None,
-    )
-    .await?;
-    Ok(row.try_get("version")?)
+    soft_delete_audited(tx, Table::Holdings, "holding", id, version, actor).await
 }
 
 pub async fn find(tx: &mut PgConnection, id: Uuid) -> ApiResult<Option<HoldingView>> {

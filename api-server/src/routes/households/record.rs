@@ -14,7 +14,7 @@ use crate::audit;
 use crate::auth::Actor;
 use crate::error::{ApiError, ApiResult};
 use crate::routes::common::{
-    Table, id_and_version, soft_delete, stale_or_missing, visible_person_area, write_error,
+    Table, soft_delete_audited, stale_or_missing, visible_person_area, write_error,
 };
 use crate::routes::paging;
 
@@ -202,19 +202,7 @@ pub async fn delete(
     id: Uuid,
     version: i32,
 ) -> ApiResult<i32> {
-    let row = soft_delete(tx, Table::Households, id, version, actor).await?;
-    let before = id_and_version(&row)?;
-    audit::record(
-        tx,
-        Some(actor.user_id),
-        "delete",
-        "household",
-        id.to_string(),
-        Some(&before),
-        None,
-    )
-    .await?;
-    Ok(row.try_get("version")?)
+    soft_delete_audited(tx, Table::Households, "household", id, version, actor).await
 }
 
 /// The households of these rows, with their members (one query for all of them).

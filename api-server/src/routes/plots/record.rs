@@ -13,7 +13,7 @@ use crate::auth::Actor;
 use crate::error::{ApiError, ApiResult};
 use crate::geometry;
 use crate::routes::common::{
-    Table, id_and_version, soft_delete, stale_or_missing, visible_person_area, write_error,
+    Table, soft_delete_audited, stale_or_missing, visible_person_area, write_error,
 };
 use crate::routes::paging;
 
@@ -179,19 +179,7 @@ pub async fn delete(
     id: Uuid,
     version: i32,
 ) -> ApiResult<i32> {
-    let row = soft_delete(tx, Table::Plots, id, version, actor).await?;
-    let before = id_and_version(&row)?;
-    audit::record(
-        tx,
-        Some(actor.user_id),
-        "delete",
-        "plot",
-        id.to_string(),
-        Some(&before),
-        None,
-    )
-    .await?;
-    Ok(row.try_get("version")?)
+    soft_delete_audited(tx, Table::Plots, "plot", id, version, actor).await
 }
 
 pub async fn find(tx: &mut PgConnection, id: Uuid) -> ApiResult<Option<PlotView>> {

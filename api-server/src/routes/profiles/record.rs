@@ -12,7 +12,7 @@ use crate::audit;
 use crate::auth::Actor;
 use crate::error::{ApiError, ApiResult};
 use crate::routes::common::{
-    Table, id_and_version, soft_delete, stale_or_missing, visible_person_area, write_error,
+    Table, soft_delete_audited, stale_or_missing, visible_person_area, write_error,
 };
 use crate::routes::paging;
 
@@ -185,19 +185,15 @@ pub async fn delete(
     id: Uuid,
     version: i32,
 ) -> ApiResult<i32> {
-    let row = soft_delete(tx, Table::FarmerProfiles, id, version, actor).await?;
-    let before = id_and_version(&row)?;
-    audit::record(
+    soft_delete_audited(
         tx,
-        Some(actor.user_id),
-        "delete",
+        Table::FarmerProfiles,
         "farmer_profile",
-        id.to_string(),
-        Some(&before),
-        None,
+        id,
+        version,
+        actor,
     )
-    .await?;
-    Ok(row.try_get("version")?)
+    .await
 }
 
 pub async fn find(tx: &mut PgConnection, id: Uuid) -> ApiResult<Option<ProfileView>> {
