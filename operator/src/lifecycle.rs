@@ -13,7 +13,9 @@ use serde_json::json;
 
 use crate::apply::{Changes, apply_if_changed, owned_by, retained_for};
 use crate::cache::Caches;
-use crate::children::secrets::{Pem, SecretMaterial, desired_secrets, reissue, renewal_due};
+use crate::children::secrets::{
+    Pem, SecretMaterial, desired_secrets, lacks_names, reissue, renewal_due, tls_names,
+};
 use crate::error::{Error, Result};
 use crate::settings::Settings;
 use crate::tenant::Tenant;
@@ -224,7 +226,10 @@ pub async fn rotate_certificates(
         let Some(secret) = caches.get::<Secret>(Some(&namespace), name) else {
             continue;
         };
-        if !renewal_due(&text(&secret, "tls.crt"), tenant.tls.renew_before, now) {
+        let certificate = text(&secret, "tls.crt");
+        if !renewal_due(&certificate, tenant.tls.renew_before, now)
+            && !lacks_names(&certificate, &tls_names(tenant, settings, name))
+        {
             continue;
         }
         let renewed = reissue(tenant, settings, name, &ca)
@@ -460,6 +465,20 @@ pub async fn check_restore_target(client: &Client, caches: &Caches, tenant: &Ten
             }
         }
     }
+    let source = Api::<DfrCountry>::all(client.clone())
+        .get_opt(&from.country)
+        .await
+        .map_err(Error::kube(format!("reading DfrCountry {}", from.country)))?;
+    if source
+        .as_ref()
+        .and_then(|source| source.spec.backup.as_ref())
+        .is_some_and(|backup| backup.destination.volume.is_some())
+    {
+        return Err(Error::RestoreRefused(format!(
+            "{} keeps its backups on a volume that only its own namespace's repository host serves; restore from a tenant whose backups are on S3 (backup.destination.s3)",
+            from.country
+        )));
+    }
     let Some(target) = from
         .target_time
         .as_deref()
@@ -467,10 +486,6 @@ pub async fn check_restore_target(client: &Client, caches: &Caches, tenant: &Ten
     else {
         return Ok(());
     };
-    let source = Api::<DfrCountry>::all(client.clone())
-        .get_opt(&from.country)
-        .await
-        .map_err(Error::kube(format!("reading DfrCountry {}", from.country)))?;
     let first = source
         .as_ref()
         .and_then(|source| source.status.as_ref())
@@ -528,7 +543,7 @@ pub async fn run_backup_requests(
             DfrBackupStatus {
                 phase: BackupPhase::Failed,
                 message: Some(format!(
-                    "RepositoryNotConfigured: DfrCountry {} has no S3 repository (spec.backup.destination.s3)",
+                    "RepositoryNotConfigured: DfrCountry {} has no backup repository (spec.backup)",
                     tenant.name
                 )),
                 ..DfrBackupStatus::default()

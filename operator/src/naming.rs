@@ -26,6 +26,11 @@ pub const POSTGRES_BACKUP_CONFIG: &str = "postgres-pgbackrest";
 /// The CronJob of scheduled backups; `kubectl create job --from=cronjob/postgres-backup` starts
 /// one by hand.
 pub const POSTGRES_BACKUP: &str = "postgres-backup";
+/// The repository host of a volume repository: its StatefulSet, headless Service and pods'
+/// `app.kubernetes.io/name`.
+pub const POSTGRES_REPOSITORY: &str = "postgres-repo";
+/// The volume claim template of the repository host, and so its claim's name.
+pub const REPOSITORY_CLAIM_TEMPLATE: &str = "repository";
 pub const POSTGRES_SERVICE_ACCOUNT: &str = "postgres";
 pub const API: &str = "dfr-api";
 pub const API_SERVICE_ACCOUNT: &str = "dfr-api";

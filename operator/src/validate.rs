@@ -71,7 +71,7 @@ fn check_backup(country: &DfrCountry) -> Result<()> {
         return Ok(());
     };
     let from = &bootstrap.from_backup;
-    if !crate::children::backup::has_repository_spec(spec) {
+    if !crate::children::backup::has_s3_repository_spec(spec) {
         return Err(Error::InvalidSpec(format!(
             "bootstrap.fromBackup needs backup.destination.s3: the repository holding the backups of {} (and this tenant's own backups)",
             from.country

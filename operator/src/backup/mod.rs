@@ -19,7 +19,7 @@ pub enum Repository {
     #[default]
     None,
     S3,
-    /// spec.backup.destination.volume: not built yet.
+    /// spec.backup.destination.volume, held by the repository host.
     Volume,
 }
 
@@ -188,14 +188,7 @@ pub fn health(
                 "spec.backup is not set: this tenant has no backups".into(),
             );
         }
-        Repository::Volume => {
-            return (
-                "False",
-                "RepositoryTypeUnsupported",
-                "spec.backup.destination.volume is not supported by this operator version; use destination.s3".into(),
-            );
-        }
-        Repository::S3 => {}
+        Repository::S3 | Repository::Volume => {}
     }
     if let Some(run) = runs.last_health_signal().filter(|run| !run.succeeded) {
         let error = run_error(run);
@@ -588,7 +581,7 @@ mod tests {
         );
         assert_eq!(
             health(Repository::Volume, &runs, None, None, None).1,
-            "RepositoryTypeUnsupported"
+            "NoBackupRecorded"
         );
     }
 }

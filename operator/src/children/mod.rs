@@ -78,6 +78,9 @@ pub fn desired_services(tenant: &Tenant, _settings: &Settings) -> Vec<Service> {
         patroni::desired_headless_service(tenant),
         api::desired_service(tenant),
     ]
+    .into_iter()
+    .chain(backup::repository_host::desired_service(tenant))
+    .collect()
 }
 
 pub fn desired_disruption_budgets(

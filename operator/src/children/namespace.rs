@@ -91,14 +91,20 @@ pub fn desired_resource_quota(tenant: &Tenant) -> ResourceQuota {
             + (api_pods + surge) * amount(api, kind, resource, api_default)
             + amount(pg, kind, resource, pg_default)
     };
-    // With an S3 repository: a pgBackRest server beside each member, and backup runs.
+    // With a repository: a pgBackRest server beside each member (and the repository host's for a
+    // volume), and backup runs.
+    let repository_host = if crate::children::backup::is_volume(tenant) {
+        1.0
+    } else {
+        0.0
+    };
     let backups = |pick: fn(&crate::children::backup::Resources) -> &'static str| {
         use crate::children::backup::{CONCURRENT_RUNS, RUN_RESOURCES, SERVER_RESOURCES};
         if !crate::children::backup::has_repository(tenant) {
             return 0.0;
         }
         let value = |text: &str| quantity::parse(text).unwrap_or(0.0);
-        instances * value(pick(&SERVER_RESOURCES))
+        (instances + repository_host) * value(pick(&SERVER_RESOURCES))
             + f64::from(CONCURRENT_RUNS) * value(pick(&RUN_RESOURCES))
     };
     let cpu_requests =
@@ -121,7 +127,7 @@ pub fn desired_resource_quota(tenant: &Tenant) -> ResourceQuota {
         .and_then(|b| b.destination.volume.as_ref())
         .and_then(|v| quantity::parse(&v.size.0))
         .unwrap_or(0.0);
-    let pods = spec.postgres.instances + spec.api.max_replicas + 4;
+    let pods = spec.postgres.instances + spec.api.max_replicas + 4 + repository_host as i32;
     let claims = spec.postgres.instances + 2;
     let hard = BTreeMap::from([
         ("pods".to_string(), Quantity(pods.to_string())),

@@ -265,6 +265,33 @@ fn backup_policies(tenant: &Tenant, postgres: &BTreeMap<String, String>) -> Vec<
             None,
         ),
     ];
+    if crate::children::backup::is_volume(tenant) {
+        // The members archive to and restore from the repository host; the Jobs open its volume
+        // on its node and need no network to it.
+        let host = crate::children::backup::repository_host::selector(tenant);
+        policies.extend([
+            policy(
+                tenant,
+                "postgres-to-repository",
+                selecting(postgres.clone()),
+                None,
+                Some(vec![NetworkPolicyEgressRule {
+                    to: Some(vec![pods(host.clone())]),
+                    ports: Some(vec![tcp(pgbackrest::SERVER_PORT)]),
+                }]),
+            ),
+            policy(
+                tenant,
+                "repository-from-postgres",
+                selecting(host),
+                Some(vec![NetworkPolicyIngressRule {
+                    from: Some(vec![pods(postgres.clone())]),
+                    ports: Some(vec![tcp(pgbackrest::SERVER_PORT)]),
+                }]),
+                None,
+            ),
+        ]);
+    }
     let endpoint = tenant
         .spec
         .backup

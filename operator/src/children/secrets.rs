@@ -128,6 +128,8 @@ pub fn tls_names(tenant: &Tenant, settings: &Settings, secret: &str) -> Vec<Stri
         naming::POSTGRES_RW,
         naming::POSTGRES_RO,
         naming::POSTGRES_HEADLESS,
+        // The repository host of a volume repository serves with this certificate too.
+        naming::POSTGRES_REPOSITORY,
     ] {
         names.extend(service_names(service, &namespace, domain));
     }
@@ -310,6 +312,30 @@ pub fn desired_secrets(tenant: &Tenant, material: &SecretMaterial) -> Vec<Secret
     ]
 }
 
+/// Whether a certificate misses one of the DNS names it must now carry (a name added by a newer
+/// operator, such as the repository host's), or cannot be read: it is then reissued.
+pub fn lacks_names(certificate_pem: &str, wanted: &[String]) -> bool {
+    let Ok((_, parsed)) = x509_parser::pem::parse_x509_pem(certificate_pem.as_bytes()) else {
+        return true;
+    };
+    let Ok(certificate) = parsed.parse_x509() else {
+        return true;
+    };
+    let present: Vec<String> = match certificate.subject_alternative_name() {
+        Ok(Some(extension)) => extension
+            .value
+            .general_names
+            .iter()
+            .filter_map(|name| match name {
+                x509_parser::extensions::GeneralName::DNSName(dns) => Some(dns.to_string()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    wanted.iter().any(|name| !present.contains(name))
+}
+
 /// When a PEM certificate expires, for status.certificatesNotAfter.
 pub fn certificate_not_after(pem: &str) -> Option<k8s_openapi::jiff::Timestamp> {
     let (_, parsed) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?;
@@ -382,6 +408,20 @@ mod tests {
             names.contains("*.postgres-headless.dfr-ton-prod.svc.cluster.local"),
             "{names}"
         );
+    }
+
+    #[test]
+    fn a_certificate_without_a_name_the_tenant_now_needs_is_reissued() {
+        let tenant = sample("ton-prod.yaml");
+        let settings = Settings::default();
+        let pem = &material().postgres_tls.certificate;
+        let wanted = tls_names(&tenant, &settings, naming::SECRET_POSTGRES_TLS);
+        assert!(!lacks_names(pem, &wanted));
+        assert!(wanted.iter().any(|name| name.starts_with("postgres-repo.")));
+        let mut more = wanted.clone();
+        more.push("postgres-new.dfr-ton-prod.svc".into());
+        assert!(lacks_names(pem, &more));
+        assert!(lacks_names("not a certificate", &wanted));
     }
 
     #[test]

@@ -4,10 +4,11 @@
 //! a CronJob, started by hand from it, or started by the operator (the first backup, and the
 //! expiry the GFS retention decides).
 //!
-//! Only S3 repositories are built today; a tenant whose spec asks for a volume repository gets
-//! none of this and a BackupsHealthy condition that says so.
+//! The repository is on S3, which every process reaches itself, or on a volume held by a
+//! repository host (see [`repository_host`]).
 
 pub mod pgbackrest;
+pub mod repository_host;
 pub mod scripts;
 
 use std::collections::BTreeMap;
@@ -96,13 +97,37 @@ impl Resources {
     }
 }
 
+/// Which pgBackRest process a pod runs: it decides whether the pod holds the repository (and so
+/// its secrets) itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Process {
+    /// A member: PostgreSQL's archiving and restores, and the TLS server backups reach.
+    Member,
+    /// The repository host of a volume repository.
+    RepositoryHost,
+    /// A backup, expiry, check or restore-check run.
+    Run,
+}
+
+impl Process {
+    /// Whether this process opens the repository itself: every process for S3; for a volume
+    /// only the repository host and the runs on its volume, so the members of a volume-backed
+    /// tenant never hold the passphrase.
+    fn holds_repository(self, tenant: &Tenant) -> bool {
+        self != Process::Member || !is_volume(tenant)
+    }
+}
+
 /// The repository's keys in the environment of every pgBackRest process (pgBackRest reads
 /// PGBACKREST_<OPTION>). Optional references: a missing Secret must not stop PostgreSQL from
 /// starting; the backup then fails and the operator names the missing Secret.
-pub fn repository_env(tenant: &Tenant, config_file: &str) -> Vec<EnvVar> {
+pub fn repository_env(tenant: &Tenant, process: Process, config_file: &str) -> Vec<EnvVar> {
     let Some(backup) = tenant.spec.backup.as_ref() else {
         return Vec::new();
     };
+    if !process.holds_repository(tenant) {
+        return vec![value_env("PGBACKREST_CONFIG", config_file)];
+    }
     let optional_secret = |name: &str, secret: &str, key: &str| EnvVar {
         name: name.into(),
         value_from: Some(EnvVarSource {
@@ -138,22 +163,35 @@ pub fn repository_env(tenant: &Tenant, config_file: &str) -> Vec<EnvVar> {
     env
 }
 
-/// Whether the tenant has a repository the operator builds (S3 today).
+/// Whether the tenant has a repository (spec.backup is set; S3 or a volume).
 pub fn has_repository(tenant: &Tenant) -> bool {
-    has_repository_spec(&tenant.spec)
+    tenant.spec.backup.is_some()
 }
 
-pub fn has_repository_spec(spec: &dfr_crds::DfrCountrySpec) -> bool {
+/// Whether the repository is on a volume, held by the repository host.
+pub fn is_volume(tenant: &Tenant) -> bool {
+    tenant
+        .spec
+        .backup
+        .as_ref()
+        .is_some_and(|backup| backup.destination.volume.is_some())
+}
+
+/// Whether the repository is on S3, where other tenants' restores can read it too.
+pub fn has_s3_repository_spec(spec: &dfr_crds::DfrCountrySpec) -> bool {
     spec.backup
         .as_ref()
         .is_some_and(|backup| backup.destination.s3.is_some())
 }
 
-/// The volumes pgBackRest needs in a member or a Job: its configuration, and the S3 CA.
-pub fn repository_volumes(tenant: &Tenant) -> Vec<Volume> {
-    let mut volumes = vec![
-        secrets_volume(tenant),
-        Volume {
+/// The volumes pgBackRest needs in a pod: its configuration, the repository's secrets where the
+/// process holds the repository, and the S3 CA.
+pub fn repository_volumes(tenant: &Tenant, process: Process) -> Vec<Volume> {
+    let mut volumes = Vec::new();
+    if process.holds_repository(tenant) {
+        volumes.push(secrets_volume(tenant));
+    }
+    volumes.extend([Volume {
             name: "pgbackrest".into(),
             config_map: Some(ConfigMapVolumeSource {
                 name: naming::POSTGRES_BACKUP_CONFIG.into(),
@@ -161,8 +199,7 @@ pub fn repository_volumes(tenant: &Tenant) -> Vec<Volume> {
                 ..ConfigMapVolumeSource::default()
             }),
             ..Volume::default()
-        },
-    ];
+        }]);
     if let Some(ca) = tenant
         .spec
         .backup
@@ -233,11 +270,11 @@ fn secrets_volume(tenant: &Tenant) -> Volume {
     }
 }
 
-pub fn repository_mounts(tenant: &Tenant) -> Vec<VolumeMount> {
-    let mut mounts = vec![
-        mount("pgbackrest", CONFIG_DIR, true),
-        mount("repository-secrets", scripts::SECRETS_DIR, true),
-    ];
+pub fn repository_mounts(tenant: &Tenant, process: Process) -> Vec<VolumeMount> {
+    let mut mounts = vec![mount("pgbackrest", CONFIG_DIR, true)];
+    if process.holds_repository(tenant) {
+        mounts.push(mount("repository-secrets", scripts::SECRETS_DIR, true));
+    }
     if tenant
         .spec
         .backup
@@ -254,6 +291,7 @@ pub fn repository_mounts(tenant: &Tenant) -> Vec<VolumeMount> {
 pub fn server_container(tenant: &Tenant, settings: &Settings) -> Container {
     let mut env = repository_env(
         tenant,
+        Process::Member,
         &format!("{CONFIG_DIR}/{}", pgbackrest::MEMBER_CONFIG_KEY),
     );
     env.push(crate::children::pod::secret_env(
@@ -267,7 +305,7 @@ pub fn server_container(tenant: &Tenant, settings: &Settings) -> Container {
         mount("run", crate::children::patroni::SOCKET_DIR, false),
         mount("tmp", "/tmp", false),
     ];
-    mounts.extend(repository_mounts(tenant));
+    mounts.extend(repository_mounts(tenant, Process::Member));
     Container {
         name: "pgbackrest".into(),
         image: Some(settings.postgres_image_for(tenant.spec.postgres.version)),
@@ -287,8 +325,20 @@ pub fn server_container(tenant: &Tenant, settings: &Settings) -> Container {
 }
 
 pub fn desired_config_map(tenant: &Tenant, settings: &Settings) -> Option<ConfigMap> {
-    let member = pgbackrest::member_conf(tenant)?;
+    let member = pgbackrest::member_conf(tenant, settings)?;
     let job = pgbackrest::job_conf(tenant, settings)?;
+    let repository_host = pgbackrest::repository_host_conf(tenant)
+        .map(|conf| {
+            [
+                (pgbackrest::REPOSITORY_HOST_CONFIG_KEY.to_string(), conf),
+                (
+                    scripts::REPOSITORY_HOST_KEY.to_string(),
+                    scripts::REPOSITORY_HOST.to_string(),
+                ),
+            ]
+        })
+        .into_iter()
+        .flatten();
     Some(ConfigMap {
         metadata: child_meta(
             tenant,
@@ -318,7 +368,10 @@ pub fn desired_config_map(tenant: &Tenant, settings: &Settings) -> Option<Config
                 scripts::VERIFY_KEY.to_string(),
                 scripts::program(scripts::VERIFY_PY),
             ),
-        ])),
+        ])
+        .into_iter()
+        .chain(repository_host)
+        .collect()),
         ..ConfigMap::default()
     })
 }
@@ -341,6 +394,7 @@ fn run_pod(tenant: &Tenant, settings: &Settings, run: &str, args: Vec<String>) -
     };
     let mut env = repository_env(
         tenant,
+        Process::Run,
         &format!("{CONFIG_DIR}/{}", pgbackrest::JOB_CONFIG_KEY),
     );
     env.push(value_env(
@@ -352,7 +406,7 @@ fn run_pod(tenant: &Tenant, settings: &Settings, run: &str, args: Vec<String>) -
         ),
     ));
     let mut mounts = vec![mount("tls", TLS_DIR, true), mount("tmp", "/tmp", false)];
-    mounts.extend(repository_mounts(tenant));
+    mounts.extend(repository_mounts(tenant, Process::Run));
     let mut volumes = vec![
         Volume {
             name: "tls".into(),
@@ -369,7 +423,17 @@ fn run_pod(tenant: &Tenant, settings: &Settings, run: &str, args: Vec<String>) -
             ..Volume::default()
         },
     ];
-    volumes.extend(repository_volumes(tenant));
+    volumes.extend(repository_volumes(tenant, Process::Run));
+    // A volume repository is opened where it is: on the repository host's node, from its volume.
+    let affinity = is_volume(tenant).then(|| {
+        volumes.push(repository_host::claim_volume());
+        mounts.push(mount(
+            repository_host::VOLUME,
+            pgbackrest::REPOSITORY_VOLUME_DIR,
+            false,
+        ));
+        repository_host::beside_the_host(tenant)
+    });
     let mut command = vec!["python3".to_string(), format!("{CONFIG_DIR}/{script}")];
     command.extend(args);
     // A restore check restores into a volume of its own and verifies the audit chain with the
@@ -413,6 +477,7 @@ fn run_pod(tenant: &Tenant, settings: &Settings, run: &str, args: Vec<String>) -
             automount_service_account_token: Some(false),
             security_context: Some(restricted_pod(POSTGRES_UID)),
             init_containers: (!init_containers.is_empty()).then_some(init_containers),
+            affinity,
             containers: vec![Container {
                 name: run.into(),
                 image: Some(settings.postgres_image_for(tenant.spec.postgres.version)),
@@ -481,9 +546,6 @@ pub fn desired_cron_jobs(tenant: &Tenant, settings: &Settings) -> Vec<CronJob> {
     let Some(backup) = tenant.spec.backup.as_ref() else {
         return Vec::new();
     };
-    if !has_repository(tenant) {
-        return Vec::new();
-    }
     vec![
         cron_job(
             tenant,
@@ -615,7 +677,7 @@ mod tests {
         tenant.spec.backup = None;
         assert!(desired_cron_jobs(&tenant, &Settings::default()).is_empty());
         assert!(desired_config_map(&tenant, &Settings::default()).is_none());
-        assert!(repository_env(&tenant, "x").is_empty());
+        assert!(repository_env(&tenant, Process::Member, "x").is_empty());
     }
 
     #[test]

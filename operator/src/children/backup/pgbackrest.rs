@@ -1,6 +1,8 @@
 //! pgbackrest.conf for the tenant's repository, in two forms: the members' (archive-push,
 //! archive-get, restore and the TLS server that backups reach them through) and the backup
 //! Jobs' (which reach every member over that TLS server and pick the primary or the standby).
+//! A volume repository is held by a repository host (a StatefulSet of one with the volume) that
+//! serves it to the members over TLS; the Jobs run on its node and mount the same volume.
 //! Secrets never appear here: pgBackRest reads them from PGBACKREST_* environment variables.
 
 use dfr_crds::{BackupSpec, S3Destination};
@@ -21,6 +23,12 @@ pub const REPOSITORY_CA_DIR: &str = "/etc/pgbackrest-ca";
 /// The port of the members' pgBackRest TLS server.
 pub const SERVER_PORT: i32 = 8432;
 /// Asynchronous archiving queues WAL here, on the data volume so a restart keeps the queue.
+/// Where the repository host's volume is mounted (and the Jobs mount it), and the repository
+/// and pgBackRest's locks on it.
+pub const REPOSITORY_VOLUME_DIR: &str = "/pgbackrest";
+pub const REPOSITORY_DIR: &str = "/pgbackrest/repository";
+pub const REPOSITORY_LOCK_DIR: &str = "/pgbackrest/lock";
+pub const REPOSITORY_HOST_CONFIG_KEY: &str = "repository.conf";
 pub const SPOOL_DIR: &str = "/var/lib/postgresql/data/pgbackrest-spool";
 /// The most WAL the archive queue may hold while the repository is unreachable. Past it
 /// pgBackRest drops WAL (PostgreSQL may then recycle it) rather than fill the data volume: the
@@ -92,8 +100,50 @@ fn option(key: &str, value: impl ToString) -> (String, String) {
     (key.to_string(), value.to_string())
 }
 
-/// The repository, as every pgBackRest command of the tenant sees it.
-fn repository(tenant: &Tenant, backup: &BackupSpec, s3: &S3Destination) -> Vec<(String, String)> {
+/// Options every pgBackRest process of the tenant shares, wherever the repository is.
+fn general() -> Vec<(String, String)> {
+    vec![
+        option("compress-type", "zst"),
+        option("process-max", 2),
+        option("log-level-console", "info"),
+        option("log-level-file", "off"),
+        // What pgBackRest writes into the restore_command of a restore: the wrapper that reads
+        // the secrets, since PostgreSQL's environment may not hold them.
+        option("cmd", super::scripts::wrapper_path()),
+    ]
+}
+
+/// The repository's storage, encryption and retention, for the processes that hold the
+/// repository themselves: with S3 every process; with a volume the repository host and the Jobs
+/// that mount its volume.
+fn storage(tenant: &Tenant, backup: &BackupSpec) -> Vec<(String, String)> {
+    let mut options = match &backup.destination.s3 {
+        Some(s3) => s3_storage(tenant, s3),
+        None => vec![
+            option("repo1-type", "posix"),
+            option("repo1-path", REPOSITORY_DIR),
+            // On the volume, so the repository host's server and the Jobs that mount the same
+            // volume on its node take the same locks, as processes of one repository host do.
+            option("lock-path", REPOSITORY_LOCK_DIR),
+        ],
+    };
+    options.extend([
+        option("repo1-cipher-type", "aes-256-cbc"),
+        // Retention is the operator's (GFS, see crate::backup::retention); pgBackRest's own
+        // count-based expiry must never remove a set the policy keeps.
+        option("repo1-retention-full-type", "count"),
+        option("repo1-retention-full", 9_999_999),
+    ]);
+    if !backup.point_in_time_recovery {
+        // Only the WAL that makes each kept backup consistent.
+        options.push(option("repo1-retention-archive-type", "full"));
+        options.push(option("repo1-retention-archive", 1));
+    }
+    options.extend(general());
+    options
+}
+
+fn s3_storage(tenant: &Tenant, s3: &S3Destination) -> Vec<(String, String)> {
     let endpoint = s3_endpoint(&s3.endpoint).unwrap_or(S3Endpoint {
         host: s3.endpoint.clone(),
         port: None,
@@ -107,19 +157,7 @@ fn repository(tenant: &Tenant, backup: &BackupSpec, s3: &S3Destination) -> Vec<(
         // Private S3 servers rarely have a DNS name per bucket.
         option("repo1-s3-uri-style", "path"),
         option("repo1-storage-verify-tls", "y"),
-        option("repo1-cipher-type", "aes-256-cbc"),
-        // Retention is the operator's (GFS, see crate::backup::retention); pgBackRest's own
-        // count-based expiry must never remove a set the policy keeps.
-        option("repo1-retention-full-type", "count"),
-        option("repo1-retention-full", 9_999_999),
-        option("compress-type", "zst"),
-        option("process-max", 2),
-        option("log-level-console", "info"),
-        option("log-level-file", "off"),
         option("lock-path", "/tmp/pgbackrest"),
-        // What pgBackRest writes into the restore_command of a restore: the wrapper that reads
-        // the secrets, since PostgreSQL's environment may not hold them.
-        option("cmd", super::scripts::wrapper_path()),
     ];
     if let Some(port) = endpoint.port {
         options.push(option("repo1-s3-port", port));
@@ -130,12 +168,41 @@ fn repository(tenant: &Tenant, backup: &BackupSpec, s3: &S3Destination) -> Vec<(
             format!("{REPOSITORY_CA_DIR}/ca.crt"),
         ));
     }
-    if !backup.point_in_time_recovery {
-        // Only the WAL that makes each kept backup consistent.
-        options.push(option("repo1-retention-archive-type", "full"));
-        options.push(option("repo1-retention-archive", 1));
-    }
     options
+}
+
+/// The repository as a member sees it: its own storage with S3; the repository host over TLS,
+/// with the database certificate as client certificate, for a volume. The host encrypts, so a
+/// member of a volume-backed tenant never holds the passphrase.
+fn member_repository(tenant: &Tenant, settings: &Settings, backup: &BackupSpec) -> Vec<(String, String)> {
+    if backup.destination.s3.is_some() {
+        return storage(tenant, backup);
+    }
+    let mut options = vec![
+        option("repo1-host", repository_host(tenant, settings)),
+        option("repo1-host-type", "tls"),
+        option("repo1-host-port", SERVER_PORT),
+        option("repo1-host-cert-file", format!("{TLS_DIR}/tls.crt")),
+        option("repo1-host-key-file", format!("{TLS_DIR}/tls.key")),
+        option("repo1-host-ca-file", format!("{TLS_DIR}/ca.crt")),
+        option("lock-path", "/tmp/pgbackrest"),
+    ];
+    options.extend(general());
+    options
+}
+
+/// The TLS server's options: the members' (backup Jobs reach their data directories through
+/// it) and the repository host's (the members reach the repository through it). Only the
+/// database certificate's holders may connect.
+fn tls_server() -> Vec<(String, String)> {
+    vec![
+        option("tls-server-address", "*"),
+        option("tls-server-port", SERVER_PORT),
+        option("tls-server-cert-file", format!("{TLS_DIR}/tls.crt")),
+        option("tls-server-key-file", format!("{TLS_DIR}/tls.key")),
+        option("tls-server-ca-file", format!("{TLS_DIR}/ca.crt")),
+        option("tls-server-auth", format!("{CLIENT_COMMON_NAME}={STANZA}")),
+    ]
 }
 
 fn local_database() -> Vec<(String, String)> {
@@ -147,26 +214,29 @@ fn local_database() -> Vec<(String, String)> {
     ]
 }
 
-/// The members' configuration, or None when the tenant has no S3 repository.
-pub fn member_conf(tenant: &Tenant) -> Option<String> {
+/// The members' configuration, or None when the tenant has no repository.
+pub fn member_conf(tenant: &Tenant, settings: &Settings) -> Option<String> {
     let backup = tenant.spec.backup.as_ref()?;
-    let s3 = backup.destination.s3.as_ref()?;
-    let mut global = repository(tenant, backup, s3);
+    let mut global = member_repository(tenant, settings, backup);
     global.extend([
         option("archive-async", "y"),
         option("spool-path", SPOOL_DIR),
         option("archive-push-queue-max", ARCHIVE_QUEUE_MAX),
-        option("tls-server-address", "*"),
-        option("tls-server-port", SERVER_PORT),
-        option("tls-server-cert-file", format!("{TLS_DIR}/tls.crt")),
-        option("tls-server-key-file", format!("{TLS_DIR}/tls.key")),
-        option("tls-server-ca-file", format!("{TLS_DIR}/ca.crt")),
-        option("tls-server-auth", format!("{CLIENT_COMMON_NAME}={STANZA}")),
     ]);
+    global.extend(tls_server());
     Some(render(&[
         ("global".into(), global),
         (STANZA.into(), local_database()),
     ]))
+}
+
+/// The repository host's configuration, or None unless the repository is on a volume.
+pub fn repository_host_conf(tenant: &Tenant) -> Option<String> {
+    let backup = tenant.spec.backup.as_ref()?;
+    backup.destination.volume.as_ref()?;
+    let mut global = storage(tenant, backup);
+    global.extend(tls_server());
+    Some(render(&[("global".into(), global)]))
 }
 
 /// The DNS name of member `ordinal`, which the database certificate covers.
@@ -182,11 +252,19 @@ pub fn member_host(tenant: &Tenant, settings: &Settings, ordinal: i32) -> String
     )
 }
 
+/// The DNS name of the repository host's Service, which the database certificate covers.
+pub fn repository_host(tenant: &Tenant, settings: &Settings) -> String {
+    naming::cluster_dns(
+        naming::POSTGRES_REPOSITORY,
+        &tenant.namespace,
+        &settings.cluster_domain,
+    )
+}
+
 /// The backup Jobs' configuration: every member as a TLS host; pgBackRest finds the primary.
 pub fn job_conf(tenant: &Tenant, settings: &Settings) -> Option<String> {
     let backup = tenant.spec.backup.as_ref()?;
-    let s3 = backup.destination.s3.as_ref()?;
-    let global = repository(tenant, backup, s3);
+    let global = storage(tenant, backup);
     let mut stanza = vec![option("start-fast", "y")];
     for ordinal in 0..tenant.spec.postgres.instances {
         let index = ordinal + 1;

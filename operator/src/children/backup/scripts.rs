@@ -19,6 +19,31 @@ if [ -r "$secrets/s3-key-secret" ]; then PGBACKREST_REPO1_S3_KEY_SECRET=$(cat "$
 exec pgbackrest "$@"
 "#;
 
+pub const REPOSITORY_HOST_KEY: &str = "repository-host.sh";
+/// Where the repository host keeps the passphrase as a pgBackRest configuration file.
+pub const REPOSITORY_HOST_INCLUDE_DIR: &str = "/tmp/pgbackrest-conf.d";
+
+/// The repository host's server. pgBackRest's TLS server does not pass its environment on to
+/// the processes it starts for each client, so the passphrase reaches them as an included
+/// configuration file (in memory, mode 0600), rewritten every 30 s so a changed Secret is used
+/// without a restart.
+pub const REPOSITORY_HOST: &str = r#"#!/bin/sh
+set -e
+umask 077
+mkdir -p /pgbackrest/repository /pgbackrest/lock /tmp/pgbackrest-conf.d
+refresh() {
+  if [ -r /etc/pgbackrest-secrets/cipher-pass ]; then
+    printf '[global]\nrepo1-cipher-pass=%s\n' "$(cat /etc/pgbackrest-secrets/cipher-pass)" > /tmp/pgbackrest-conf.d/secret.conf.new
+    mv /tmp/pgbackrest-conf.d/secret.conf.new /tmp/pgbackrest-conf.d/secret.conf
+  else
+    rm -f /tmp/pgbackrest-conf.d/secret.conf
+  fi
+}
+refresh
+(while sleep 30; do refresh; done) &
+exec pgbackrest --config-include-path=/tmp/pgbackrest-conf.d server
+"#;
+
 /// The wrapper's path in a pod.
 pub fn wrapper_path() -> String {
     format!("{}/{WRAPPER_KEY}", super::CONFIG_DIR)

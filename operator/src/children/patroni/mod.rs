@@ -54,5 +54,9 @@ pub fn desired_config_maps(tenant: &Tenant, settings: &Settings) -> Vec<ConfigMa
 }
 
 pub fn desired_statefulsets(tenant: &Tenant, settings: &Settings) -> Vec<StatefulSet> {
-    vec![desired_statefulset(tenant, settings)]
+    std::iter::once(desired_statefulset(tenant, settings))
+        .chain(crate::children::backup::repository_host::desired_statefulset(
+            tenant, settings,
+        ))
+        .collect()
 }

@@ -122,6 +122,7 @@ fn container(tenant: &Tenant, settings: &Settings) -> Container {
             // archive_command and the restore of a bootstrap run pgBackRest in this container.
             env.extend(backup::repository_env(
                 tenant,
+                backup::Process::Member,
                 &format!("{}/{}", backup::CONFIG_DIR, MEMBER_CONFIG_KEY),
             ));
             env
@@ -153,7 +154,7 @@ fn container(tenant: &Tenant, settings: &Settings) -> Container {
         ])
         .map(|mut mounts| {
             if backup::has_repository(tenant) {
-                mounts.extend(backup::repository_mounts(tenant));
+                mounts.extend(backup::repository_mounts(tenant, backup::Process::Member));
             }
             mounts
         }),
@@ -193,7 +194,7 @@ fn volumes(tenant: &Tenant) -> Vec<Volume> {
     ]
     .into_iter()
     .chain(if backup::has_repository(tenant) {
-        backup::repository_volumes(tenant)
+        backup::repository_volumes(tenant, backup::Process::Member)
     } else {
         Vec::new()
     })
