@@ -87,6 +87,105 @@ pub fn unique_suffix() -> String {
     suffix
 }
 
+/// A second S3 server a test can stop and start: versitygw from the same cache, on another port
+/// of the same address, with the node cluster's server certificate (issued for the address, any
+/// port) and root keys, and a data directory of its own. Dropping it stops the process and
+/// removes the directory, also when the test panics.
+pub struct StoppableS3 {
+    endpoint: crate::cluster::S3Endpoint,
+    data_dir: PathBuf,
+    server: Option<std::process::Child>,
+}
+
+impl StoppableS3 {
+    /// Starts one on `port` (of the node cluster's S3 address) and waits until it listens.
+    pub fn start(port: u16) -> Self {
+        let mut endpoint = s3();
+        endpoint.port = port;
+        endpoint.endpoint = format!("https://{}:{port}", endpoint.host);
+        // Beside the cluster's own S3 data (ext4, where the posix backend's xattrs work; `down`
+        // removes it should the test be killed before its Drop).
+        let s3_dir = endpoint
+            .bucket_dir
+            .parent()
+            .and_then(|data| data.parent())
+            .unwrap_or_else(|| panic!("DFR_S3_BUCKET_DIR has no parent"))
+            .to_path_buf();
+        let data_dir = s3_dir.join(format!("stoppable-{port}-{}", unique_suffix()));
+        endpoint.bucket_dir = data_dir.join(&endpoint.bucket);
+        std::fs::create_dir_all(&endpoint.bucket_dir)
+            .unwrap_or_else(|e| panic!("creating {}: {e}", endpoint.bucket_dir.display()));
+        let mut server = Self {
+            endpoint,
+            data_dir,
+            server: None,
+        };
+        server.resume();
+        server
+    }
+
+    pub fn endpoint(&self) -> &crate::cluster::S3Endpoint {
+        &self.endpoint
+    }
+
+    /// Starts the process again (same port, same data) and waits until it listens.
+    pub fn resume(&mut self) {
+        assert!(self.server.is_none(), "the S3 server is running already");
+        let binary = binaries::ensure_versitygw().unwrap_or_else(|e| panic!("{e}"));
+        let certificates = self
+            .endpoint
+            .ca_file
+            .parent()
+            .unwrap_or_else(|| panic!("DFR_S3_CA_FILE has no directory"))
+            .to_path_buf();
+        let child = Command::new(binary)
+            .env("ROOT_ACCESS_KEY", &self.endpoint.access_key)
+            .env("ROOT_SECRET_KEY", &self.endpoint.secret_key)
+            .arg("--port")
+            .arg(format!("{}:{}", self.endpoint.host, self.endpoint.port))
+            .arg("--cert")
+            .arg(certificates.join("server.crt"))
+            .arg("--key")
+            .arg(certificates.join("server.key"))
+            .arg("--region")
+            .arg(&self.endpoint.region)
+            .arg("--quiet")
+            .arg("posix")
+            .arg(&self.data_dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting versitygw: {e}"));
+        self.server = Some(child);
+        let address = std::net::SocketAddr::new(self.endpoint.host, self.endpoint.port);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_millis(500))
+            .is_err()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "versitygw on {address} did not listen within 30 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// Stops the process (the repository is then unreachable: connections are refused).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.server.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for StoppableS3 {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::unique_suffix;

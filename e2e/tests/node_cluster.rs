@@ -20,6 +20,8 @@ use serde_json::{Value, json};
 
 #[path = "node_cluster/backups.rs"]
 mod backups;
+#[path = "node_cluster/repositories.rs"]
+mod repositories;
 
 const COUNTRY: &str = "ton-e2e";
 const NAMESPACE: &str = "dfr-ton-test";

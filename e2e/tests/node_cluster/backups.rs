@@ -17,7 +17,7 @@ const SOURCE_NAMESPACE: &str = "dfr-wsm-test";
 const RESTORED: &str = "wsm-e2e-restored";
 const RESTORED_NAMESPACE: &str = "dfr-wsm-dr";
 const AREA: &str = "WS-01";
-const PASSPHRASE: &str = "an e2e repository passphrase of some length";
+pub(super) const PASSPHRASE: &str = "an e2e repository passphrase of some length";
 
 use dfr_e2e::cluster::S3Endpoint as S3;
 
@@ -53,7 +53,7 @@ fn country(s3: &S3, name: &str, environment: &str, restore_to: Option<&str>) -> 
     country
 }
 
-async fn apply(client: &Client, country: &DfrCountry) {
+pub(super) async fn apply(client: &Client, country: &DfrCountry) {
     let countries: Api<DfrCountry> = Api::all(client.clone());
     countries
         .patch(
@@ -98,7 +98,7 @@ async fn create_repository_secrets(s3: &S3, namespace: &str) {
     }
 }
 
-async fn wait_ready(client: &Client, name: &str, timeout: Duration) -> DfrCountry {
+pub(super) async fn wait_ready(client: &Client, name: &str, timeout: Duration) -> DfrCountry {
     let countries: Api<DfrCountry> = Api::all(client.clone());
     eventually(&format!("{name} to be Ready"), timeout, || async {
         let country = countries.get_opt(name).await.ok().flatten()?;
@@ -110,7 +110,7 @@ async fn wait_ready(client: &Client, name: &str, timeout: Duration) -> DfrCountr
 }
 
 /// Waits for a successful backup newer than `after` (a label), printing the status it shows.
-async fn wait_backup(client: &Client, name: &str, after: Option<&str>) -> DfrCountry {
+pub(super) async fn wait_backup(client: &Client, name: &str, after: Option<&str>) -> DfrCountry {
     let countries: Api<DfrCountry> = Api::all(client.clone());
     eventually(
         &format!("a successful backup of {name}"),
@@ -128,7 +128,7 @@ async fn wait_backup(client: &Client, name: &str, after: Option<&str>) -> DfrCou
 }
 
 /// The pod labelled leader, or "" while there is none (during a failover).
-fn leader_pod(namespace: &str) -> String {
+pub(super) fn leader_pod(namespace: &str) -> String {
     run_kubectl(&[
         "-n",
         namespace,
@@ -145,7 +145,7 @@ fn leader_pod(namespace: &str) -> String {
     .to_string()
 }
 
-fn superuser_sql(namespace: &str, pod: &str, sql: &str) -> String {
+pub(super) fn superuser_sql(namespace: &str, pod: &str, sql: &str) -> String {
     run_kubectl(&[
         "-n",
         namespace,
@@ -162,7 +162,7 @@ fn superuser_sql(namespace: &str, pod: &str, sql: &str) -> String {
     ])
 }
 
-async fn api_base(client: &Client, namespace: &str) -> String {
+pub(super) async fn api_base(client: &Client, namespace: &str) -> String {
     let services: Api<k8s_openapi::api::core::v1::Service> =
         Api::namespaced(client.clone(), namespace);
     let spec = services.get("dfr-api").await.unwrap().spec.unwrap();
@@ -173,7 +173,7 @@ async fn api_base(client: &Client, namespace: &str) -> String {
     )
 }
 
-async fn token(http: &reqwest::Client, base: &str, username: &str) -> String {
+pub(super) async fn token(http: &reqwest::Client, base: &str, username: &str) -> String {
     eventually("a token", Duration::from_secs(60), || async {
         let response = http
             .post(format!("{base}/oauth/token"))
@@ -194,7 +194,7 @@ async fn token(http: &reqwest::Client, base: &str, username: &str) -> String {
     .await
 }
 
-fn person_body(number: u32) -> Value {
+pub(super) fn person_body(number: u32) -> Value {
     json!({
         "nationalId": {"system": "WSM-NID", "value": format!("BKP{number:08}")},
         "givenName": "Backup",
@@ -205,7 +205,12 @@ fn person_body(number: u32) -> Value {
     })
 }
 
-async fn create_person(http: &reqwest::Client, base: &str, token: &str, number: u32) -> String {
+pub(super) async fn create_person(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    number: u32,
+) -> String {
     let response = http
         .post(format!("{base}/api/dfr/persons"))
         .bearer_auth(token)
@@ -229,7 +234,7 @@ async fn status_of(http: &reqwest::Client, base: &str, token: &str, id: &str) ->
 }
 
 /// Waits until the leader's WAL up to now is in the archive.
-async fn archived_up_to_now(namespace: &str) {
+pub(super) async fn archived_up_to_now(namespace: &str) {
     let leader = leader_pod(namespace);
     let segment = superuser_sql(
         namespace,
@@ -667,7 +672,7 @@ async fn backups_are_encrypted_and_restore_to_a_point_in_time() {
         vec![kept.clone()],
         "only the kept set stays in the bucket"
     );
-    let check = restore_check(&client, "after-retention").await;
+    let check = restore_check(&client, SOURCE, SOURCE_NAMESPACE, "after-retention").await;
     assert_eq!(check.result, BackupResult::Succeeded, "{check:?}");
     assert_eq!(check.backup_label.as_deref(), Some(kept.as_str()));
     println!(
@@ -686,7 +691,7 @@ async fn backups_are_encrypted_and_restore_to_a_point_in_time() {
     }
     std::fs::write(&damaged, bytes).unwrap();
     println!("damaged {}", damaged.display());
-    let check = restore_check(&client, "after-damage").await;
+    let check = restore_check(&client, SOURCE, SOURCE_NAMESPACE, "after-damage").await;
     println!("restore check of the damaged set: {check:?}");
     assert_eq!(check.result, BackupResult::Failed);
     let country = countries.get(SOURCE).await.unwrap();
@@ -706,10 +711,15 @@ async fn backups_are_encrypted_and_restore_to_a_point_in_time() {
 }
 
 /// Starts a restore check now, as a person would, and waits for the status to show it.
-async fn restore_check(client: &Client, job: &str) -> dfr_crds::RestoreCheckStatus {
+pub(super) async fn restore_check(
+    client: &Client,
+    name: &str,
+    namespace: &str,
+    job: &str,
+) -> dfr_crds::RestoreCheckStatus {
     run_kubectl(&[
         "-n",
-        SOURCE_NAMESPACE,
+        namespace,
         "create",
         "job",
         "--from=cronjob/postgres-restore-check",
@@ -720,12 +730,7 @@ async fn restore_check(client: &Client, job: &str) -> dfr_crds::RestoreCheckStat
         &format!("restore check {job}"),
         Duration::from_secs(600),
         || async {
-            let check = countries
-                .get(SOURCE)
-                .await
-                .ok()?
-                .status?
-                .last_restore_check?;
+            let check = countries.get(name).await.ok()?.status?.last_restore_check?;
             (check.job.as_deref() == Some(job)).then_some(check)
         },
     )
@@ -751,7 +756,7 @@ fn largest_file(dir: &str) -> std::path::PathBuf {
     largest.unwrap().1
 }
 
-fn set_secret(namespace: &str, name: &str, data: BTreeMap<&str, String>) {
+pub(super) fn set_secret(namespace: &str, name: &str, data: BTreeMap<&str, String>) {
     let manifest = json!({
         "apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": name, "namespace": namespace},

@@ -192,14 +192,14 @@ pub fn repository_volumes(tenant: &Tenant, process: Process) -> Vec<Volume> {
         volumes.push(secrets_volume(tenant));
     }
     volumes.extend([Volume {
-            name: "pgbackrest".into(),
-            config_map: Some(ConfigMapVolumeSource {
-                name: naming::POSTGRES_BACKUP_CONFIG.into(),
-                default_mode: Some(0o555),
-                ..ConfigMapVolumeSource::default()
-            }),
-            ..Volume::default()
-        }]);
+        name: "pgbackrest".into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: naming::POSTGRES_BACKUP_CONFIG.into(),
+            default_mode: Some(0o555),
+            ..ConfigMapVolumeSource::default()
+        }),
+        ..Volume::default()
+    }]);
     if let Some(ca) = tenant
         .spec
         .backup
@@ -345,33 +345,35 @@ pub fn desired_config_map(tenant: &Tenant, settings: &Settings) -> Option<Config
             naming::POSTGRES_BACKUP_CONFIG,
             labels::component(tenant, APP_NAME, COMPONENT),
         ),
-        data: Some(BTreeMap::from([
-            (pgbackrest::MEMBER_CONFIG_KEY.to_string(), member),
-            (pgbackrest::JOB_CONFIG_KEY.to_string(), job),
-            (
-                scripts::WRAPPER_KEY.to_string(),
-                scripts::WRAPPER.to_string(),
-            ),
-            (
-                scripts::BACKUP_KEY.to_string(),
-                scripts::program(scripts::BACKUP_PY),
-            ),
-            (
-                scripts::EXPIRE_KEY.to_string(),
-                scripts::program(scripts::EXPIRE_PY),
-            ),
-            (
-                scripts::CHECK_KEY.to_string(),
-                scripts::program(scripts::CHECK_PY),
-            ),
-            (
-                scripts::VERIFY_KEY.to_string(),
-                scripts::program(scripts::VERIFY_PY),
-            ),
-        ])
-        .into_iter()
-        .chain(repository_host)
-        .collect()),
+        data: Some(
+            BTreeMap::from([
+                (pgbackrest::MEMBER_CONFIG_KEY.to_string(), member),
+                (pgbackrest::JOB_CONFIG_KEY.to_string(), job),
+                (
+                    scripts::WRAPPER_KEY.to_string(),
+                    scripts::WRAPPER.to_string(),
+                ),
+                (
+                    scripts::BACKUP_KEY.to_string(),
+                    scripts::program(scripts::BACKUP_PY),
+                ),
+                (
+                    scripts::EXPIRE_KEY.to_string(),
+                    scripts::program(scripts::EXPIRE_PY),
+                ),
+                (
+                    scripts::CHECK_KEY.to_string(),
+                    scripts::program(scripts::CHECK_PY),
+                ),
+                (
+                    scripts::VERIFY_KEY.to_string(),
+                    scripts::program(scripts::VERIFY_PY),
+                ),
+            ])
+            .into_iter()
+            .chain(repository_host)
+            .collect(),
+        ),
         ..ConfigMap::default()
     })
 }

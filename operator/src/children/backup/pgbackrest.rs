@@ -174,7 +174,11 @@ fn s3_storage(tenant: &Tenant, s3: &S3Destination) -> Vec<(String, String)> {
 /// The repository as a member sees it: its own storage with S3; the repository host over TLS,
 /// with the database certificate as client certificate, for a volume. The host encrypts, so a
 /// member of a volume-backed tenant never holds the passphrase.
-fn member_repository(tenant: &Tenant, settings: &Settings, backup: &BackupSpec) -> Vec<(String, String)> {
+fn member_repository(
+    tenant: &Tenant,
+    settings: &Settings,
+    backup: &BackupSpec,
+) -> Vec<(String, String)> {
     if backup.destination.s3.is_some() {
         return storage(tenant, backup);
     }

@@ -17,8 +17,8 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::core::v1::{
     Affinity, Container, ContainerPort, EmptyDirVolumeSource, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodAffinity, PodAffinityTerm,
-    PodSpec, PodTemplateSpec, SecretVolumeSource, Service, ServicePort, ServiceSpec,
-    TCPSocketAction, Probe, Volume, VolumeResourceRequirements,
+    PodSpec, PodTemplateSpec, Probe, SecretVolumeSource, Service, ServicePort, ServiceSpec,
+    TCPSocketAction, Volume, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -113,7 +113,10 @@ fn repository_claim(tenant: &Tenant) -> Option<PersistentVolumeClaim> {
             access_modes: Some(vec!["ReadWriteOnce".into()]),
             storage_class_name: volume.storage_class_name.clone(),
             resources: Some(VolumeResourceRequirements {
-                requests: Some(BTreeMap::from([("storage".to_string(), volume.size.clone())])),
+                requests: Some(BTreeMap::from([(
+                    "storage".to_string(),
+                    volume.size.clone(),
+                )])),
                 ..VolumeResourceRequirements::default()
             }),
             ..PersistentVolumeClaimSpec::default()
@@ -268,7 +271,14 @@ mod tests {
         let claim_spec = claim.spec.as_ref().unwrap();
         assert_eq!(claim_spec.storage_class_name.as_deref(), Some("local"));
         assert_eq!(
-            claim_spec.resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"].0,
+            claim_spec
+                .resources
+                .as_ref()
+                .unwrap()
+                .requests
+                .as_ref()
+                .unwrap()["storage"]
+                .0,
             "20Gi"
         );
         assert_eq!(

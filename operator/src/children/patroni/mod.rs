@@ -55,8 +55,6 @@ pub fn desired_config_maps(tenant: &Tenant, settings: &Settings) -> Vec<ConfigMa
 
 pub fn desired_statefulsets(tenant: &Tenant, settings: &Settings) -> Vec<StatefulSet> {
     std::iter::once(desired_statefulset(tenant, settings))
-        .chain(crate::children::backup::repository_host::desired_statefulset(
-            tenant, settings,
-        ))
+        .chain(crate::children::backup::repository_host::desired_statefulset(tenant, settings))
         .collect()
 }
