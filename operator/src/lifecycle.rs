@@ -345,8 +345,43 @@ pub async fn start_backup_runs(
         .and_then(|status| status.last_backup.as_ref())
         .is_none();
     let mut started = Vec::new();
-    // Archiving checks may have run (and failed, before the database was up) already.
-    if never_backed_up && runs.last_backup().is_none() && !runs.active {
+    // Archiving checks may have run (and failed, before the database was up) already. A first
+    // backup waits for the repository's Secrets, which the platform team creates once the
+    // namespace exists; one that failed anyway is tried again after a pause, so a tenant never
+    // waits for its schedule (perhaps a day) to have any backup.
+    let first_backup_due = match runs.last_backup() {
+        None => true,
+        Some(run) => {
+            !run.succeeded
+                && run.job == backup::INITIAL_JOB
+                && chrono::Utc::now() - run.finished
+                    > chrono::Duration::seconds(FIRST_BACKUP_RETRY_SECONDS)
+        }
+    };
+    if never_backed_up
+        && first_backup_due
+        && !runs.active
+        && missing_repository_secret(client, tenant).await?.is_none()
+    {
+        if runs.last_backup().is_some() {
+            let jobs: Api<k8s_openapi::api::batch::v1::Job> =
+                Api::namespaced(client.clone(), &tenant.namespace);
+            jobs.delete(backup::INITIAL_JOB, &kube::api::DeleteParams::background())
+                .await
+                .map_err(Error::kube(format!(
+                    "deleting the failed Job {}",
+                    backup::INITIAL_JOB
+                )))?;
+            started.push((
+                "BackupRetrying",
+                format!(
+                    "the first backup failed; Job {} starts again",
+                    backup::INITIAL_JOB
+                ),
+            ));
+            // Created on the next reconcile, once the old Job is gone.
+            return Ok(started);
+        }
         let job = backup::operator_job(
             tenant,
             settings,
@@ -377,6 +412,45 @@ pub async fn start_backup_runs(
         }
     }
     Ok(started)
+}
+
+/// How long after a failed first backup the operator tries it again.
+const FIRST_BACKUP_RETRY_SECONDS: i64 = 600;
+
+/// The first of the repository's Secrets (name, key) that does not exist yet in the tenant
+/// namespace.
+async fn missing_repository_secret(
+    client: &Client,
+    tenant: &Tenant,
+) -> Result<Option<(String, String)>> {
+    let Some(backup) = tenant.spec.backup.as_ref() else {
+        return Ok(None);
+    };
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &tenant.namespace);
+    let mut needed = vec![(
+        backup.encryption_key_secret_ref.name.clone(),
+        backup.encryption_key_secret_ref.key.clone(),
+    )];
+    if let Some(s3) = &backup.destination.s3 {
+        needed.push((s3.credentials_secret_ref.name.clone(), "accessKeyId".into()));
+        needed.push((
+            s3.credentials_secret_ref.name.clone(),
+            "secretAccessKey".into(),
+        ));
+    }
+    for (name, key) in needed {
+        let secret = secrets
+            .get_opt(&name)
+            .await
+            .map_err(Error::kube(format!("reading Secret {name}")))?;
+        if !secret
+            .and_then(|secret| secret.data)
+            .is_some_and(|data| data.contains_key(&key))
+        {
+            return Ok(Some((name, key)));
+        }
+    }
+    Ok(None)
 }
 
 /// Creates a Job; false when one of that name exists already.
@@ -436,34 +510,11 @@ pub async fn check_restore_target(client: &Client, caches: &Caches, tenant: &Ten
     {
         return Ok(());
     }
-    if let Some(backup) = tenant.spec.backup.as_ref() {
-        let secrets: Api<Secret> = Api::namespaced(client.clone(), &tenant.namespace);
-        let mut needed = vec![(
-            backup.encryption_key_secret_ref.name.clone(),
-            backup.encryption_key_secret_ref.key.clone(),
-        )];
-        if let Some(s3) = &backup.destination.s3 {
-            needed.push((s3.credentials_secret_ref.name.clone(), "accessKeyId".into()));
-            needed.push((
-                s3.credentials_secret_ref.name.clone(),
-                "secretAccessKey".into(),
-            ));
-        }
-        for (name, key) in needed {
-            let secret = secrets
-                .get_opt(&name)
-                .await
-                .map_err(Error::kube(format!("reading Secret {name}")))?;
-            if !secret
-                .and_then(|secret| secret.data)
-                .is_some_and(|data| data.contains_key(&key))
-            {
-                return Err(Error::WaitingFor(format!(
-                    "waiting for Secret {}/{name} with key {key}: the restore from {} reads the repository with it; the database starts once it exists",
-                    tenant.namespace, from.country
-                )));
-            }
-        }
+    if let Some((name, key)) = missing_repository_secret(client, tenant).await? {
+        return Err(Error::WaitingFor(format!(
+            "waiting for Secret {}/{name} with key {key}: the restore from {} reads the repository with it; the database starts once it exists",
+            tenant.namespace, from.country
+        )));
     }
     let source = Api::<DfrCountry>::all(client.clone())
         .get_opt(&from.country)
