@@ -14,7 +14,7 @@ use dfr_crds::DfrBackup;
 use futures::SinkExt;
 use futures::StreamExt;
 use futures::channel::mpsc;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
 use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -61,6 +61,9 @@ macro_rules! define_caches {
             pub pods: Store<Pod>,
             /// Backups people asked for; they carry no label of ours.
             pub backups: Store<DfrBackup>,
+            /// Patroni's own state in the tenant namespaces (its `-config`, `-leader` and
+            /// `-sync` ConfigMaps, by its scope label): never applied, only read.
+            pub patroni: Store<ConfigMap>,
             $(pub $field: Store<$kind>,)*
         }
 
@@ -70,6 +73,7 @@ macro_rules! define_caches {
             pub secrets: Changes<Secret>,
             pub pods: Changes<Pod>,
             pub backups: Changes<DfrBackup>,
+            pub patroni: Changes<ConfigMap>,
             $(pub $field: Changes<$kind>,)*
         }
 
@@ -87,6 +91,11 @@ macro_rules! define_caches {
                 let secrets = spawn::<Secret>(client, &mut tasks);
                 let pods = spawn::<Pod>(client, &mut tasks);
                 let backups = spawn_with::<DfrBackup>(client, watcher::Config::default(), &mut tasks);
+                let patroni = spawn_with::<ConfigMap>(
+                    client,
+                    watcher::Config::default().labels(labels::PATRONI_SCOPE),
+                    &mut tasks,
+                );
                 $(let $field = spawn::<$kind>(client, &mut tasks);)*
                 let (filled_tx, filled) = watch::channel(false);
                 let caches = Caches {
@@ -95,6 +104,7 @@ macro_rules! define_caches {
                     secrets: secrets.0,
                     pods: pods.0,
                     backups: backups.0,
+                    patroni: patroni.0,
                     $($field: $field.0,)*
                 };
                 let subscriptions = Subscriptions {
@@ -102,6 +112,7 @@ macro_rules! define_caches {
                     secrets: secrets.1,
                     pods: pods.1,
                     backups: backups.1,
+                    patroni: patroni.1,
                     $($field: $field.1,)*
                 };
                 // One task waits for the stores: Store::wait_until_ready wakes only the last of
@@ -112,6 +123,7 @@ macro_rules! define_caches {
                     let _ = stores.secrets.wait_until_ready().await;
                     let _ = stores.pods.wait_until_ready().await;
                     let _ = stores.backups.wait_until_ready().await;
+                    let _ = stores.patroni.wait_until_ready().await;
                     $(let _ = stores.$field.wait_until_ready().await;)*
                     let _ = filled_tx.send(true);
                 }));
@@ -228,6 +240,13 @@ impl Caches {
             })
             .map(|object| (*object).clone())
             .collect()
+    }
+
+    /// One of Patroni's ConfigMaps (`postgres-config`, `postgres-sync`, ...) in `namespace`.
+    pub fn patroni_state(&self, namespace: &str, name: &str) -> Option<ConfigMap> {
+        self.patroni
+            .get(&reflector::ObjectRef::<ConfigMap>::new(name).within(namespace))
+            .map(|object| (*object).clone())
     }
 
     pub fn get<K: Cached>(&self, namespace: Option<&str>, name: &str) -> Option<K> {

@@ -123,6 +123,18 @@ macro_rules! own_child_kinds {
                     .and_then(|namespace| namespace.labels().get(labels::TENANT).cloned())
                     .map(|tenant| ObjectRef::new(&tenant))
             });
+            // Patroni's synchronous-standby and configuration records map to their tenant by
+            // Patroni's labels; its leader record, renewed every few seconds, triggers nothing.
+            let controller = controller.watches_shared_stream(subscriptions.patroni, |record| {
+                let name = record.metadata.name.as_deref()?;
+                if !name.ends_with("-sync") && !name.ends_with("-config") {
+                    return None;
+                }
+                record
+                    .labels()
+                    .get(labels::INSTANCE)
+                    .map(|tenant| ObjectRef::new(tenant))
+            });
             // Pods are owned by StatefulSets and ReplicaSets, not by the DfrCountry; Patroni's
             // leader label on a pod is what DatabaseReady and status.primary report, so pods map
             // to their tenant by label.

@@ -14,6 +14,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod naming;
 pub mod observe;
+pub mod patroni_state;
 pub mod reconcile;
 pub mod settings;
 pub mod status;

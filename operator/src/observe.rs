@@ -55,6 +55,25 @@ pub async fn observe(caches: &Caches, tenant: &Tenant, settings: &Settings) -> R
         ],
     );
 
+    let members: Vec<crate::patroni_state::Member> = caches
+        .in_namespace::<Pod>(
+            &namespace,
+            &[
+                (labels::NAME, labels::APP_POSTGRES),
+                (labels::INSTANCE, tenant_name.as_str()),
+            ],
+        )
+        .iter()
+        .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+        .filter_map(crate::patroni_state::Member::from_pod)
+        .collect();
+    let risk = crate::patroni_state::replication_risk(
+        tenant,
+        primary.as_deref(),
+        &crate::patroni_state::synchronous_standbys(caches, &namespace),
+        &members,
+    );
+
     Ok(Observed {
         generation: tenant.generation,
         namespace,
@@ -74,6 +93,7 @@ pub async fn observe(caches: &Caches, tenant: &Tenant, settings: &Settings) -> R
         api_deployment_available,
         certificates_not_after,
         problem: None,
+        risk,
         suspended: tenant.spec.suspend,
         cluster_domain: settings.cluster_domain.clone(),
         renew_before: tenant.tls.renew_before,

@@ -223,6 +223,7 @@ async fn apply_children(tenant: &Tenant, desired: &Desired, ctx: &Context) -> Re
         }
         changes.extend(sync_stage(stage, client, caches, tenant, desired).await?);
     }
+    changes.extend(crate::patroni_state::apply_dynamic_configuration(client, caches, tenant).await?);
     Ok(changes)
 }
 
@@ -398,6 +399,7 @@ fn observed_from_status(country: &DfrCountry, settings: &Settings) -> Observed {
             .any(|c| c.type_ == ct::API_READY && c.status == "True"),
         certificates_not_after: status.certificates_not_after.map(|t| t.0),
         problem: None,
+        risk: None,
         suspended: country.spec.suspend,
         cluster_domain: settings.cluster_domain.clone(),
         renew_before: tenant.map(|t| t.tls.renew_before).unwrap_or_default(),

@@ -25,6 +25,8 @@ pub struct Observed {
     pub certificates_not_after: Option<Timestamp>,
     /// A problem that needs a person: (reason, message).
     pub problem: Option<(String, String)>,
+    /// A risk while the tenant still serves (no synchronous standby): Degraded, not unready.
+    pub risk: Option<(String, String)>,
     pub suspended: bool,
     pub cluster_domain: String,
     /// spec.tls.renewBefore: a certificate this close to expiry is reported as due.
@@ -104,9 +106,12 @@ pub fn desired_status(
         )
     };
 
-    let (degraded, degraded_reason, degraded_message) = match &observed.problem {
-        Some((reason, message)) => (true, reason.as_str(), message.clone()),
-        None => (
+    let (degraded, degraded_reason, degraded_message) = match (&observed.problem, &observed.risk)
+    {
+        (Some((reason, message)), _) | (None, Some((reason, message))) => {
+            (true, reason.as_str(), message.clone())
+        }
+        (None, None) => (
             false,
             "NoProblems",
             "no problem needs attention".to_string(),

@@ -20,15 +20,6 @@ pub const DATA_DIR: &str = "/var/lib/postgresql/data/pgdata";
 pub const TLS_DIR: &str = "/etc/dfr/tls";
 pub const SOCKET_DIR: &str = "/var/run/postgresql";
 
-/// Parameters PostgreSQL requires to be equal on all members; Patroni only honours them in its
-/// DCS (bootstrap.dcs), never in the local configuration.
-const DCS_ONLY_PARAMETERS: &[&str] = &[
-    "max_connections",
-    "max_locks_per_transaction",
-    "max_worker_processes",
-    "max_prepared_transactions",
-    "track_commit_timestamp",
-];
 
 #[derive(Serialize, Debug, PartialEq)]
 pub struct PatroniConfig {
@@ -90,6 +81,10 @@ pub struct Dcs {
     pub maximum_lag_on_failover: u64,
     pub synchronous_mode: bool,
     pub synchronous_mode_strict: bool,
+    /// A leader that cannot reach the Kubernetes API keeps leading while it can reach every
+    /// other member over Patroni's REST API, instead of demoting itself: an API-server restart
+    /// or upgrade must not stop the registry's writes.
+    pub failsafe_mode: bool,
     pub postgresql: DcsPostgresql,
 }
 
@@ -114,12 +109,16 @@ pub struct Postgresql {
 
 pub fn patroni_config(tenant: &Tenant) -> PatroniConfig {
     let spec = &tenant.spec.postgres;
-    let (mut dcs_parameters, mut local_parameters): (BTreeMap<_, _>, BTreeMap<_, _>) = spec
+    // The spec's parameters live in Patroni's dynamic configuration, which the operator keeps
+    // equal to the spec on a running cluster (crate::patroni_state): Patroni applies a change on
+    // every member. The operator's fixed settings stay in the local configuration.
+    let mut dcs_parameters: BTreeMap<String, String> = spec
         .parameters
         .iter()
         .filter(|(key, _)| !FORBIDDEN_POSTGRES_PARAMETERS.contains(&key.as_str()))
         .map(|(key, value)| (key.clone(), value.clone()))
-        .partition(|(key, _)| DCS_ONLY_PARAMETERS.contains(&key.as_str()));
+        .collect();
+    let mut local_parameters = BTreeMap::new();
     dcs_parameters
         .entry("max_connections".into())
         .or_insert_with(|| "200".into());
@@ -169,6 +168,7 @@ pub fn patroni_config(tenant: &Tenant) -> PatroniConfig {
                 maximum_lag_on_failover: 1024 * 1024,
                 synchronous_mode: spec.synchronous_mode != SynchronousMode::Off,
                 synchronous_mode_strict: spec.synchronous_mode == SynchronousMode::Strict,
+                failsafe_mode: true,
                 postgresql: DcsPostgresql {
                     use_pg_rewind: true,
                     use_slots: true,
@@ -373,7 +373,14 @@ mod tests {
             yaml["bootstrap"]["dcs"]["postgresql"]["parameters"]["max_connections"],
             "200"
         );
-        assert_eq!(yaml["postgresql"]["parameters"]["shared_buffers"], "512MB");
+        // The spec's parameters go to the dynamic configuration, which the operator keeps equal
+        // to the spec after bootstrap too.
+        assert_eq!(
+            yaml["bootstrap"]["dcs"]["postgresql"]["parameters"]["shared_buffers"],
+            "512MB"
+        );
+        assert!(yaml["postgresql"]["parameters"].get("shared_buffers").is_none());
+        assert_eq!(yaml["bootstrap"]["dcs"]["failsafe_mode"], true);
         assert!(yaml["postgresql"]["parameters"].get("wal_level").is_none());
         assert!(
             yaml["bootstrap"]["dcs"]["postgresql"]["parameters"]
