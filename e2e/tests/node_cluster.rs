@@ -20,6 +20,8 @@ use serde_json::{Value, json};
 
 #[path = "node_cluster/backups.rs"]
 mod backups;
+#[path = "node_cluster/patroni.rs"]
+mod patroni;
 #[path = "node_cluster/repositories.rs"]
 mod repositories;
 

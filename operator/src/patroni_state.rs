@@ -6,8 +6,8 @@
 //! restart shows as pending_restart), so spec.postgres changes reach a running cluster, and
 //! settings a newer operator adds (failsafe_mode) reach clusters bootstrapped before it.
 
-use kube::api::{Api, Patch, PatchParams};
 use kube::Client;
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::Value;
 
 use dfr_crds::SynchronousMode;
@@ -167,8 +167,7 @@ pub fn replication_risk(
     members: &[Member],
 ) -> Option<(String, String)> {
     let spec = &tenant.spec.postgres;
-    if spec.synchronous_mode == SynchronousMode::Off || spec.instances < 2 || tenant.spec.suspend
-    {
+    if spec.synchronous_mode == SynchronousMode::Off || spec.instances < 2 || tenant.spec.suspend {
         return None;
     }
     let primary = primary?;
@@ -296,7 +295,10 @@ mod tests {
         let (reason, message) =
             replication_risk(&tenant, Some("postgres-0"), &[], &members).unwrap();
         assert_eq!(reason, "SynchronousStandbyLost");
-        assert!(message.contains("postgres-1 in archive recovery"), "{message}");
+        assert!(
+            message.contains("postgres-1 in archive recovery"),
+            "{message}"
+        );
         let lagging = [
             member("postgres-0", true, None),
             member("postgres-1", false, None),
@@ -315,10 +317,16 @@ mod tests {
     fn without_synchronous_mode_or_a_second_member_there_is_nothing_to_lose() {
         let mut tenant = sample("ton-prod.yaml");
         tenant.spec.postgres.synchronous_mode = SynchronousMode::Off;
-        assert_eq!(replication_risk(&tenant, Some("postgres-0"), &[], &[]), None);
+        assert_eq!(
+            replication_risk(&tenant, Some("postgres-0"), &[], &[]),
+            None
+        );
         let mut single = sample("ton-prod.yaml");
         single.spec.postgres.instances = 1;
-        assert_eq!(replication_risk(&single, Some("postgres-0"), &[], &[]), None);
+        assert_eq!(
+            replication_risk(&single, Some("postgres-0"), &[], &[]),
+            None
+        );
         let tenant = sample("ton-prod.yaml");
         assert_eq!(replication_risk(&tenant, None, &[], &[]), None);
     }

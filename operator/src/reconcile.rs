@@ -223,7 +223,8 @@ async fn apply_children(tenant: &Tenant, desired: &Desired, ctx: &Context) -> Re
         }
         changes.extend(sync_stage(stage, client, caches, tenant, desired).await?);
     }
-    changes.extend(crate::patroni_state::apply_dynamic_configuration(client, caches, tenant).await?);
+    changes
+        .extend(crate::patroni_state::apply_dynamic_configuration(client, caches, tenant).await?);
     Ok(changes)
 }
 

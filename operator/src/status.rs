@@ -106,8 +106,7 @@ pub fn desired_status(
         )
     };
 
-    let (degraded, degraded_reason, degraded_message) = match (&observed.problem, &observed.risk)
-    {
+    let (degraded, degraded_reason, degraded_message) = match (&observed.problem, &observed.risk) {
         (Some((reason, message)), _) | (None, Some((reason, message))) => {
             (true, reason.as_str(), message.clone())
         }

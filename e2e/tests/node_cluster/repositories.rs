@@ -16,7 +16,12 @@ use super::backups::{
 use super::{PASSWORD, condition, eventually, repo, run_kubectl};
 
 /// A two-member tenant of the sample's shape with `backup` as its backup section.
-fn country(name: &str, code: &str, instances: i32, backup: serde_json::Value) -> DfrCountry {
+pub(super) fn country(
+    name: &str,
+    code: &str,
+    instances: i32,
+    backup: serde_json::Value,
+) -> DfrCountry {
     let sample = std::fs::read_to_string(repo().join("config/samples/ton-dev.yaml")).unwrap();
     let mut country: DfrCountry = serde_yaml::from_str(&sample).unwrap();
     country.metadata.name = Some(name.into());

@@ -20,7 +20,6 @@ pub const DATA_DIR: &str = "/var/lib/postgresql/data/pgdata";
 pub const TLS_DIR: &str = "/etc/dfr/tls";
 pub const SOCKET_DIR: &str = "/var/run/postgresql";
 
-
 #[derive(Serialize, Debug, PartialEq)]
 pub struct PatroniConfig {
     pub scope: String,
@@ -379,7 +378,11 @@ mod tests {
             yaml["bootstrap"]["dcs"]["postgresql"]["parameters"]["shared_buffers"],
             "512MB"
         );
-        assert!(yaml["postgresql"]["parameters"].get("shared_buffers").is_none());
+        assert!(
+            yaml["postgresql"]["parameters"]
+                .get("shared_buffers")
+                .is_none()
+        );
         assert_eq!(yaml["bootstrap"]["dcs"]["failsafe_mode"], true);
         assert!(yaml["postgresql"]["parameters"].get("wal_level").is_none());
         assert!(
