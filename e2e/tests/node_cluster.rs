@@ -20,10 +20,16 @@ use serde_json::{Value, json};
 
 #[path = "node_cluster/backups.rs"]
 mod backups;
+#[path = "node_cluster/outage.rs"]
+mod outage;
 #[path = "node_cluster/patroni.rs"]
 mod patroni;
 #[path = "node_cluster/repositories.rs"]
 mod repositories;
+
+/// Scenarios share the node cluster (held for reading); one that stops the cluster's control
+/// plane holds it alone (for writing), so no other scenario sees the outage.
+static CLUSTER: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 const COUNTRY: &str = "ton-e2e";
 const NAMESPACE: &str = "dfr-ton-test";
@@ -379,6 +385,7 @@ fn install_operator() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_country_runs_fails_over_without_losing_writes_and_keeps_its_data() {
+    let _shared = CLUSTER.read().await;
     let client = kube_client().await;
     install_operator();
 

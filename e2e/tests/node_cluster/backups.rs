@@ -259,6 +259,7 @@ pub(super) async fn archived_up_to_now(namespace: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn backups_are_encrypted_and_restore_to_a_point_in_time() {
+    let _shared = super::CLUSTER.read().await;
     let client = dfr_e2e::testing::kube_client().await;
     super::install_operator();
     let s3 = dfr_e2e::testing::s3();
@@ -781,6 +782,7 @@ pub(super) fn set_secret(namespace: &str, name: &str, data: BTreeMap<&str, Strin
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "a benchmark: minutes and a GiB of data; run it by name"]
 async fn backup_benchmark() {
+    let _shared = super::CLUSTER.read().await;
     const NAME: &str = "wsm-bench";
     const NAMESPACE: &str = "dfr-wsm-staging";
     let client = dfr_e2e::testing::kube_client().await;

@@ -93,6 +93,7 @@ fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_volume_repository_serves_its_tenant_through_the_repository_host() {
+    let _shared = super::CLUSTER.read().await;
     const NAME: &str = "fji-e2e-volume";
     const NAMESPACE: &str = "dfr-fji-test";
     let client = dfr_e2e::testing::kube_client().await;
@@ -235,6 +236,7 @@ async fn a_volume_repository_serves_its_tenant_through_the_repository_host() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_repository_down_fails_backups_not_writes_and_heals_by_itself() {
+    let _shared = super::CLUSTER.read().await;
     const NAME: &str = "vut-e2e-down";
     const NAMESPACE: &str = "dfr-vut-test";
     const PORT: u16 = 9100;
