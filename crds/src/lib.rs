@@ -67,7 +67,10 @@ mod spec;
 mod status;
 
 pub use backup::{BackupPhase, BackupType, DfrBackup, DfrBackupSpec, DfrBackupStatus};
-pub use postgres::{FORBIDDEN_POSTGRES_PARAMETERS, PostgresSpec, StorageSpec, SynchronousMode};
+pub use postgres::{
+    FORBIDDEN_POSTGRES_PARAMETERS, PostgresSpec, SUPPORTED_POSTGRES_VERSIONS, StorageSpec,
+    SynchronousMode,
+};
 pub use spec::*;
 pub use status::*;
 

@@ -6,6 +6,9 @@ use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// The PostgreSQL major versions the operator has an image for (images/dfr-postgres).
+pub const SUPPORTED_POSTGRES_VERSIONS: &[i32] = &[15];
+
 /// Settings Patroni owns because replication, failover or TLS depend on them; letting a spec
 /// override one would silently break the cluster.
 pub const FORBIDDEN_POSTGRES_PARAMETERS: &[&str] = &[
@@ -63,9 +66,10 @@ pub struct PostgresSpec {
     #[serde(default)]
     pub synchronous_mode: SynchronousMode,
 
-    /// PostgreSQL major version.
+    /// PostgreSQL major version: one the operator ships an image for (15).
     #[serde(default = "default_version")]
-    #[schemars(range(min = 15, max = 17))]
+    #[x_kube(validation = kube::core::Rule::new(format!("self in {SUPPORTED_POSTGRES_VERSIONS:?}"))
+        .message(kube::core::Message::Message(format!("postgres.version must be one of {SUPPORTED_POSTGRES_VERSIONS:?}: the operator ships PostgreSQL images (dfr-postgres) for these major versions only"))))]
     pub version: i32,
 
     #[serde(default)]

@@ -40,6 +40,15 @@ pub fn validate(country: &DfrCountry) -> Result<Tenant> {
         duration: duration("tls.duration", &spec.tls.duration)?,
         renew_before: duration("tls.renewBefore", &spec.tls.renew_before)?,
     };
+    // The schema refuses these at apply time; a DfrCountry stored under an older schema may
+    // still ask for one.
+    if !dfr_crds::SUPPORTED_POSTGRES_VERSIONS.contains(&spec.postgres.version) {
+        return Err(Error::InvalidSpec(format!(
+            "postgres.version {} has no PostgreSQL image in this operator: it runs {:?}",
+            spec.postgres.version,
+            dfr_crds::SUPPORTED_POSTGRES_VERSIONS
+        )));
+    }
     if tls.renew_before >= tls.duration {
         return Err(Error::InvalidSpec(format!(
             "tls.renewBefore {:?} must be shorter than tls.duration {:?}",
@@ -197,6 +206,16 @@ mod tests {
         assert_eq!(tenant.owner.controller, Some(true));
         assert_eq!(tenant.tls.duration.as_secs(), 48 * 3600);
         assert_eq!(tenant.tls.renew_before.as_secs(), 90 * 60);
+    }
+
+    #[test]
+    fn a_version_without_an_image_is_refused_naming_what_the_operator_runs() {
+        let error = validate(&country("postgres: {version: 16}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("postgres.version 16"), "{error}");
+        assert!(error.contains("[15]"), "{error}");
+        assert!(validate(&country("postgres: {version: 15}\n")).is_ok());
     }
 
     #[test]

@@ -273,6 +273,16 @@ async fn quantities_are_checked_at_apply_time_and_the_message_names_the_field() 
     let message = rejection(
         &admin,
         "ton-dev.yaml",
+        json!({"spec": {"postgres": {"version": 16}}}),
+    )
+    .await;
+    assert!(
+        message.contains("postgres.version must be one of [15]"),
+        "{message}"
+    );
+    let message = rejection(
+        &admin,
+        "ton-dev.yaml",
         json!({"spec": {"api": {"resources": {"limits": {"memory": "a lot"}}}}}),
     )
     .await;
