@@ -33,6 +33,9 @@ pub struct Observed {
     pub backup_repository: crate::backup::Repository,
     /// The backup and expiry runs the tenant's pods show.
     pub backup_runs: crate::backup::report::Runs,
+    /// Whether the monitoring objects are applied; None (suspended, or a problem report) keeps
+    /// the condition the status already has.
+    pub monitoring: Option<crate::children::monitoring::MonitoringState>,
 }
 
 pub fn desired_status(
@@ -136,7 +139,7 @@ pub fn desired_status(
         last_restore_check.as_ref(),
     );
 
-    let conditions = vec![
+    let mut conditions = vec![
         condition(ct::READY, ready, &ready_reason, ready_message),
         condition(
             ct::PROGRESSING,
@@ -166,6 +169,20 @@ pub fn desired_status(
             now,
         ),
     ];
+    match &observed.monitoring {
+        Some(state) => conditions.push(condition(
+            ct::MONITORING_READY,
+            state.ready,
+            state.reason,
+            state.message.clone(),
+        )),
+        None => conditions.extend(
+            previous_conditions
+                .iter()
+                .find(|c| c.type_ == ct::MONITORING_READY)
+                .cloned(),
+        ),
+    }
 
     let namespace = &observed.namespace;
     let domain = &observed.cluster_domain;
