@@ -1,8 +1,8 @@
 //! Monitoring objects against a real control plane, under the shipped ClusterRole: without the
 //! Prometheus Operator's kinds the tenant says so on MonitoringReady and still gets its
-//! dashboards; with them (here stand-in CRDs that keep any field, since the real ones come with
-//! the Prometheus Operator) it gets its PodMonitors and PrometheusRule, and an operator that
-//! finds them unchanged writes nothing.
+//! dashboards; with them (the Prometheus Operator's own CRDs, in tests/fixtures, so the real
+//! schemas validate, prune and default what the operator applies) it gets its PodMonitors and
+//! PrometheusRule, and an operator that finds them unchanged writes nothing.
 //!
 //! One test, in a binary of its own: it installs and removes cluster-wide CRDs, which other
 //! tests must not see appear mid-run (cargo runs test binaries one after another).
@@ -18,31 +18,16 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::{Client, Resource, ResourceExt};
-use serde_json::json;
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(60);
-const KINDS: [(&str, &str); 2] = [
-    ("PodMonitor", "podmonitors"),
-    ("PrometheusRule", "prometheusrules"),
-];
+const PLURALS: [&str; 2] = ["podmonitors", "prometheusrules"];
 
-fn stand_in_crd(kind: &str, plural: &str) -> CustomResourceDefinition {
-    serde_json::from_value(json!({
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": format!("{plural}.monitoring.coreos.com")},
-        "spec": {
-            "group": "monitoring.coreos.com",
-            "scope": "Namespaced",
-            "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase(), "listKind": format!("{kind}List")},
-            "versions": [{
-                "name": "v1", "served": true, "storage": true,
-                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}},
-            }],
-        },
-    }))
-    .unwrap()
+fn prometheus_operator_crd(plural: &str) -> CustomResourceDefinition {
+    let path = repo_root().join(format!(
+        "operator/tests/fixtures/prometheus-operator/monitoring.coreos.com_{plural}.yaml"
+    ));
+    serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 async fn served(admin: &Client) -> bool {
@@ -53,10 +38,10 @@ async fn served(admin: &Client) -> bool {
         .unwrap_or(false)
 }
 
-async fn set_stand_in_crds(admin: &Client, installed: bool) {
+async fn set_monitoring_crds(admin: &Client, installed: bool) {
     let api: Api<CustomResourceDefinition> = Api::all(admin.clone());
-    for (kind, plural) in KINDS {
-        let crd = stand_in_crd(kind, plural);
+    for plural in PLURALS {
+        let crd = prometheus_operator_crd(plural);
         if installed {
             api.patch(
                 &crd.name_any(),
@@ -112,7 +97,7 @@ where
 async fn monitoring_objects_follow_the_kinds_the_cluster_serves() {
     let admin = admin().await;
     install_crd(&admin).await;
-    set_stand_in_crds(&admin, false).await;
+    set_monitoring_crds(&admin, false).await;
     let id = unique_id();
     let country = country_from_sample("vut-test.yaml", &id);
     let name = country.name_any();
@@ -135,7 +120,7 @@ async fn monitoring_objects_follow_the_kinds_the_cluster_serves() {
     first.stop().await;
 
     // With them: a new operator (discovery is cached per process) applies the objects.
-    set_stand_in_crds(&admin, true).await;
+    set_monitoring_crds(&admin, true).await;
     let second = RunningOperator::start(&admin, &id).await;
     wait_for_condition(
         &admin,
@@ -180,5 +165,5 @@ async fn monitoring_objects_follow_the_kinds_the_cluster_serves() {
     assert_eq!(third.writes(), 0, "{}", third.metrics.render().unwrap());
     third.stop().await;
 
-    set_stand_in_crds(&admin, false).await;
+    set_monitoring_crds(&admin, false).await;
 }
