@@ -364,6 +364,31 @@ mod tests {
     }
 
     #[test]
+    fn monitoring_readiness_is_reported_and_kept_while_unobserved() {
+        let mut observed = waiting();
+        let status = desired_status(&observed, None, Timestamp::UNIX_EPOCH);
+        assert!(
+            status
+                .conditions
+                .iter()
+                .all(|c| c.type_ != ct::MONITORING_READY)
+        );
+        observed.monitoring = Some(crate::children::monitoring::MonitoringState {
+            ready: false,
+            reason: crate::monitoring::REASON_CRDS_ABSENT,
+            message: "no PodMonitor kind".into(),
+        });
+        let absent = desired_status(&observed, None, Timestamp::UNIX_EPOCH);
+        let condition = find(&absent, ct::MONITORING_READY);
+        assert_eq!(condition.status, "False");
+        assert_eq!(condition.reason, "MonitoringCRDsAbsent");
+        // A reconcile that does not look (suspended, or reporting a problem) keeps it.
+        observed.monitoring = None;
+        let kept = desired_status(&observed, Some(&absent), Timestamp::UNIX_EPOCH);
+        assert_eq!(find(&kept, ct::MONITORING_READY), condition);
+    }
+
+    #[test]
     fn ready_needs_both_the_leader_and_an_available_api() {
         let mut observed = waiting();
         observed.primary = Some("postgres-0".into());
