@@ -117,6 +117,20 @@ pub fn desired_dashboard_config_maps(tenant: &Tenant, settings: &Settings) -> Ve
         .collect()
 }
 
+/// The Prometheus rules file (`groups:`) the operator builds for a DfrCountry manifest, for
+/// promtool or a Prometheus run without the Prometheus Operator. A manifest not read from a
+/// cluster has no uid; the rules do not depend on it.
+pub fn rules_file(manifest: &str, settings: &Settings) -> Result<String, String> {
+    let mut country: dfr_crds::DfrCountry =
+        serde_yaml::from_str(manifest).map_err(|e| format!("not a DfrCountry: {e}"))?;
+    country
+        .metadata
+        .uid
+        .get_or_insert_with(|| "00000000-0000-0000-0000-000000000000".into());
+    let tenant = crate::validate::validate(&country).map_err(|e| e.to_string())?;
+    serde_yaml::to_string(&rules::desired_rule_spec(&tenant, settings)).map_err(|e| e.to_string())
+}
+
 /// Whether the tenant's monitoring objects are in place, for its MonitoringReady condition.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MonitoringState {
@@ -175,6 +189,20 @@ mod tests {
             "{} not in {names:?}",
             tls.server_name
         );
+    }
+
+    #[test]
+    fn a_manifest_becomes_a_rules_file() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../config/samples/ton-prod.yaml");
+        let text = rules_file(
+            &std::fs::read_to_string(path).unwrap(),
+            &Settings::default(),
+        )
+        .unwrap();
+        assert!(text.starts_with("groups:"), "{text}");
+        assert!(text.contains("alert: DfrApiLatencyHigh"));
+        assert!(rules_file("kind: Pod", &Settings::default()).is_err());
     }
 
     #[test]
