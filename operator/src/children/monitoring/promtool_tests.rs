@@ -92,6 +92,7 @@ fn the_rules_files_pass_promtool_check() {
         let out = run(promtool, &["check", "rules", &file], &dir);
         assert!(out.contains("SUCCESS"), "{out}");
     }
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// promtool compares an alert's annotations exactly, and ours are prose with templated values;
@@ -139,6 +140,7 @@ fn every_alert_fires_at_its_threshold_and_stays_quiet_below() {
         untested.is_empty(),
         "alerts without a promtool test: {untested:?}"
     );
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 fn known_names() -> BTreeSet<String> {
@@ -212,4 +214,5 @@ fn every_dashboard_query_parses_and_reads_metrics_that_exist() {
         out.contains(&format!("SUCCESS: {} rules found", queries.len())),
         "{out}"
     );
+    let _ = std::fs::remove_dir_all(dir);
 }
