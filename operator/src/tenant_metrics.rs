@@ -84,7 +84,8 @@ pub fn pii_key_activated(caches: &Caches, tenant: &Tenant) -> Option<Timestamp> 
     key_activated(&secret)
 }
 
-fn key_activated(secret: &Secret) -> Option<Timestamp> {
+/// Since when the keys in a PII key ring Secret have been active.
+pub fn key_activated(secret: &Secret) -> Option<Timestamp> {
     let annotated = secret
         .metadata
         .annotations
@@ -92,6 +93,18 @@ fn key_activated(secret: &Secret) -> Option<Timestamp> {
         .and_then(|a| a.get(PII_KEY_ACTIVATED_AT))
         .and_then(|text| text.parse::<Timestamp>().ok());
     annotated.or_else(|| secret.metadata.creation_timestamp.as_ref().map(|t| t.0))
+}
+
+/// Records on a new key ring Secret since when its keys are active: a restored tenant copies
+/// the source's key ring, whose age is the source's, not the new Secret's.
+pub fn mark_key_activated(secret: &mut Secret, since: Option<Timestamp>) {
+    if let Some(since) = since {
+        secret
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(PII_KEY_ACTIVATED_AT.to_string(), since.to_string());
+    }
 }
 
 #[cfg(test)]
@@ -122,6 +135,24 @@ mod tests {
             "last week".to_string(),
         )]));
         assert_eq!(key_activated(&secret), Some(created));
+    }
+
+    #[test]
+    fn a_copied_key_ring_keeps_the_age_of_its_source() {
+        let mut source = Secret::default();
+        source.metadata.creation_timestamp = Some(Time("2026-01-01T00:00:00Z".parse().unwrap()));
+        let mut copy = Secret::default();
+        copy.metadata.creation_timestamp = Some(Time("2026-11-30T00:00:00Z".parse().unwrap()));
+        mark_key_activated(&mut copy, key_activated(&source));
+        assert_eq!(key_activated(&copy), key_activated(&source));
+        // Nothing known of the source: the copy's own creation time counts.
+        let mut fresh = copy.clone();
+        fresh.metadata.annotations = None;
+        mark_key_activated(&mut fresh, None);
+        assert_eq!(
+            key_activated(&fresh),
+            Some("2026-11-30T00:00:00Z".parse().unwrap())
+        );
     }
 
     #[test]
