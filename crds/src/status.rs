@@ -11,6 +11,8 @@ pub mod condition_type {
     pub const API_READY: &str = "ApiReady";
     pub const BACKUPS_HEALTHY: &str = "BackupsHealthy";
     pub const CERTIFICATES_VALID: &str = "CertificatesValid";
+    /// PodMonitors and PrometheusRule applied, or why not (MonitoringCRDsAbsent).
+    pub const MONITORING_READY: &str = "MonitoringReady";
 }
 
 /// What the operator last observed of a tenant. Readable by `kubectl get`, Argo CD and Flux.

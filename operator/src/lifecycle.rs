@@ -150,17 +150,23 @@ pub async fn ensure_secrets(
     }
     let mut material = SecretMaterial::generate(tenant, settings)
         .map_err(|error| Error::SecretGeneration(error.to_string()))?;
+    let mut key_activated = None;
     if let Some(bootstrap) = &tenant.spec.bootstrap {
         // The restored rows are encrypted under the source's PII keys; a new key ring could
         // not read them.
         material.pii_keyring_json = source_pii_keyring(caches, &bootstrap.from_backup.country)?;
+        // The keys are as old as the source's, which the PII key age alert must see.
+        key_activated = source_pii_key_activated(caches, &bootstrap.from_backup.country);
     }
     let params = PostParams {
         field_manager: Some(naming::FIELD_MANAGER.to_string()),
         ..PostParams::default()
     };
-    for secret in desired_secrets(tenant, &material) {
+    for mut secret in desired_secrets(tenant, &material) {
         let name = secret.name_any();
+        if name == naming::SECRET_API_PII_KEYS {
+            crate::tenant_metrics::mark_key_activated(&mut secret, key_activated);
+        }
         if existing.contains(&name) {
             continue;
         }
@@ -467,6 +473,20 @@ async fn create_job(
         Err(kube::Error::Api(response)) if response.code == 409 => Ok(false),
         Err(error) => Err(Error::kube(format!("creating Job {name}"))(error)),
     }
+}
+
+/// Since when the PII keys of the tenant named `source` have been active, if its Secret is left.
+fn source_pii_key_activated(caches: &Caches, source: &str) -> Option<k8s_openapi::jiff::Timestamp> {
+    let namespace = caches
+        .namespaces
+        .state()
+        .iter()
+        .find(|namespace| {
+            namespace.labels().get(labels::TENANT).map(String::as_str) == Some(source)
+        })
+        .map(|namespace| namespace.name_any())?;
+    let secret = caches.get::<Secret>(Some(&namespace), naming::SECRET_API_PII_KEYS)?;
+    crate::tenant_metrics::key_activated(&secret)
 }
 
 /// The PII key ring of the tenant named `source`, from its namespace (which a Retain deletion

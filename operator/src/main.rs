@@ -32,6 +32,12 @@ enum Command {
         #[arg(default_value = "dfrcountries", value_parser = ["dfrcountries", "dfrbackups"])]
         plural: String,
     },
+    /// Print the Prometheus rules file the operator builds for a DfrCountry manifest (the
+    /// PrometheusRule's groups), e.g. for `promtool test rules`.
+    AlertRules {
+        /// A DfrCountry manifest, e.g. config/samples/ton-prod.yaml.
+        file: std::path::PathBuf,
+    },
     /// Run the controller.
     Run(Box<RunArgs>),
 }
@@ -105,6 +111,23 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::AlertRules { file } => {
+            let rules = std::fs::read_to_string(&file)
+                .map_err(|e| format!("{}: {e}", file.display()))
+                .and_then(|text| {
+                    dfr_operator::children::monitoring::rules_file(&text, &Settings::default())
+                });
+            match rules {
+                Ok(yaml) => {
+                    print!("{yaml}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("dfr-operator alert-rules: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run(args) => {
             init_tracing(&args.log_format);
             let runtime = match tokio::runtime::Runtime::new() {

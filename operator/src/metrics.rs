@@ -32,6 +32,8 @@ pub struct Metrics {
     /// Per tenant: when the last successful restore check finished, and how long it took.
     pub restore_check_last_success: IntGaugeVec,
     pub restore_check_duration: IntGaugeVec,
+    /// Certificate expiry, PII key age and failing reconciles, for the alert rules.
+    pub tenant: crate::tenant_metrics::TenantGauges,
     tenants: IntGaugeVec,
     tenant_ready: Arc<Mutex<BTreeMap<String, String>>>,
     pub ready: Arc<AtomicBool>,
@@ -125,6 +127,7 @@ impl Metrics {
         registry.register(Box::new(child_writes.clone()))?;
         registry.register(Box::new(kube_requests.clone()))?;
         registry.register(Box::new(tenants.clone()))?;
+        let tenant = crate::tenant_metrics::TenantGauges::new(&registry)?;
         Ok(Self {
             registry,
             reconciliations,
@@ -138,6 +141,7 @@ impl Metrics {
             backup_sets,
             restore_check_last_success,
             restore_check_duration,
+            tenant,
             tenants,
             tenant_ready: Arc::default(),
             ready: Arc::default(),
@@ -163,6 +167,8 @@ impl Metrics {
 
     /// Records what the status says of a tenant's backups.
     pub fn set_backups(&self, tenant: &str, status: &dfr_crds::DfrCountryStatus) {
+        self.tenant
+            .set_certificate_expiry(tenant, status.certificates_not_after.as_ref().map(|t| t.0));
         if let Some(last) = status
             .last_backup
             .as_ref()
@@ -200,6 +206,7 @@ impl Metrics {
 
     /// Forgets a deleted tenant's per-tenant series.
     pub fn forget_tenant(&self, tenant: &str) {
+        self.tenant.forget(tenant);
         for gauge in [
             &self.backup_last_success,
             &self.backup_duration,

@@ -99,6 +99,7 @@ pub async fn observe(caches: &Caches, tenant: &Tenant, settings: &Settings) -> R
         renew_before: tenant.tls.renew_before,
         backup_repository: backup_repository(&tenant.spec),
         backup_runs: Runs::from_pods(&backup_pods),
+        monitoring: None,
     })
 }
 

@@ -43,6 +43,8 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// The last problem reported on an object that could not be read, so it is written once.
     reported_invalid: Mutex<HashMap<String, String>>,
+    /// Whether the cluster serves the Prometheus Operator's kinds, asked now and then.
+    monitoring: crate::monitoring::Discovery,
 }
 
 impl Context {
@@ -61,6 +63,7 @@ impl Context {
             metrics,
             failures: Mutex::default(),
             reported_invalid: Mutex::default(),
+            monitoring: crate::monitoring::Discovery::default(),
         }
     }
 }
@@ -98,6 +101,9 @@ pub async fn reconcile(
         && let Ok(mut failures) = ctx.failures.lock()
     {
         failures.remove(&guard.name_any());
+        ctx.metrics
+            .tenant
+            .set_reconcile_failures(&guard.name_any(), 0);
     }
     result
 }
@@ -123,6 +129,9 @@ pub fn error_policy(
             *count
         })
         .unwrap_or(1);
+    ctx.metrics
+        .tenant
+        .set_reconcile_failures(&guard.name_any(), attempts);
     Action::requeue(backoff(attempts, error.needs_a_person()))
 }
 
@@ -157,11 +166,21 @@ async fn reconcile_country(country: Arc<DfrCountry>, ctx: &Arc<Context>) -> Resu
 async fn apply(country: &DfrCountry, ctx: &Context) -> Result<Action> {
     let tenant = validate::validate(country)?;
     let mut changes = Changes::default();
+    let mut monitoring = None;
     if !tenant.spec.suspend {
         let desired = desired_state(&tenant, &ctx.settings);
         changes = apply_children(&tenant, &desired, ctx).await?;
+        let (state, applied) =
+            crate::monitoring::sync(&ctx.client, &ctx.monitoring, &tenant, &ctx.settings).await;
+        changes.extend(applied);
+        monitoring = Some(state);
     }
-    let observed = observe::observe(&ctx.caches, &tenant, &ctx.settings).await?;
+    let mut observed = observe::observe(&ctx.caches, &tenant, &ctx.settings).await?;
+    observed.monitoring = monitoring;
+    ctx.metrics.tenant.set_pii_key_activated(
+        &tenant.name,
+        crate::tenant_metrics::pii_key_activated(&ctx.caches, &tenant),
+    );
     if !tenant.spec.suspend {
         let mut backup_events =
             lifecycle::start_backup_runs(&ctx.client, &tenant, &ctx.settings, &observed, country)
@@ -406,6 +425,7 @@ fn observed_from_status(country: &DfrCountry, settings: &Settings) -> Observed {
         renew_before: tenant.map(|t| t.tls.renew_before).unwrap_or_default(),
         backup_repository: observe::backup_repository(&country.spec),
         backup_runs: Default::default(),
+        monitoring: None,
     }
 }
 

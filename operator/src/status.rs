@@ -35,6 +35,9 @@ pub struct Observed {
     pub backup_repository: crate::backup::Repository,
     /// The backup and expiry runs the tenant's pods show.
     pub backup_runs: crate::backup::report::Runs,
+    /// Whether the monitoring objects are applied; None (suspended, or a problem report) keeps
+    /// the condition the status already has.
+    pub monitoring: Option<crate::children::monitoring::MonitoringState>,
 }
 
 pub fn desired_status(
@@ -140,7 +143,7 @@ pub fn desired_status(
         last_restore_check.as_ref(),
     );
 
-    let conditions = vec![
+    let mut conditions = vec![
         condition(ct::READY, ready, &ready_reason, ready_message),
         condition(
             ct::PROGRESSING,
@@ -170,6 +173,20 @@ pub fn desired_status(
             now,
         ),
     ];
+    match &observed.monitoring {
+        Some(state) => conditions.push(condition(
+            ct::MONITORING_READY,
+            state.ready,
+            state.reason,
+            state.message.clone(),
+        )),
+        None => conditions.extend(
+            previous_conditions
+                .iter()
+                .find(|c| c.type_ == ct::MONITORING_READY)
+                .cloned(),
+        ),
+    }
 
     let namespace = &observed.namespace;
     let domain = &observed.cluster_domain;
@@ -348,6 +365,31 @@ mod tests {
         assert_eq!(status.observed_generation, Some(3));
         assert_eq!(find(&status, ct::PROGRESSING).status, "True");
         assert_eq!(status.api.as_ref().unwrap().replicas, "0/2");
+    }
+
+    #[test]
+    fn monitoring_readiness_is_reported_and_kept_while_unobserved() {
+        let mut observed = waiting();
+        let status = desired_status(&observed, None, Timestamp::UNIX_EPOCH);
+        assert!(
+            status
+                .conditions
+                .iter()
+                .all(|c| c.type_ != ct::MONITORING_READY)
+        );
+        observed.monitoring = Some(crate::children::monitoring::MonitoringState {
+            ready: false,
+            reason: crate::monitoring::REASON_CRDS_ABSENT,
+            message: "no PodMonitor kind".into(),
+        });
+        let absent = desired_status(&observed, None, Timestamp::UNIX_EPOCH);
+        let condition = find(&absent, ct::MONITORING_READY);
+        assert_eq!(condition.status, "False");
+        assert_eq!(condition.reason, "MonitoringCRDsAbsent");
+        // A reconcile that does not look (suspended, or reporting a problem) keeps it.
+        observed.monitoring = None;
+        let kept = desired_status(&observed, Some(&absent), Timestamp::UNIX_EPOCH);
+        assert_eq!(find(&kept, ct::MONITORING_READY), condition);
     }
 
     #[test]

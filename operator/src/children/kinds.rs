@@ -50,7 +50,7 @@ macro_rules! for_each_child_kind {
             role_bindings: k8s_openapi::api::rbac::v1::RoleBinding
                 => Support, $crate::children::patroni::desired_role_bindings;
             config_maps: k8s_openapi::api::core::v1::ConfigMap
-                => Support, $crate::children::patroni::desired_config_maps;
+                => Support, $crate::children::desired_config_maps;
             services: k8s_openapi::api::core::v1::Service
                 => Support, $crate::children::desired_services;
             stateful_sets: k8s_openapi::api::apps::v1::StatefulSet
@@ -145,6 +145,18 @@ pub const EXPLICIT_GRANTS: &[Grant] = &[
         group: "batch",
         resource: "jobs",
         verbs: &["create"],
+    },
+    // The Prometheus Operator's kinds, where installed (crate::monitoring): no watch, since a
+    // watch on a kind the cluster lacks fails; read, created and patched by name.
+    Grant {
+        group: "monitoring.coreos.com",
+        resource: "podmonitors",
+        verbs: &["get", "create", "patch"],
+    },
+    Grant {
+        group: "monitoring.coreos.com",
+        resource: "prometheusrules",
+        verbs: &["get", "create", "patch"],
     },
     Grant {
         group: "events.k8s.io",

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod backup;
 pub mod kinds;
+pub mod monitoring;
 pub mod namespace;
 pub mod network_policy;
 pub mod patroni;
@@ -13,7 +14,7 @@ pub mod secrets;
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::ApiResource;
@@ -69,6 +70,13 @@ pub fn desired_service_accounts(tenant: &Tenant, _settings: &Settings) -> Vec<Se
         patroni::desired_service_account(tenant),
         api::desired_service_account(tenant),
     ]
+}
+
+/// Patroni's and pgBackRest's configuration and the Grafana dashboards.
+pub fn desired_config_maps(tenant: &Tenant, settings: &Settings) -> Vec<ConfigMap> {
+    let mut maps = patroni::desired_config_maps(tenant, settings);
+    maps.extend(monitoring::desired_dashboard_config_maps(tenant, settings));
+    maps
 }
 
 pub fn desired_services(tenant: &Tenant, _settings: &Settings) -> Vec<Service> {

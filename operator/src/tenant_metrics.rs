@@ -1,0 +1,194 @@
+//! Per-tenant gauges the alert rules need and no exporter provides: when the earliest
+//! certificate expires, since when the PII key in use has been active, and how many reconciles
+//! in a row have failed. Each is something the operator already knows; exposing it is all.
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+use prometheus::{IntGaugeVec, Opts, Registry};
+
+use crate::cache::Caches;
+use crate::naming;
+use crate::tenant::Tenant;
+
+/// Set by whoever rotates the PII key ring (RFC 3339), since the key ring file carries no dates.
+/// Without it the Secret's creation time counts: the operator made the first key then, and a
+/// rotation that does not set it keeps the alert firing, which is the safe side.
+pub const PII_KEY_ACTIVATED_AT: &str = "dfr.io/pii-key-activated-at";
+
+#[derive(Clone)]
+pub struct TenantGauges {
+    certificate_expiry: IntGaugeVec,
+    pii_key_activated: IntGaugeVec,
+    reconcile_failures: IntGaugeVec,
+}
+
+impl TenantGauges {
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let gauge = |name: &str, help: &str| -> Result<IntGaugeVec, prometheus::Error> {
+            let gauge = IntGaugeVec::new(Opts::new(name, help), &["tenant"])?;
+            registry.register(Box::new(gauge.clone()))?;
+            Ok(gauge)
+        };
+        Ok(Self {
+            certificate_expiry: gauge(
+                "dfr_certificate_expiry_timestamp_seconds",
+                "When the tenant's earliest certificate expires (Unix seconds)",
+            )?,
+            pii_key_activated: gauge(
+                "dfr_pii_key_activated_timestamp_seconds",
+                "Since when the tenant's active PII encryption key has been in use (Unix seconds)",
+            )?,
+            reconcile_failures: gauge(
+                "dfr_operator_tenant_reconcile_failures",
+                "Reconciles of the tenant that failed in a row; 0 after a success",
+            )?,
+        })
+    }
+
+    pub fn set_certificate_expiry(&self, tenant: &str, not_after: Option<Timestamp>) {
+        if let Some(not_after) = not_after {
+            self.certificate_expiry
+                .with_label_values(&[tenant])
+                .set(not_after.as_second());
+        }
+    }
+
+    pub fn set_pii_key_activated(&self, tenant: &str, since: Option<Timestamp>) {
+        if let Some(since) = since {
+            self.pii_key_activated
+                .with_label_values(&[tenant])
+                .set(since.as_second());
+        }
+    }
+
+    pub fn set_reconcile_failures(&self, tenant: &str, failures: u32) {
+        self.reconcile_failures
+            .with_label_values(&[tenant])
+            .set(i64::from(failures));
+    }
+
+    pub fn forget(&self, tenant: &str) {
+        for gauge in [
+            &self.certificate_expiry,
+            &self.pii_key_activated,
+            &self.reconcile_failures,
+        ] {
+            let _ = gauge.remove_label_values(&[tenant]);
+        }
+    }
+}
+
+/// Since when the tenant's PII key has been active, from its Secret in the watch cache.
+pub fn pii_key_activated(caches: &Caches, tenant: &Tenant) -> Option<Timestamp> {
+    let secret = caches.get::<Secret>(Some(&tenant.namespace), naming::SECRET_API_PII_KEYS)?;
+    key_activated(&secret)
+}
+
+/// Since when the keys in a PII key ring Secret have been active.
+pub fn key_activated(secret: &Secret) -> Option<Timestamp> {
+    let annotated = secret
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(PII_KEY_ACTIVATED_AT))
+        .and_then(|text| text.parse::<Timestamp>().ok());
+    annotated.or_else(|| secret.metadata.creation_timestamp.as_ref().map(|t| t.0))
+}
+
+/// Records on a new key ring Secret since when its keys are active: a restored tenant copies
+/// the source's key ring, whose age is the source's, not the new Secret's.
+pub fn mark_key_activated(secret: &mut Secret, since: Option<Timestamp>) {
+    if let Some(since) = since {
+        secret
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(PII_KEY_ACTIVATED_AT.to_string(), since.to_string());
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn the_annotation_wins_over_the_creation_time() {
+        let mut secret = Secret::default();
+        assert_eq!(key_activated(&secret), None);
+        let created: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        secret.metadata.creation_timestamp = Some(Time(created));
+        assert_eq!(key_activated(&secret), Some(created));
+        secret.metadata.annotations = Some(BTreeMap::from([(
+            PII_KEY_ACTIVATED_AT.to_string(),
+            "2026-06-01T12:00:00Z".to_string(),
+        )]));
+        assert_eq!(
+            key_activated(&secret),
+            Some("2026-06-01T12:00:00Z".parse().unwrap())
+        );
+        // A value that is no time is ignored rather than read as "now".
+        secret.metadata.annotations = Some(BTreeMap::from([(
+            PII_KEY_ACTIVATED_AT.to_string(),
+            "last week".to_string(),
+        )]));
+        assert_eq!(key_activated(&secret), Some(created));
+    }
+
+    #[test]
+    fn a_copied_key_ring_keeps_the_age_of_its_source() {
+        let mut source = Secret::default();
+        source.metadata.creation_timestamp = Some(Time("2026-01-01T00:00:00Z".parse().unwrap()));
+        let mut copy = Secret::default();
+        copy.metadata.creation_timestamp = Some(Time("2026-11-30T00:00:00Z".parse().unwrap()));
+        mark_key_activated(&mut copy, key_activated(&source));
+        assert_eq!(key_activated(&copy), key_activated(&source));
+        // Nothing known of the source: the copy's own creation time counts.
+        let mut fresh = copy.clone();
+        fresh.metadata.annotations = None;
+        mark_key_activated(&mut fresh, None);
+        assert_eq!(
+            key_activated(&fresh),
+            Some("2026-11-30T00:00:00Z".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn gauges_render_under_the_names_the_rules_use() {
+        let registry = Registry::new();
+        let gauges = TenantGauges::new(&registry).unwrap();
+        gauges.set_certificate_expiry(
+            "ton-prod",
+            Some(Timestamp::from_second(1_800_000_000).unwrap()),
+        );
+        gauges.set_pii_key_activated(
+            "ton-prod",
+            Some(Timestamp::from_second(1_790_000_000).unwrap()),
+        );
+        gauges.set_reconcile_failures("ton-prod", 3);
+        let mut text = Vec::new();
+        prometheus::Encoder::encode(
+            &prometheus::TextEncoder::new(),
+            &registry.gather(),
+            &mut text,
+        )
+        .unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert!(
+            text.contains(
+                "dfr_certificate_expiry_timestamp_seconds{tenant=\"ton-prod\"} 1800000000"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "dfr_pii_key_activated_timestamp_seconds{tenant=\"ton-prod\"} 1790000000"
+            )
+        );
+        assert!(text.contains("dfr_operator_tenant_reconcile_failures{tenant=\"ton-prod\"} 3"));
+        gauges.forget("ton-prod");
+        assert!(registry.gather().iter().all(|f| f.get_metric().is_empty()));
+    }
+}
