@@ -27,9 +27,33 @@ mod patroni;
 #[path = "node_cluster/repositories.rs"]
 mod repositories;
 
-/// Scenarios share the node cluster (held for reading); one that stops the cluster's control
-/// plane holds it alone (for writing), so no other scenario sees the outage.
-static CLUSTER: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+/// How many scenarios run on the node cluster at once: its two CPUs are what the tenants'
+/// requests must fit in (more wait Pending for CPU).
+const SCENARIOS_AT_ONCE: usize = 3;
+/// A scenario holds one slot; one that stops the cluster's control plane holds them all, so no
+/// other scenario sees the outage.
+static CLUSTER: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(SCENARIOS_AT_ONCE);
+
+/// A slot on the node cluster for one scenario.
+async fn shared_cluster() -> tokio::sync::SemaphorePermit<'static> {
+    CLUSTER.acquire().await.unwrap()
+}
+
+/// The whole node cluster, for a scenario no other may overlap.
+async fn whole_cluster() -> tokio::sync::SemaphorePermit<'static> {
+    CLUSTER
+        .acquire_many(u32::try_from(SCENARIOS_AT_ONCE).unwrap())
+        .await
+        .unwrap()
+}
+
+/// Small CPU requests for the scenarios' tenants, so three fit on the node side by side.
+fn small_requests(spec: &mut serde_json::Value) {
+    spec["postgres"]["resources"] =
+        json!({"requests": {"cpu": "50m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}});
+    spec["api"]["resources"] =
+        json!({"requests": {"cpu": "25m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}});
+}
 
 const COUNTRY: &str = "ton-e2e";
 const NAMESPACE: &str = "dfr-ton-test";
@@ -83,6 +107,9 @@ fn country() -> DfrCountry {
     spec.postgres.synchronous_mode = serde_json::from_value(json!("on")).unwrap();
     spec.api.min_replicas = 2;
     spec.api.max_replicas = 2;
+    let mut value = serde_json::to_value(&country.spec).unwrap();
+    small_requests(&mut value);
+    country.spec = serde_json::from_value(value).unwrap();
     country
 }
 
@@ -385,7 +412,7 @@ fn install_operator() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_country_runs_fails_over_without_losing_writes_and_keeps_its_data() {
-    let _shared = CLUSTER.read().await;
+    let _shared = shared_cluster().await;
     let client = kube_client().await;
     install_operator();
 

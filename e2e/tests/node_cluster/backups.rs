@@ -35,6 +35,7 @@ fn country(s3: &S3, name: &str, environment: &str, restore_to: Option<&str>) -> 
     spec["postgres"]["synchronousMode"] = json!(if restore_to.is_some() { "off" } else { "on" });
     spec["api"]["minReplicas"] = json!(1);
     spec["api"]["maxReplicas"] = json!(1);
+    super::small_requests(&mut spec);
     spec["backup"] = json!({
         "schedule": "*/10 * * * *",
         "retention": {"daily": 7, "weekly": 4, "monthly": 6, "yearly": 1},
@@ -259,7 +260,7 @@ pub(super) async fn archived_up_to_now(namespace: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn backups_are_encrypted_and_restore_to_a_point_in_time() {
-    let _shared = super::CLUSTER.read().await;
+    let _shared = super::shared_cluster().await;
     let client = dfr_e2e::testing::kube_client().await;
     super::install_operator();
     let s3 = dfr_e2e::testing::s3();
@@ -782,7 +783,7 @@ pub(super) fn set_secret(namespace: &str, name: &str, data: BTreeMap<&str, Strin
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "a benchmark: minutes and a GiB of data; run it by name"]
 async fn backup_benchmark() {
-    let _shared = super::CLUSTER.read().await;
+    let _shared = super::shared_cluster().await;
     const NAME: &str = "wsm-bench";
     const NAMESPACE: &str = "dfr-wsm-staging";
     let client = dfr_e2e::testing::kube_client().await;

@@ -14,7 +14,7 @@ use tokio::sync::Mutex;
 use super::backups::{
     api_base, apply, create_person, leader_pod, person_body, superuser_sql, token, wait_ready,
 };
-use super::{CLUSTER, PASSWORD, run_kubectl};
+use super::{PASSWORD, run_kubectl};
 
 const NAME: &str = "slb-e2e-outage";
 const NAMESPACE: &str = "dfr-slb-test";
@@ -51,7 +51,7 @@ struct Attempt {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_registry_keeps_writing_while_the_kubernetes_api_is_away() {
-    let _alone = CLUSTER.write().await;
+    let _alone = super::whole_cluster().await;
     let client = dfr_e2e::testing::kube_client().await;
     super::install_operator();
     apply(

@@ -28,7 +28,7 @@ fn degraded(country: &DfrCountry) -> Option<(String, String, String)> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn spec_changes_reach_running_members_and_a_lost_synchronous_standby_degrades() {
-    let _shared = super::CLUSTER.read().await;
+    let _shared = super::shared_cluster().await;
     let client = dfr_e2e::testing::kube_client().await;
     super::install_operator();
     apply(

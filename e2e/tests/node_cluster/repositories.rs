@@ -35,6 +35,7 @@ pub(super) fn country(
     spec["postgres"]["synchronousMode"] = json!(if instances > 1 { "on" } else { "off" });
     spec["api"]["minReplicas"] = json!(1);
     spec["api"]["maxReplicas"] = json!(1);
+    super::small_requests(&mut spec);
     spec["backup"] = backup;
     country.spec = serde_json::from_value(spec).unwrap();
     country
@@ -93,7 +94,7 @@ fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_volume_repository_serves_its_tenant_through_the_repository_host() {
-    let _shared = super::CLUSTER.read().await;
+    let _shared = super::shared_cluster().await;
     const NAME: &str = "fji-e2e-volume";
     const NAMESPACE: &str = "dfr-fji-test";
     let client = dfr_e2e::testing::kube_client().await;
@@ -236,7 +237,7 @@ async fn a_volume_repository_serves_its_tenant_through_the_repository_host() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_repository_down_fails_backups_not_writes_and_heals_by_itself() {
-    let _shared = super::CLUSTER.read().await;
+    let _shared = super::shared_cluster().await;
     const NAME: &str = "vut-e2e-down";
     const NAMESPACE: &str = "dfr-vut-test";
     const PORT: u16 = 9100;
