@@ -147,11 +147,11 @@ async fn wait_ready(client: &Client, timeout: Duration) -> DfrCountry {
     .await
 }
 
-/// `patronictl list` as JSON, run inside a member: members with their Role and State.
-fn patroni_members(pod: &str) -> Vec<Value> {
-    let out = run_kubectl(&[
+/// `patronictl <args>` inside member `pod` of `namespace`, with the members' configuration.
+fn patronictl(namespace: &str, pod: &str, args: &[&str]) -> String {
+    let mut command = vec![
         "-n",
-        NAMESPACE,
+        namespace,
         "exec",
         pod,
         "-c",
@@ -160,11 +160,36 @@ fn patroni_members(pod: &str) -> Vec<Value> {
         "patronictl",
         "-c",
         "/etc/patroni/patroni.yml",
-        "list",
-        "-f",
-        "json",
+    ];
+    command.extend_from_slice(args);
+    run_kubectl(&command)
+}
+
+/// A user of the registry with `role` in `area`, made as on a new installation: `dfr-api
+/// create-user` in an API pod, with the shared test password.
+fn create_user(namespace: &str, username: &str, role: &str, area: &str) {
+    run_kubectl(&[
+        "-n",
+        namespace,
+        "exec",
+        "deploy/dfr-api",
+        "--",
+        "env",
+        &format!("DFR_NEW_USER_PASSWORD={PASSWORD}"),
+        "dfr-api",
+        "create-user",
+        "--username",
+        username,
+        "--role",
+        role,
+        "--areas",
+        area,
     ]);
-    serde_json::from_str(&out).unwrap()
+}
+
+/// `patronictl list` as JSON, run inside a member: members with their Role and State.
+fn patroni_members(pod: &str) -> Vec<Value> {
+    serde_json::from_str(&patronictl(NAMESPACE, pod, &["list", "-f", "json"])).unwrap()
 }
 
 /// The pod Patroni labelled leader (name and uid), ignoring pods on their way out and the pod
@@ -245,23 +270,7 @@ async fn enumerator_token(client: &Client, http: &reqwest::Client, base: &str) -
         "INSERT INTO areas (code, parent_code, name, level) VALUES ('TO', NULL, 'Tonga', 0), ('TO-01', 'TO', 'Tongatapu', 1) ON CONFLICT DO NOTHING",
     );
     let username = format!("e2e-{}", dfr_e2e::testing::unique_suffix());
-    run_kubectl(&[
-        "-n",
-        NAMESPACE,
-        "exec",
-        "deploy/dfr-api",
-        "--",
-        "env",
-        &format!("DFR_NEW_USER_PASSWORD={PASSWORD}"),
-        "dfr-api",
-        "create-user",
-        "--username",
-        &username,
-        "--role",
-        "enumerator",
-        "--areas",
-        AREA,
-    ]);
+    create_user(NAMESPACE, &username, "enumerator", AREA);
     login(http, base, &username).await
 }
 

@@ -309,23 +309,7 @@ async fn backups_are_encrypted_and_restore_to_a_point_in_time() {
         ),
     );
     let username = format!("bkp-{}", dfr_e2e::testing::unique_suffix());
-    run_kubectl(&[
-        "-n",
-        SOURCE_NAMESPACE,
-        "exec",
-        "deploy/dfr-api",
-        "--",
-        "env",
-        &format!("DFR_NEW_USER_PASSWORD={PASSWORD}"),
-        "dfr-api",
-        "create-user",
-        "--username",
-        &username,
-        "--role",
-        "supervisor",
-        "--areas",
-        AREA,
-    ]);
+    super::create_user(SOURCE_NAMESPACE, &username, "supervisor", AREA);
     let http = reqwest::Client::new();
     let base = api_base(&client, SOURCE_NAMESPACE).await;
     let source_token = token(&http, &base, &username).await;

@@ -14,7 +14,6 @@ use tokio::sync::Mutex;
 use super::backups::{
     api_base, apply, create_person, leader_pod, person_body, superuser_sql, token, wait_ready,
 };
-use super::{PASSWORD, run_kubectl};
 
 const NAME: &str = "slb-e2e-outage";
 const NAMESPACE: &str = "dfr-slb-test";
@@ -67,23 +66,7 @@ async fn the_registry_keeps_writing_while_the_kubernetes_api_is_away() {
         "INSERT INTO areas (code, parent_code, name, level) VALUES ('SB', NULL, 'Solomon Islands', 0), ('WS-01', 'SB', 'Guadalcanal', 1) ON CONFLICT DO NOTHING",
     );
     let username = format!("outage-{}", dfr_e2e::testing::unique_suffix());
-    run_kubectl(&[
-        "-n",
-        NAMESPACE,
-        "exec",
-        "deploy/dfr-api",
-        "--",
-        "env",
-        &format!("DFR_NEW_USER_PASSWORD={PASSWORD}"),
-        "dfr-api",
-        "create-user",
-        "--username",
-        &username,
-        "--role",
-        "supervisor",
-        "--areas",
-        "WS-01",
-    ]);
+    super::create_user(NAMESPACE, &username, "supervisor", "WS-01");
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()

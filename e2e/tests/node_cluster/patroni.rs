@@ -38,19 +38,7 @@ async fn spec_changes_reach_running_members_and_a_lost_synchronous_standby_degra
     .await;
     wait_ready(&client, NAME, Duration::from_secs(420)).await;
     let leader = leader_pod(NAMESPACE);
-    let config = run_kubectl(&[
-        "-n",
-        NAMESPACE,
-        "exec",
-        &leader,
-        "-c",
-        "postgres",
-        "--",
-        "patronictl",
-        "-c",
-        "/etc/patroni/patroni.yml",
-        "show-config",
-    ]);
+    let config = super::patronictl(NAMESPACE, &leader, &["show-config"]);
     assert!(config.contains("failsafe_mode: true"), "{config}");
 
     // A reload-only parameter changed on the running cluster reaches every member.

@@ -13,7 +13,7 @@ use super::backups::{
     PASSPHRASE, api_base, apply, archived_up_to_now, create_person, leader_pod, restore_check,
     set_secret, superuser_sql, token, wait_backup, wait_ready,
 };
-use super::{PASSWORD, condition, eventually, repo, run_kubectl};
+use super::{condition, eventually, repo, run_kubectl};
 
 /// A two-member tenant of the sample's shape with `backup` as its backup section.
 pub(super) fn country(
@@ -204,24 +204,18 @@ async fn a_volume_repository_serves_its_tenant_through_the_repository_host() {
         "-o",
         "jsonpath={.items[0].metadata.name}",
     ]);
-    run_kubectl(&[
-        "-n",
+    super::patronictl(
         NAMESPACE,
-        "exec",
         &leader,
-        "-c",
-        "postgres",
-        "--",
-        "patronictl",
-        "-c",
-        "/etc/patroni/patroni.yml",
-        "switchover",
-        "--leader",
-        &leader,
-        "--candidate",
-        replica.trim(),
-        "--force",
-    ]);
+        &[
+            "switchover",
+            "--leader",
+            &leader,
+            "--candidate",
+            replica.trim(),
+            "--force",
+        ],
+    );
     eventually("the new leader", Duration::from_secs(120), || async {
         let now = leader_pod(NAMESPACE);
         (!now.is_empty() && now != leader).then_some(())
@@ -294,23 +288,7 @@ async fn the_repository_down_fails_backups_not_writes_and_heals_by_itself() {
         &leader,
         "INSERT INTO areas (code, parent_code, name, level) VALUES ('VU', NULL, 'Vanuatu', 0), ('WS-01', 'VU', 'Efate', 1) ON CONFLICT DO NOTHING",
     );
-    run_kubectl(&[
-        "-n",
-        NAMESPACE,
-        "exec",
-        "deploy/dfr-api",
-        "--",
-        "env",
-        &format!("DFR_NEW_USER_PASSWORD={PASSWORD}"),
-        "dfr-api",
-        "create-user",
-        "--username",
-        &username,
-        "--role",
-        "supervisor",
-        "--areas",
-        "WS-01",
-    ]);
+    super::create_user(NAMESPACE, &username, "supervisor", "WS-01");
     let http = reqwest::Client::new();
     let base = api_base(&client, NAMESPACE).await;
     let bearer = token(&http, &base, &username).await;

@@ -25,6 +25,39 @@ pub fn mount(name: &str, path: &str, read_only: bool) -> k8s_openapi::api::core:
     }
 }
 
+/// An empty directory volume (scratch space on the node).
+pub fn empty_dir(name: &str) -> k8s_openapi::api::core::v1::Volume {
+    k8s_openapi::api::core::v1::Volume {
+        name: name.into(),
+        empty_dir: Some(Default::default()),
+        ..Default::default()
+    }
+}
+
+/// The database certificate as volume `tls`: group-readable only (PostgreSQL refuses a key
+/// readable by others; the pods' fsGroup gives the group).
+pub fn database_tls_volume() -> k8s_openapi::api::core::v1::Volume {
+    k8s_openapi::api::core::v1::Volume {
+        name: "tls".into(),
+        secret: Some(k8s_openapi::api::core::v1::SecretVolumeSource {
+            secret_name: Some(crate::naming::SECRET_POSTGRES_TLS.into()),
+            default_mode: Some(0o440),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Claims a StatefulSet keeps when it is deleted or scaled down: data outlives its workload,
+/// and deletionPolicy decides its fate with the namespace.
+pub fn retained_claims()
+-> k8s_openapi::api::apps::v1::StatefulSetPersistentVolumeClaimRetentionPolicy {
+    k8s_openapi::api::apps::v1::StatefulSetPersistentVolumeClaimRetentionPolicy {
+        when_deleted: Some("Retain".into()),
+        when_scaled: Some("Retain".into()),
+    }
+}
+
 pub fn value_env(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar {
         name: name.into(),

@@ -15,15 +15,16 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    KeyToPath, PodSpec, PodTemplateSpec, SecretKeySelector, SecretVolumeSource, Volume,
-    VolumeMount,
+    ConfigMap, ConfigMapVolumeSource, Container, EnvVar, EnvVarSource, KeyToPath, PodSpec,
+    PodTemplateSpec, SecretKeySelector, SecretVolumeSource, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::children::child_meta;
 use crate::children::patroni::{POSTGRES_UID, TLS_DIR};
-use crate::children::pod::{mount, restricted_container, restricted_pod, value_env};
+use crate::children::pod::{
+    database_tls_volume, empty_dir, mount, restricted_container, restricted_pod, value_env,
+};
 use crate::settings::Settings;
 use crate::tenant::Tenant;
 use crate::{labels, naming};
@@ -409,22 +410,7 @@ fn run_pod(tenant: &Tenant, settings: &Settings, run: &str, args: Vec<String>) -
     ));
     let mut mounts = vec![mount("tls", TLS_DIR, true), mount("tmp", "/tmp", false)];
     mounts.extend(repository_mounts(tenant, Process::Run));
-    let mut volumes = vec![
-        Volume {
-            name: "tls".into(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(naming::SECRET_POSTGRES_TLS.into()),
-                default_mode: Some(0o440),
-                ..SecretVolumeSource::default()
-            }),
-            ..Volume::default()
-        },
-        Volume {
-            name: "tmp".into(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Volume::default()
-        },
-    ];
+    let mut volumes = vec![database_tls_volume(), empty_dir("tmp")];
     volumes.extend(repository_volumes(tenant, Process::Run));
     // A volume repository is opened where it is: on the repository host's node, from its volume.
     let affinity = is_volume(tenant).then(|| {
@@ -442,13 +428,8 @@ fn run_pod(tenant: &Tenant, settings: &Settings, run: &str, args: Vec<String>) -
     // registry's own verifier, copied from the API image of the tenant's version.
     let mut init_containers = Vec::new();
     if run == RUN_VERIFY {
-        let empty = |name: &str| Volume {
-            name: name.into(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Volume::default()
-        };
-        volumes.push(empty("restore"));
-        volumes.push(empty("verifier"));
+        volumes.push(empty_dir("restore"));
+        volumes.push(empty_dir("verifier"));
         mounts.push(mount("restore", "/restore", false));
         mounts.push(mount("verifier", "/verifier", true));
         init_containers.push(Container {

@@ -11,14 +11,11 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{
-    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
-};
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    Affinity, Container, ContainerPort, EmptyDirVolumeSource, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodAffinity, PodAffinityTerm,
-    PodSpec, PodTemplateSpec, Probe, SecretVolumeSource, Service, ServicePort, ServiceSpec,
-    TCPSocketAction, Volume, VolumeResourceRequirements,
+    Affinity, Container, ContainerPort, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PersistentVolumeClaimVolumeSource, PodAffinity, PodAffinityTerm, PodSpec, PodTemplateSpec,
+    Probe, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -26,7 +23,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::{COMPONENT, Process, SERVER_RESOURCES, pgbackrest, repository_env};
 use crate::children::child_meta;
 use crate::children::patroni::{POSTGRES_UID, TLS_DIR};
-use crate::children::pod::{mount, restricted_container, restricted_pod};
+use crate::children::pod::{
+    database_tls_volume, empty_dir, mount, restricted_container, restricted_pod, retained_claims,
+};
 use crate::settings::Settings;
 use crate::tenant::Tenant;
 use crate::{labels, naming};
@@ -178,22 +177,7 @@ fn server(tenant: &Tenant, settings: &Settings) -> Container {
 /// The repository host, for a tenant whose repository is on a volume.
 pub fn desired_statefulset(tenant: &Tenant, settings: &Settings) -> Option<StatefulSet> {
     let claim = repository_claim(tenant)?;
-    let mut volumes = vec![
-        Volume {
-            name: "tls".into(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(naming::SECRET_POSTGRES_TLS.into()),
-                default_mode: Some(0o440),
-                ..SecretVolumeSource::default()
-            }),
-            ..Volume::default()
-        },
-        Volume {
-            name: "tmp".into(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Volume::default()
-        },
-    ];
+    let mut volumes = vec![database_tls_volume(), empty_dir("tmp")];
     volumes.extend(super::repository_volumes(tenant, Process::RepositoryHost));
     Some(StatefulSet {
         metadata: child_meta(tenant, naming::POSTGRES_REPOSITORY, host_labels(tenant)),
@@ -204,13 +188,7 @@ pub fn desired_statefulset(tenant: &Tenant, settings: &Settings) -> Option<State
                 match_labels: Some(selector(tenant)),
                 ..LabelSelector::default()
             },
-            // The backups outlive the StatefulSet; deletionPolicy decides their fate.
-            persistent_volume_claim_retention_policy: Some(
-                StatefulSetPersistentVolumeClaimRetentionPolicy {
-                    when_deleted: Some("Retain".into()),
-                    when_scaled: Some("Retain".into()),
-                },
-            ),
+            persistent_volume_claim_retention_policy: Some(retained_claims()),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(host_labels(tenant)),

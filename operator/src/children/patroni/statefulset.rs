@@ -3,9 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::tenant::Tenant;
-use k8s_openapi::api::apps::v1::{
-    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
-};
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     Affinity, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction,
     PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSpec,
@@ -247,13 +245,7 @@ pub fn desired_statefulset(tenant: &Tenant, settings: &Settings) -> StatefulSet 
                 match_labels: Some(selector(tenant)),
                 ..LabelSelector::default()
             },
-            // The data outlives the StatefulSet; deletionPolicy decides its fate.
-            persistent_volume_claim_retention_policy: Some(
-                StatefulSetPersistentVolumeClaimRetentionPolicy {
-                    when_deleted: Some("Retain".into()),
-                    when_scaled: Some("Retain".into()),
-                },
-            ),
+            persistent_volume_claim_retention_policy: Some(crate::children::pod::retained_claims()),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels(tenant)),
