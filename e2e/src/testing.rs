@@ -138,6 +138,12 @@ impl StoppableS3 {
             .parent()
             .unwrap_or_else(|| panic!("DFR_S3_CA_FILE has no directory"))
             .to_path_buf();
+        let address = std::net::SocketAddr::new(self.endpoint.host, self.endpoint.port);
+        assert!(
+            std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_millis(500))
+                .is_err(),
+            "{address} is taken already (an S3 server left by a killed test run?): stop it first"
+        );
         let child = Command::new(binary)
             .env("ROOT_ACCESS_KEY", &self.endpoint.access_key)
             .env("ROOT_SECRET_KEY", &self.endpoint.secret_key)
@@ -157,7 +163,6 @@ impl StoppableS3 {
             .spawn()
             .unwrap_or_else(|e| panic!("starting versitygw: {e}"));
         self.server = Some(child);
-        let address = std::net::SocketAddr::new(self.endpoint.host, self.endpoint.port);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_millis(500))
             .is_err()
