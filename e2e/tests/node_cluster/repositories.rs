@@ -147,7 +147,7 @@ async fn a_volume_repository_serves_its_tenant_through_the_repository_host() {
         "create",
         "job",
         "--from=cronjob/postgres-backup",
-        "by-hand",
+        &format!("by-hand-{}", dfr_e2e::testing::unique_suffix()),
     ]);
     let second = wait_backup(&client, NAME, first_label.as_deref()).await;
     println!("backup by hand: {:?}", second.status.unwrap().last_backup);
@@ -224,7 +224,13 @@ async fn a_volume_repository_serves_its_tenant_through_the_repository_host() {
     archived_up_to_now(NAMESPACE).await;
 
     // The restore check runs on the host's node from the same volume.
-    let check = restore_check(&client, NAME, NAMESPACE, "volume-check").await;
+    let check = restore_check(
+        &client,
+        NAME,
+        NAMESPACE,
+        &format!("volume-check-{}", dfr_e2e::testing::unique_suffix()),
+    )
+    .await;
     println!("restore check from the volume: {check:?}");
     assert_eq!(check.result, dfr_crds::BackupResult::Succeeded, "{check:?}");
 }
@@ -303,7 +309,7 @@ async fn the_repository_down_fails_backups_not_writes_and_heals_by_itself() {
         "create",
         "job",
         "--from=cronjob/postgres-archive-check",
-        "while-down",
+        &format!("while-down-{}", dfr_e2e::testing::unique_suffix()),
     ]);
     let (_, reason, message) =
         wait_backups_healthy(&client, NAME, Duration::from_secs(420), |s| s == "False").await;
