@@ -12,6 +12,7 @@ pub mod extract;
 pub mod geometry;
 pub mod metrics;
 pub mod openapi;
+pub mod retention;
 pub mod rotation;
 pub mod routes;
 pub mod sessions;

@@ -1,5 +1,5 @@
-//! dfr-api: `serve` (the default) runs the registry; `migrate`, `audit verify` and
-//! `create-user` are the administrator's tools.
+//! dfr-api: `serve` (the default) runs the registry; `migrate`, `audit verify`,
+//! `retention apply`, `rotate-keys` and `create-user` are the administrator's tools.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -66,6 +66,11 @@ enum Command {
         #[command(subcommand)]
         action: AuditAction,
     },
+    /// Apply the retention periods of one country (run on a schedule, as the owner role).
+    Retention {
+        #[command(subcommand)]
+        action: RetentionAction,
+    },
     /// Re-encrypt every record's PII under the key ring's active key, in batches, while the
     /// service runs.
     RotateKeys {
@@ -94,6 +99,22 @@ enum Command {
 #[derive(Subcommand)]
 enum AuditAction {
     Verify,
+}
+
+#[derive(Subcommand)]
+enum RetentionAction {
+    /// Erase persons and remove records kept longer than the country's periods.
+    Apply {
+        /// JSON: {"countries": {"TO": {"person": 3650, "plot": 1825, ...}}}, days per kind.
+        #[arg(long, env = "DFR_RETENTION_FILE")]
+        retention_file: std::path::PathBuf,
+        /// The country whose periods apply (this registry's).
+        #[arg(long, env = "DFR_COUNTRY_CODE")]
+        country: String,
+        /// Count what would go, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// Clap names the flag of a bad or missing value; the operator sets environment variables, so
@@ -212,6 +233,30 @@ async fn run(cli: Cli) -> Result<(), String> {
                 dfr_api::audit::Verification::Broken { seq, reason } => {
                     return Err(format!("audit chain broken at event {seq}: {reason}"));
                 }
+            }
+        }
+        Some(Command::Retention {
+            action:
+                RetentionAction::Apply {
+                    retention_file,
+                    country,
+                    dry_run,
+                },
+        }) => {
+            let policy = dfr_api::retention::Policy::from_file(&retention_file, &country)
+                .map_err(|e| format!("DFR_RETENTION_FILE: {e}"))?;
+            let pool = owner_pool(&database).await?;
+            let report = dfr_api::retention::apply(&pool, &policy, dry_run)
+                .await
+                .map_err(|e| format!("retention failed, nothing changed: {e}"))?;
+            let verb = if dry_run { "would go" } else { "done" };
+            for applied in report {
+                println!(
+                    "retention {country} {}: {} days, {} {verb}",
+                    applied.kind.as_str(),
+                    applied.days,
+                    applied.count
+                );
             }
         }
         Some(Command::RotateKeys {

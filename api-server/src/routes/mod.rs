@@ -12,6 +12,7 @@ pub mod paging;
 pub mod persons;
 pub mod plots;
 pub mod profiles;
+pub mod subjects;
 pub mod sync;
 pub mod token;
 
@@ -42,6 +43,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(profiles::router())
         .merge(holdings::router())
         .merge(sync::router())
+        .merge(subjects::router())
 }
 
 /// The OpenAPI document as served at /api/dfr/openapi.json and checked in.
