@@ -1,11 +1,11 @@
 //! The audit log: one event per registry write through the API, sync pushes included (persons,
 //! plots, households, farmer profiles and holdings created, updated and deleted; areas
-//! created; consents requested, edited, deleted and changed), append-only for the application
-//! role, each event's hash covering the previous event's hash, so an edit anywhere breaks
-//! every link after it. Sign-in bookkeeping (failed
-//! attempts, lockouts, refresh tokens), users made with `create-user` and key rotation write no
-//! event.
-
+//! created; consents requested, edited, deleted and changed; persons erased; users created,
+//! disabled, enabled, unlocked, given a new password or new access, and the bootstrap admin;
+//! retention removals), append-only for the application role, each event's hash covering the
+//! previous event's hash, so an edit anywhere breaks every link after it. Sign-in bookkeeping
+//! (failed attempts, lockouts, refresh tokens), users made with `create-user` and key rotation
+//! write no event.
 use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::Value;
 use sha2::{Digest, Sha256};

@@ -136,6 +136,12 @@ pub const KNOWN: &[Constraint] = &[
         field: "personId",
         message: "no such person",
     },
+    Constraint {
+        name: "users_username_key",
+        kind: Kind::Unique,
+        field: "username",
+        message: "a user with this username already exists",
+    },
 ];
 
 /// Which constraint a database error reports, when it is a violation the client caused.

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod bootstrap;
 pub mod config;
 pub mod consent;
 pub mod constraint;

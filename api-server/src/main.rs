@@ -26,6 +26,7 @@ mod tests {
     }
 }
 use dfr_api::auth::{AccessTokens, Role, TokenKeys, hash_password};
+use dfr_api::bootstrap::{BootstrapArgs, Bootstrapped};
 use dfr_api::config::{DatabaseArgs, KeyArgs, ServeArgs};
 use dfr_api::crypto::KeyRing;
 use dfr_api::db::MIGRATOR;
@@ -56,6 +57,8 @@ enum Command {
         serve: ServeArgs,
         #[command(flatten)]
         keys: KeyArgs,
+        #[command(flatten)]
+        bootstrap: BootstrapArgs,
     },
     /// Apply the embedded migrations as the owner role.
     Migrate,
@@ -314,12 +317,22 @@ async fn run(cli: Cli) -> Result<(), String> {
             }
         }
         None => return Err("no command given".into()),
-        Some(Command::Serve { serve, keys }) => serve_api(database, serve, keys).await?,
+        Some(Command::Serve {
+            serve,
+            keys,
+            bootstrap,
+        }) => serve_api(database, serve, keys, bootstrap).await?,
     }
     Ok(())
 }
 
-async fn serve_api(database: DatabaseArgs, serve: ServeArgs, keys: KeyArgs) -> Result<(), String> {
+async fn serve_api(
+    database: DatabaseArgs,
+    serve: ServeArgs,
+    keys: KeyArgs,
+    bootstrap: BootstrapArgs,
+) -> Result<(), String> {
+    let bootstrap_admin = bootstrap.admin()?;
     let token_keys = TokenKeys::from_file(&keys.jwt_signing_key_file)
         .map_err(|e| format!("DFR_JWT_SIGNING_KEY_FILE: {e}"))?;
     let ring = KeyRing::from_file(&keys.pii_keyring_file)
@@ -338,6 +351,19 @@ async fn serve_api(database: DatabaseArgs, serve: ServeArgs, keys: KeyArgs) -> R
         .connect(&database.app_url())
         .await
         .map_err(|e| format!("cannot connect to the database as DFR_DATABASE_USER: {e}"))?;
+    if let Some(admin) = &bootstrap_admin {
+        match dfr_api::bootstrap::ensure_admin(&pool, admin)
+            .await
+            .map_err(|e| format!("bootstrap admin: {e}"))?
+        {
+            Bootstrapped::Created(id) => {
+                info!(username = %admin.username, %id, "created the first national admin")
+            }
+            Bootstrapped::HadAdmin => {
+                info!("a national admin exists: DFR_BOOTSTRAP_ADMIN_USERNAME left unused")
+            }
+        }
+    }
     let state = AppState {
         pool,
         tokens: AccessTokens {

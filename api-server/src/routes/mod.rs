@@ -15,6 +15,7 @@ pub mod profiles;
 pub mod subjects;
 pub mod sync;
 pub mod token;
+pub mod users;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -44,6 +45,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(holdings::router())
         .merge(sync::router())
         .merge(subjects::router())
+        .merge(users::router())
 }
 
 /// The OpenAPI document as served at /api/dfr/openapi.json and checked in.

@@ -31,6 +31,8 @@ pub struct Erasure {
     pub households: u64,
     /// Sync conflicts whose kept device data was dropped.
     pub sync_conflicts: u64,
+    /// Farmer accounts that were the person: disabled and no longer linked to them.
+    pub user_accounts: u64,
 }
 
 /// Where an erased plot is: nowhere in particular.
@@ -60,6 +62,7 @@ pub async fn erase(tx: &mut PgConnection, actor: Option<Uuid>, id: Uuid) -> ApiR
         consents: 0,
         households: 0,
         sync_conflicts: 0,
+        user_accounts: 0,
     };
     if let Some(at) = row.try_get::<Option<DateTime<Utc>>, _>("erased_at")? {
         erasure.erased_at = at;
@@ -145,6 +148,14 @@ pub async fn erase(tx: &mut PgConnection, actor: Option<Uuid>, id: Uuid) -> ApiR
          WHERE record_id = ANY($1) AND client_data_cipher IS NOT NULL",
     )
     .bind(&records)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    erasure.user_accounts = sqlx::query(
+        "UPDATE users SET person_id = NULL, disabled_at = coalesce(disabled_at, now()), \
+         updated_at = now() WHERE person_id = $1",
+    )
+    .bind(id)
     .execute(&mut *tx)
     .await?
     .rows_affected();
