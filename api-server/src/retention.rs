@@ -7,7 +7,7 @@
 //! days per kind. What a kind's period means:
 //! - `person`: a person deleted longer ago is erased (PII overwritten as the erasure endpoint
 //!   does, one audit event each); the emptied row stays, as the audit chain names it.
-//! - `household`, `farmer_profile`, `plot`, `holding`, `consent`: a
+//! - `household`, `farmer_profile`, `plot`, `holding`, `consent`, `form_submission`: a
 //!   tombstone older than that is removed (a plot only once no holding refers to it).
 //! - `sync_conflict`, `sync_mutation`: removed that long after they were written (a device
 //!   replaying a push older than `sync_mutation` would then apply it again).
@@ -35,6 +35,7 @@ pub enum Kind {
     Consent,
     FarmerProfile,
     Household,
+    FormSubmission,
     SyncConflict,
     SyncMutation,
 }
@@ -48,6 +49,7 @@ impl Kind {
             Kind::Consent => "consent",
             Kind::FarmerProfile => "farmer_profile",
             Kind::Household => "household",
+            Kind::FormSubmission => "form_submission",
             Kind::SyncConflict => "sync_conflict",
             Kind::SyncMutation => "sync_mutation",
         }
@@ -229,6 +231,14 @@ async fn apply_kind(tx: &mut PgConnection, kind: Kind, days: i32) -> ApiResult<u
             removed(
                 tx,
                 "DELETE FROM households WHERE deleted_at < now() - make_interval(days => $1)",
+                days,
+            )
+            .await
+        }
+        Kind::FormSubmission => {
+            removed(
+                tx,
+                "DELETE FROM form_submissions WHERE deleted_at < now() - make_interval(days => $1)",
                 days,
             )
             .await

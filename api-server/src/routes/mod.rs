@@ -5,6 +5,7 @@
 pub mod areas;
 pub mod common;
 pub mod consents;
+pub mod forms;
 pub mod health;
 pub mod holdings;
 pub mod households;
@@ -46,6 +47,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(sync::router())
         .merge(subjects::router())
         .merge(users::router())
+        .merge(forms::router())
 }
 
 /// The OpenAPI document as served at /api/dfr/openapi.json and checked in.

@@ -56,6 +56,9 @@ pub struct SubjectRecord {
     /// Each with its history of states.
     #[schema(value_type = Vec<Object>)]
     pub consents: Vec<Value>,
+    /// Submissions about the person or one of their plots.
+    #[schema(value_type = Vec<Object>)]
+    pub form_submissions: Vec<Value>,
     pub sync_conflicts: Vec<ConflictView>,
     /// Every audit event about the person or one of the records above, in chain order.
     #[schema(value_type = Vec<Object>)]
@@ -159,8 +162,22 @@ pub async fn collect(tx: &mut PgConnection, ring: &KeyRing, id: Uuid) -> ApiResu
         id,
     )
     .await?;
+    let form_submissions = rows(
+        tx,
+        "SELECT to_jsonb(s) FROM form_submissions s WHERE subject_id = $1 \
+           OR subject_id IN (SELECT id FROM plots WHERE person_id = $1) ORDER BY id",
+        id,
+    )
+    .await?;
     let mut records = vec![id];
-    for kind in [&households, &farmer_profiles, &plots, &holdings, &consents] {
+    for kind in [
+        &households,
+        &farmer_profiles,
+        &plots,
+        &holdings,
+        &consents,
+        &form_submissions,
+    ] {
         records.extend(ids_of(kind));
     }
     let conflict_rows = sqlx::query(
@@ -193,6 +210,7 @@ pub async fn collect(tx: &mut PgConnection, ring: &KeyRing, id: Uuid) -> ApiResu
         plots,
         holdings,
         consents,
+        form_submissions,
         sync_conflicts,
         audit_events,
     })

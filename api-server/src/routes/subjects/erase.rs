@@ -29,6 +29,8 @@ pub struct Erasure {
     pub consents: u64,
     /// Households the person was removed from.
     pub households: u64,
+    /// Form submissions about the person or their plots: answers cleared, deleted.
+    pub form_submissions: u64,
     /// Sync conflicts whose kept device data was dropped.
     pub sync_conflicts: u64,
     /// Farmer accounts that were the person: disabled and no longer linked to them.
@@ -61,6 +63,7 @@ pub async fn erase(tx: &mut PgConnection, actor: Option<Uuid>, id: Uuid) -> ApiR
         farmer_profiles: 0,
         consents: 0,
         households: 0,
+        form_submissions: 0,
         sync_conflicts: 0,
         user_accounts: 0,
     };
@@ -138,7 +141,20 @@ pub async fn erase(tx: &mut PgConnection, actor: Option<Uuid>, id: Uuid) -> ApiR
     .execute(&mut *tx)
     .await?;
     erasure.households = households.len() as u64;
+    let mut subjects = vec![id];
+    subjects.extend(&plots);
+    let submissions: Vec<Uuid> = sqlx::query_scalar(
+        "UPDATE form_submissions SET data = '{}'::jsonb, version = version + 1, \
+         updated_at = now(), updated_by = $2, deleted_at = coalesce(deleted_at, now()) \
+         WHERE subject_id = ANY($1) RETURNING id",
+    )
+    .bind(&subjects)
+    .bind(by)
+    .fetch_all(&mut *tx)
+    .await?;
+    erasure.form_submissions = submissions.len() as u64;
     let mut records = vec![id];
+    records.extend(&submissions);
     records.extend(&plots);
     records.extend(&holdings);
     records.extend(&profiles);
