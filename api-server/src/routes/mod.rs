@@ -16,6 +16,7 @@ pub mod profiles;
 pub mod subjects;
 pub mod sync;
 pub mod token;
+pub mod transfer;
 pub mod users;
 
 use axum::Router;
@@ -48,6 +49,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(subjects::router())
         .merge(users::router())
         .merge(forms::router())
+        .merge(transfer::router())
 }
 
 /// The OpenAPI document as served at /api/dfr/openapi.json and checked in.

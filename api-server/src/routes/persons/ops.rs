@@ -4,7 +4,7 @@
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
-use super::input::{PersonInput, PersonView, Pii};
+use super::input::{Filter, PersonInput, PersonView, Pii};
 use super::store::{self, Stored};
 use crate::audit;
 use crate::auth::Actor;
@@ -137,6 +137,21 @@ pub async fn by_ids(
     ids: &[Uuid],
 ) -> ApiResult<Vec<PersonView>> {
     store::by_ids(tx, ids)
+        .await?
+        .iter()
+        .map(|row| store::view(ring, pii, row))
+        .collect()
+}
+
+/// A search's page of persons as the caller may read them (one more than `filter.limit` when
+/// another page follows).
+pub async fn search(
+    tx: &mut PgConnection,
+    ring: &KeyRing,
+    pii: Pii,
+    filter: &Filter,
+) -> ApiResult<Vec<PersonView>> {
+    store::search(tx, filter)
         .await?
         .iter()
         .map(|row| store::view(ring, pii, row))
