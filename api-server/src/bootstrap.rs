@@ -73,22 +73,22 @@ impl BootstrapArgs {
                 .trim()
                 .to_string(),
         };
-        admin.check().map_err(|e| e.to_string())?;
+        admin.check()?;
         Ok(Some(admin))
     }
 }
 
 impl BootstrapAdmin {
-    pub fn check(&self) -> ApiResult<()> {
-        check_username(&self.username)
-            .map_err(|e| ApiError::Internal(format!("DFR_BOOTSTRAP_ADMIN_USERNAME: {e}")))?;
+    /// What is wrong with the values, naming the variable that holds it.
+    pub fn check(&self) -> Result<(), String> {
+        check_username(&self.username).map_err(|e| format!("DFR_BOOTSTRAP_ADMIN_USERNAME: {e}"))?;
         check_password(&self.password)
-            .map_err(|e| ApiError::Internal(format!("DFR_BOOTSTRAP_ADMIN_PASSWORD_FILE: {e}")))?;
+            .map_err(|e| format!("DFR_BOOTSTRAP_ADMIN_PASSWORD_FILE: {e}"))?;
         if crate::sessions::current_code(&self.totp_secret).is_none() {
-            return Err(ApiError::Internal(
+            return Err(
                 "DFR_BOOTSTRAP_ADMIN_TOTP_SECRET_FILE: not a base32 TOTP secret of 128 bits or more"
                     .into(),
-            ));
+            );
         }
         Ok(())
     }

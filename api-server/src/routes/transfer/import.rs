@@ -12,11 +12,12 @@ use sqlx::{PgConnection, Row as _};
 use uuid::Uuid;
 
 use super::table::{ReportLine, Row, Table};
+use crate::audit;
 use crate::auth::{Actor, Role};
 use crate::crypto::KeyRing;
 use crate::error::{ApiError, ApiResult};
 use crate::routes::persons::input::{NationalId, PersonInput, Pii};
-use crate::routes::persons::ops::{self, Created};
+use crate::routes::persons::ops;
 
 /// The columns of a persons file, as the export writes them.
 pub const COLUMNS: &[&str] = &[
@@ -283,16 +284,11 @@ pub async fn persons(
     if dry_run || !report.problems.is_empty() {
         return Ok(report);
     }
+    let mut chain = audit::Chain::lock(tx).await?;
     for candidate in new {
-        let (created, _) = ops::create(tx, ring, actor, candidate.input)
+        ops::register(tx, ring, actor, &candidate.input, &mut chain)
             .await
             .map_err(|error| in_row(candidate.row, error))?;
-        if created == Created::Replayed {
-            return Err(ApiError::Conflict(format!(
-                "row {}: the person was registered while the import ran",
-                candidate.row
-            )));
-        }
     }
     Ok(report)
 }
