@@ -1,11 +1,11 @@
 //! The audit log: one event per registry write through the API, sync pushes included (persons,
 //! plots, households, farmer profiles and holdings created, updated and deleted; areas
-//! created; consents requested, edited, deleted and changed), append-only for the application
-//! role, each event's hash covering the previous event's hash, so an edit anywhere breaks
-//! every link after it. Sign-in bookkeeping (failed
-//! attempts, lockouts, refresh tokens), users made with `create-user` and key rotation write no
-//! event.
-
+//! created; consents requested, edited, deleted and changed; persons erased; users created,
+//! disabled, enabled, unlocked, given a new password or new access, and the bootstrap admin;
+//! retention removals), append-only for the application role, each event's hash covering the
+//! previous event's hash, so an edit anywhere breaks every link after it. Sign-in bookkeeping
+//! (failed attempts, lockouts, refresh tokens), users made with `create-user` and key rotation
+//! write no event.
 use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -63,41 +63,73 @@ pub async fn record(
     before: Option<&Value>,
     after: Option<&Value>,
 ) -> ApiResult<()> {
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(CHAIN_LOCK)
+    Chain::lock(tx)
+        .await?
+        .append(tx, actor, action, entity, entity_id, before, after)
+        .await
+}
+
+/// The chain's end, held by the caller's transaction: appends serialize on a lock the
+/// transaction keeps until it ends, so a run of appends (an import) reads the last hash once
+/// and then costs one insert each.
+pub struct Chain {
+    previous: String,
+}
+
+impl Chain {
+    pub async fn lock(tx: &mut PgConnection) -> ApiResult<Chain> {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(CHAIN_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        let previous: Option<String> =
+            sqlx::query_scalar("SELECT hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut *tx)
+                .await?;
+        Ok(Chain {
+            previous: previous.unwrap_or_else(|| GENESIS.to_string()),
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn append(
+        &mut self,
+        tx: &mut PgConnection,
+        actor: Option<Uuid>,
+        action: &str,
+        entity: &str,
+        entity_id: String,
+        before: Option<&Value>,
+        after: Option<&Value>,
+    ) -> ApiResult<()> {
+        let event = Event {
+            at: Utc::now().trunc_subsecs(6),
+            actor,
+            action,
+            entity,
+            entity_id,
+            before_hash: before.map(digest),
+            after_hash: after.map(digest),
+        };
+        let hash = chain_hash(&self.previous, &event);
+        sqlx::query(
+            "INSERT INTO audit_events (at, actor, action, entity, entity_id, before_hash, after_hash, prev_hash, hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(event.at)
+        .bind(event.actor)
+        .bind(event.action)
+        .bind(event.entity)
+        .bind(&event.entity_id)
+        .bind(&event.before_hash)
+        .bind(&event.after_hash)
+        .bind(&self.previous)
+        .bind(&hash)
         .execute(&mut *tx)
         .await?;
-    let previous: Option<String> =
-        sqlx::query_scalar("SELECT hash FROM audit_events ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut *tx)
-            .await?;
-    let previous = previous.unwrap_or_else(|| GENESIS.to_string());
-    let event = Event {
-        at: Utc::now().trunc_subsecs(6),
-        actor,
-        action,
-        entity,
-        entity_id,
-        before_hash: before.map(digest),
-        after_hash: after.map(digest),
-    };
-    let hash = chain_hash(&previous, &event);
-    sqlx::query(
-        "INSERT INTO audit_events (at, actor, action, entity, entity_id, before_hash, after_hash, prev_hash, hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(event.at)
-    .bind(event.actor)
-    .bind(event.action)
-    .bind(event.entity)
-    .bind(&event.entity_id)
-    .bind(&event.before_hash)
-    .bind(&event.after_hash)
-    .bind(&previous)
-    .bind(&hash)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
+        self.previous = hash;
+        Ok(())
+    }
 }
 
 /// The outcome of checking the whole chain.

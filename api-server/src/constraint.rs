@@ -32,8 +32,22 @@ pub const PERSON_ID: Constraint = Constraint {
     message: "a person with this id already exists with other content; a new person needs a new id",
 };
 
+pub const FORM_SUBMISSION_ID: Constraint = Constraint {
+    name: "form_submissions_pkey",
+    kind: Kind::RecordId,
+    field: "id",
+    message: "another submission has this instance id; a new submission needs a new id",
+};
+
 pub const KNOWN: &[Constraint] = &[
     PERSON_ID,
+    FORM_SUBMISSION_ID,
+    Constraint {
+        name: "form_definitions_pkey",
+        kind: Kind::Unique,
+        field: "key",
+        message: "another version of this form was published at the same moment; publish again",
+    },
     Constraint {
         name: "persons_national_id",
         kind: Kind::NationalId,
@@ -135,6 +149,12 @@ pub const KNOWN: &[Constraint] = &[
         kind: Kind::Reference,
         field: "personId",
         message: "no such person",
+    },
+    Constraint {
+        name: "users_username_key",
+        kind: Kind::Unique,
+        field: "username",
+        message: "a user with this username already exists",
     },
 ];
 

@@ -1,8 +1,9 @@
 //! Transactions that carry who is asking, so PostgreSQL's row-level security decides what each
 //! statement may see and change in the registry tables that have it (persons, plots,
-//! households and their members, farmer profiles, holdings, consents and their history) and
-//! the sync tables (the change log and conflicts by area, remembered mutations by user). Users, refresh tokens, audit events and areas have none: grants alone limit the
-//! application role there.
+//! households and their members, farmer profiles, holdings, consents and their history, form
+//! submissions) and the sync tables (the change log and conflicts by area, remembered
+//! mutations by user). Users, refresh tokens, audit events, areas and form definitions have
+//! none: grants alone limit the application role there.
 
 use sqlx::{PgPool, Postgres, Transaction};
 

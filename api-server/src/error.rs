@@ -32,6 +32,9 @@ pub enum ApiError {
     Taken(&'static Constraint),
     #[error("{0}")]
     Conflict(String),
+    /// A change that would leave the registry without an enabled national admin.
+    #[error("the registry must keep at least one enabled national admin")]
+    LastNationalAdmin,
     #[error("If-Match is required for this change; send the ETag you last read")]
     PreconditionRequired,
     #[error("the record changed since you read it (version {current}); read it again and retry")]
@@ -128,6 +131,11 @@ impl ApiError {
             ApiError::Taken(_) | ApiError::Conflict(_) => {
                 (StatusCode::CONFLICT, "conflict", "Conflict")
             }
+            ApiError::LastNationalAdmin => (
+                StatusCode::CONFLICT,
+                "last_national_admin",
+                "Last national admin",
+            ),
             ApiError::PreconditionRequired => (
                 StatusCode::PRECONDITION_REQUIRED,
                 "if_match_required",

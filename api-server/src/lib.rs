@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod bootstrap;
 pub mod config;
 pub mod consent;
 pub mod constraint;
@@ -12,6 +13,7 @@ pub mod extract;
 pub mod geometry;
 pub mod metrics;
 pub mod openapi;
+pub mod retention;
 pub mod rotation;
 pub mod routes;
 pub mod sessions;

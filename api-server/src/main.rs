@@ -1,5 +1,5 @@
-//! dfr-api: `serve` (the default) runs the registry; `migrate`, `audit verify` and
-//! `create-user` are the administrator's tools.
+//! dfr-api: `serve` (the default) runs the registry; `migrate`, `audit verify`,
+//! `retention apply`, `rotate-keys` and `create-user` are the administrator's tools.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -26,6 +26,7 @@ mod tests {
     }
 }
 use dfr_api::auth::{AccessTokens, Role, TokenKeys, hash_password};
+use dfr_api::bootstrap::{BootstrapArgs, Bootstrapped};
 use dfr_api::config::{DatabaseArgs, KeyArgs, ServeArgs};
 use dfr_api::crypto::KeyRing;
 use dfr_api::db::MIGRATOR;
@@ -56,6 +57,8 @@ enum Command {
         serve: ServeArgs,
         #[command(flatten)]
         keys: KeyArgs,
+        #[command(flatten)]
+        bootstrap: BootstrapArgs,
     },
     /// Apply the embedded migrations as the owner role.
     Migrate,
@@ -65,6 +68,11 @@ enum Command {
     Audit {
         #[command(subcommand)]
         action: AuditAction,
+    },
+    /// Apply the retention periods of one country (run on a schedule, as the owner role).
+    Retention {
+        #[command(subcommand)]
+        action: RetentionAction,
     },
     /// Re-encrypt every record's PII under the key ring's active key, in batches, while the
     /// service runs.
@@ -94,6 +102,22 @@ enum Command {
 #[derive(Subcommand)]
 enum AuditAction {
     Verify,
+}
+
+#[derive(Subcommand)]
+enum RetentionAction {
+    /// Erase persons and remove records kept longer than the country's periods.
+    Apply {
+        /// JSON: {"countries": {"TO": {"person": 3650, "plot": 1825, ...}}}, days per kind.
+        #[arg(long, env = "DFR_RETENTION_FILE")]
+        retention_file: std::path::PathBuf,
+        /// The country whose periods apply (this registry's).
+        #[arg(long, env = "DFR_COUNTRY_CODE")]
+        country: String,
+        /// Count what would go, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// Clap names the flag of a bad or missing value; the operator sets environment variables, so
@@ -214,6 +238,30 @@ async fn run(cli: Cli) -> Result<(), String> {
                 }
             }
         }
+        Some(Command::Retention {
+            action:
+                RetentionAction::Apply {
+                    retention_file,
+                    country,
+                    dry_run,
+                },
+        }) => {
+            let policy = dfr_api::retention::Policy::from_file(&retention_file, &country)
+                .map_err(|e| format!("DFR_RETENTION_FILE: {e}"))?;
+            let pool = owner_pool(&database).await?;
+            let report = dfr_api::retention::apply(&pool, &policy, dry_run)
+                .await
+                .map_err(|e| format!("retention failed, nothing changed: {e}"))?;
+            let verb = if dry_run { "would go" } else { "done" };
+            for applied in report {
+                println!(
+                    "retention {country} {}: {} days, {} {verb}",
+                    applied.kind.as_str(),
+                    applied.days,
+                    applied.count
+                );
+            }
+        }
         Some(Command::RotateKeys {
             pii_keyring_file,
             batch_size,
@@ -269,12 +317,22 @@ async fn run(cli: Cli) -> Result<(), String> {
             }
         }
         None => return Err("no command given".into()),
-        Some(Command::Serve { serve, keys }) => serve_api(database, serve, keys).await?,
+        Some(Command::Serve {
+            serve,
+            keys,
+            bootstrap,
+        }) => serve_api(database, serve, keys, bootstrap).await?,
     }
     Ok(())
 }
 
-async fn serve_api(database: DatabaseArgs, serve: ServeArgs, keys: KeyArgs) -> Result<(), String> {
+async fn serve_api(
+    database: DatabaseArgs,
+    serve: ServeArgs,
+    keys: KeyArgs,
+    bootstrap: BootstrapArgs,
+) -> Result<(), String> {
+    let bootstrap_admin = bootstrap.admin()?;
     let token_keys = TokenKeys::from_file(&keys.jwt_signing_key_file)
         .map_err(|e| format!("DFR_JWT_SIGNING_KEY_FILE: {e}"))?;
     let ring = KeyRing::from_file(&keys.pii_keyring_file)
@@ -293,6 +351,19 @@ async fn serve_api(database: DatabaseArgs, serve: ServeArgs, keys: KeyArgs) -> R
         .connect(&database.app_url())
         .await
         .map_err(|e| format!("cannot connect to the database as DFR_DATABASE_USER: {e}"))?;
+    if let Some(admin) = &bootstrap_admin {
+        match dfr_api::bootstrap::ensure_admin(&pool, admin)
+            .await
+            .map_err(|e| format!("bootstrap admin: {e}"))?
+        {
+            Bootstrapped::Created(id) => {
+                info!(username = %admin.username, %id, "created the first national admin")
+            }
+            Bootstrapped::HadAdmin => {
+                info!("a national admin exists: DFR_BOOTSTRAP_ADMIN_USERNAME left unused")
+            }
+        }
+    }
     let state = AppState {
         pool,
         tokens: AccessTokens {

@@ -91,6 +91,7 @@ pub enum Table {
     Plots,
     Holdings,
     Consents,
+    FormSubmissions,
 }
 
 impl Table {
@@ -102,6 +103,7 @@ impl Table {
             Table::Plots => "plots",
             Table::Holdings => "holdings",
             Table::Consents => "consents",
+            Table::FormSubmissions => "form_submissions",
         }
     }
 }

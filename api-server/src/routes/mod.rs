@@ -5,6 +5,7 @@
 pub mod areas;
 pub mod common;
 pub mod consents;
+pub mod forms;
 pub mod health;
 pub mod holdings;
 pub mod households;
@@ -12,8 +13,11 @@ pub mod paging;
 pub mod persons;
 pub mod plots;
 pub mod profiles;
+pub mod subjects;
 pub mod sync;
 pub mod token;
+pub mod transfer;
+pub mod users;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -42,6 +46,10 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(profiles::router())
         .merge(holdings::router())
         .merge(sync::router())
+        .merge(subjects::router())
+        .merge(users::router())
+        .merge(forms::router())
+        .merge(transfer::router())
 }
 
 /// The OpenAPI document as served at /api/dfr/openapi.json and checked in.

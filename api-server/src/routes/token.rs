@@ -26,7 +26,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 const MAX_FAILED_ATTEMPTS: i32 = 5;
 const LOCKOUT_MINUTES: i32 = 15;
 const USER_COLUMNS: &str = "id, password_hash, role, areas, person_id, scopes, failed_attempts, totp_secret, \
-     (locked_until IS NOT NULL AND locked_until > now()) AS locked";
+     (locked_until IS NOT NULL AND locked_until > now()) AS locked, disabled_at IS NOT NULL AS disabled";
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct TokenRequest {
@@ -97,6 +97,9 @@ pub async fn token(
             if user.try_get::<bool, _>("locked")? {
                 return Err(ApiError::InvalidGrant("the account is locked".into()));
             }
+            if user.try_get::<bool, _>("disabled")? {
+                return Err(ApiError::InvalidGrant("the account is disabled".into()));
+            }
             let refresh = sessions::issue_refresh(&pool, user_id, Some(family)).await?;
             respond(&tokens, &user, Some(refresh))
         }
@@ -163,6 +166,10 @@ async fn authenticate(pool: &PgPool, name: &str, secret: &str, client: bool) -> 
         .execute(pool)
         .await?;
         return Err(refused());
+    }
+    // Told only to whoever knows the password.
+    if user.try_get::<bool, _>("disabled")? {
+        return Err(ApiError::InvalidGrant("the account is disabled".into()));
     }
     if user.try_get::<i32, _>("failed_attempts")? > 0 {
         sqlx::query("UPDATE users SET failed_attempts = 0, locked_until = NULL WHERE id = $1")

@@ -4,7 +4,7 @@
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
-use super::input::{PersonInput, PersonView, Pii};
+use super::input::{Filter, PersonInput, PersonView, Pii};
 use super::store::{self, Stored};
 use crate::audit;
 use crate::auth::Actor;
@@ -41,25 +41,50 @@ pub async fn create(
             existing: Some(format!("/api/dfr/persons/{holder}")),
         });
     }
+    let mut chain = audit::Chain::lock(tx).await?;
+    let person = insert_audited(tx, ring, actor, &input, &stored, &mut chain).await?;
+    Ok((Created::New, person))
+}
+
+/// Registers a person whose input passed `PersonInput::checked` and whose national ID the
+/// caller found free (an import, which checked a whole file at once), appending its audit
+/// event to `chain`. A national ID taken since is still refused by the unique index.
+pub async fn register(
+    tx: &mut PgConnection,
+    ring: &KeyRing,
+    actor: &Actor,
+    input: &PersonInput,
+    chain: &mut audit::Chain,
+) -> ApiResult<PersonView> {
+    let stored = Stored::encrypt(ring, input)?;
+    insert_audited(tx, ring, actor, input, &stored, chain).await
+}
+
+async fn insert_audited(
+    tx: &mut PgConnection,
+    ring: &KeyRing,
+    actor: &Actor,
+    input: &PersonInput,
+    stored: &Stored,
+    chain: &mut audit::Chain,
+) -> ApiResult<PersonView> {
     let id = input.id.unwrap_or_else(Uuid::new_v4);
-    let row = store::insert(tx, id, &input, &stored, actor)
+    let row = store::insert(tx, id, input, stored, actor)
         .await
         .map_err(write_error)?;
     let id: Uuid = row.try_get("id")?;
-    audit::record(
-        tx,
-        Some(actor.user_id),
-        "create",
-        "person",
-        id.to_string(),
-        None,
-        Some(&store::snapshot(&row)?),
-    )
-    .await?;
-    Ok((
-        Created::New,
-        store::view(ring, Pii::for_role(actor.role), &row)?,
-    ))
+    chain
+        .append(
+            tx,
+            Some(actor.user_id),
+            "create",
+            "person",
+            id.to_string(),
+            None,
+            Some(&store::snapshot(&row)?),
+        )
+        .await?;
+    store::view(ring, Pii::for_role(actor.role), &row)
 }
 
 /// A create sent again with the id it was registered under (a client that lost the first
@@ -137,6 +162,21 @@ pub async fn by_ids(
     ids: &[Uuid],
 ) -> ApiResult<Vec<PersonView>> {
     store::by_ids(tx, ids)
+        .await?
+        .iter()
+        .map(|row| store::view(ring, pii, row))
+        .collect()
+}
+
+/// A search's page of persons as the caller may read them (one more than `filter.limit` when
+/// another page follows).
+pub async fn search(
+    tx: &mut PgConnection,
+    ring: &KeyRing,
+    pii: Pii,
+    filter: &Filter,
+) -> ApiResult<Vec<PersonView>> {
+    store::search(tx, filter)
         .await?
         .iter()
         .map(|row| store::view(ring, pii, row))

@@ -104,7 +104,7 @@ fn masked_person(mut data: Value) -> Value {
     data
 }
 
-fn view(ring: &KeyRing, pii: Pii, row: &PgRow) -> ApiResult<ConflictView> {
+pub fn view(ring: &KeyRing, pii: Pii, row: &PgRow) -> ApiResult<ConflictView> {
     let entity: String = row.try_get("entity")?;
     let entity = Entity::parse(&entity)
         .ok_or_else(|| ApiError::Internal(format!("unknown entity {entity} in sync_conflicts")))?;

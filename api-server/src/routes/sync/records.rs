@@ -13,7 +13,7 @@ use crate::crypto::KeyRing;
 use crate::error::{ApiError, ApiResult, FieldError};
 use crate::routes::common::{DELETERS, Table, WRITERS, require, same_id};
 use crate::routes::persons::input::Pii;
-use crate::routes::{consents, holdings, households, persons, plots, profiles};
+use crate::routes::{consents, forms, holdings, households, persons, plots, profiles};
 
 #[derive(
     Serialize,
@@ -36,6 +36,7 @@ pub enum Entity {
     Plot,
     Holding,
     Consent,
+    FormSubmission,
 }
 
 impl Entity {
@@ -48,6 +49,7 @@ impl Entity {
             Entity::Plot => "plot",
             Entity::Holding => "holding",
             Entity::Consent => "consent",
+            Entity::FormSubmission => "form_submission",
         }
     }
 
@@ -59,6 +61,7 @@ impl Entity {
             Entity::Plot,
             Entity::Holding,
             Entity::Consent,
+            Entity::FormSubmission,
         ]
         .into_iter()
         .find(|entity| entity.as_str() == name)
@@ -72,6 +75,7 @@ impl Entity {
             Entity::Plot => Table::Plots,
             Entity::Holding => Table::Holdings,
             Entity::Consent => Table::Consents,
+            Entity::FormSubmission => Table::FormSubmissions,
         }
     }
 }
@@ -191,6 +195,23 @@ pub async fn apply(
         Entity::Plot => write!(plots::record, plots::record::PlotInput),
         Entity::Holding => write!(holdings::record, holdings::record::HoldingInput),
         Entity::Consent => write!(consents::record, consents::record::ConsentRequest),
+        Entity::FormSubmission => match mutation.op {
+            Op::Create => {
+                let mut data: forms::submission::SubmissionInput = input(&mutation.data)?;
+                same_id(data.id, id)?;
+                data.id = Some(id);
+                Ok(forms::submission::create(tx, actor, data).await?.1.version)
+            }
+            Op::Update => {
+                let data: forms::submission::SubmissionInput = input(&mutation.data)?;
+                same_id(data.id, id)?;
+                let version = base_version(mutation)?;
+                Ok(forms::submission::update(tx, actor, id, version, data)
+                    .await?
+                    .version)
+            }
+            Op::Delete => forms::submission::delete(tx, actor, id, base_version(mutation)?).await,
+        },
     }
 }
 
@@ -220,5 +241,6 @@ pub async fn views(
         Entity::Plot => json(plots::record::by_ids(tx, ids).await?, |r| r.id),
         Entity::Holding => json(holdings::record::by_ids(tx, ids).await?, |r| r.id),
         Entity::Consent => json(consents::record::by_ids(tx, ids).await?, |r| r.id),
+        Entity::FormSubmission => json(forms::submission::by_ids(tx, ids).await?, |r| r.id),
     }
 }

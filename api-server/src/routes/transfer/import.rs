@@ -1,0 +1,327 @@
+//! Importing persons from a table: every row checked as the create endpoint checks a person
+//! (plus the caller's areas, duplicates within the file and against the registry by national
+//! ID), reported line by line, and written only when no line is wrong, all in one transaction.
+//! A row that describes a person already registered (same national ID and content) is
+//! unchanged, so an import run again writes nothing.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::NaiveDate;
+use serde::Serialize;
+use sqlx::{PgConnection, Row as _};
+use uuid::Uuid;
+
+use super::table::{ReportLine, Row, Table};
+use crate::audit;
+use crate::auth::{Actor, Role};
+use crate::crypto::KeyRing;
+use crate::error::{ApiError, ApiResult};
+use crate::routes::persons::input::{NationalId, PersonInput, Pii};
+use crate::routes::persons::ops;
+
+/// The columns of a persons file, as the export writes them.
+pub const COLUMNS: &[&str] = &[
+    "id",
+    "national_id_system",
+    "national_id",
+    "given_name",
+    "family_name",
+    "sex",
+    "birth_date",
+    "birth_date_estimated",
+    "phone",
+    "email",
+    "area_code",
+    "status",
+];
+const REQUIRED: &[&str] = &[
+    "national_id_system",
+    "national_id",
+    "given_name",
+    "family_name",
+    "sex",
+    "birth_date",
+    "area_code",
+];
+
+#[derive(Serialize, Debug, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportReport {
+    pub dry_run: bool,
+    /// Rows read (blank rows are skipped).
+    pub rows: usize,
+    /// Persons registered, or for a dry run that would be.
+    pub created: usize,
+    /// Rows that describe a person already registered with the same content: nothing to do.
+    pub unchanged: usize,
+    /// Every problem, by row; an import with any is not written.
+    pub problems: Vec<ReportLine>,
+}
+
+/// The column a person field is read from, for report lines.
+fn column_of(field: &str) -> &str {
+    match field {
+        "nationalId.system" => "national_id_system",
+        "nationalId.value" | "nationalId" => "national_id",
+        "givenName" => "given_name",
+        "familyName" => "family_name",
+        "birthDate" => "birth_date",
+        "birthDateEstimated" => "birth_date_estimated",
+        "areaCode" => "area_code",
+        other => other,
+    }
+}
+
+struct Columns(HashMap<String, usize>);
+
+impl Columns {
+    fn cell<'a>(&self, row: &'a Row, name: &str) -> &'a str {
+        self.0
+            .get(name)
+            .and_then(|&i| row.cells.get(i))
+            .map_or("", String::as_str)
+    }
+}
+
+/// The header's columns, or what is wrong with it.
+fn columns(header: &[String]) -> Result<Columns, Vec<ReportLine>> {
+    let mut problems = Vec::new();
+    let mut positions = HashMap::new();
+    for (i, name) in header.iter().enumerate() {
+        if !COLUMNS.contains(&name.as_str()) {
+            problems.push(ReportLine::new(
+                1,
+                name,
+                "unknown_column",
+                format!("not a column of a persons file ({})", COLUMNS.join(", ")),
+            ));
+        } else if positions.insert(name.clone(), i).is_some() {
+            problems.push(ReportLine::new(1, name, "unknown_column", "appears twice"));
+        }
+    }
+    for name in REQUIRED {
+        if !positions.contains_key(*name) {
+            problems.push(ReportLine::new(1, name, "missing_column", "is required"));
+        }
+    }
+    if problems.is_empty() {
+        Ok(Columns(positions))
+    } else {
+        Err(problems)
+    }
+}
+
+fn parse(columns: &Columns, row: &Row) -> Result<PersonInput, ReportLine> {
+    let cell = |name: &str| columns.cell(row, name);
+    let bad = |name: &str, message: &str| ReportLine::new(row.number, name, "invalid", message);
+    let optional = |name: &str| Some(cell(name).to_string()).filter(|v| !v.is_empty());
+    let id = match cell("id") {
+        "" => None,
+        text => Some(
+            text.parse::<Uuid>()
+                .map_err(|_| bad("id", "must be a UUID or empty"))?,
+        ),
+    };
+    let sex = cell("sex")
+        .parse::<i16>()
+        .map_err(|_| bad("sex", "must be an ISO 5218 code: 0, 1, 2 or 9"))?;
+    let birth_date = NaiveDate::parse_from_str(cell("birth_date"), "%Y-%m-%d")
+        .map_err(|_| bad("birth_date", "must be a date, YYYY-MM-DD"))?;
+    let birth_date_estimated = match cell("birth_date_estimated").to_lowercase().as_str() {
+        "" | "false" | "no" | "0" => false,
+        "true" | "yes" | "1" => true,
+        _ => return Err(bad("birth_date_estimated", "must be true or false")),
+    };
+    let input = PersonInput {
+        id,
+        national_id: NationalId {
+            system: cell("national_id_system").to_string(),
+            value: cell("national_id").to_string(),
+        },
+        given_name: cell("given_name").to_string(),
+        family_name: cell("family_name").to_string(),
+        sex,
+        birth_date,
+        birth_date_estimated,
+        phone: optional("phone"),
+        email: optional("email"),
+        area_code: cell("area_code").to_string(),
+        status: optional("status").unwrap_or_else(|| "active".into()),
+    };
+    input.checked().map_err(|error| {
+        let field = error
+            .field_errors()
+            .first()
+            .map(|f| (column_of(&f.field).to_string(), f.message.clone()));
+        match field {
+            Some((column, message)) => ReportLine::new(row.number, &column, "invalid", message),
+            None => ReportLine::new(row.number, "", "invalid", error.to_string()),
+        }
+    })
+}
+
+struct Candidate {
+    row: usize,
+    input: PersonInput,
+    index: String,
+}
+
+/// Checks the table and, unless `dry_run` or a line is wrong, registers its new persons in the
+/// caller's transaction.
+pub async fn persons(
+    tx: &mut PgConnection,
+    ring: &KeyRing,
+    actor: &Actor,
+    table: Table,
+    mut problems: Vec<ReportLine>,
+    dry_run: bool,
+) -> ApiResult<ImportReport> {
+    let mut report = ImportReport {
+        dry_run,
+        rows: table.rows.len(),
+        created: 0,
+        unchanged: 0,
+        problems: Vec::new(),
+    };
+    let columns = match columns(&table.header) {
+        Ok(columns) => columns,
+        Err(header_problems) => {
+            problems.extend(header_problems);
+            report.problems = problems;
+            return Ok(report);
+        }
+    };
+    let areas: HashSet<String> = sqlx::query_scalar("SELECT code FROM areas")
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+    let in_areas = matches!(actor.role, Role::Supervisor | Role::Enumerator);
+    let mut candidates = Vec::new();
+    let mut first_row_of: HashMap<(String, String), usize> = HashMap::new();
+    for row in &table.rows {
+        let input = match parse(&columns, row) {
+            Ok(input) => input,
+            Err(line) => {
+                problems.push(line);
+                continue;
+            }
+        };
+        if !areas.contains(&input.area_code) {
+            problems.push(ReportLine::new(
+                row.number,
+                "area_code",
+                "unknown_area",
+                "is not a known administrative area",
+            ));
+            continue;
+        }
+        if in_areas && !actor.areas.contains(&input.area_code) {
+            problems.push(ReportLine::new(
+                row.number,
+                "area_code",
+                "outside_areas",
+                "is outside the areas you may change",
+            ));
+            continue;
+        }
+        let index = ring.blind_index(&input.national_id.system, &input.national_id.value);
+        let key = (input.national_id.system.clone(), index.clone());
+        if let Some(first) = first_row_of.get(&key) {
+            problems.push(ReportLine::new(
+                row.number,
+                "national_id",
+                "duplicate_in_file",
+                format!("the same national ID as row {first}"),
+            ));
+            continue;
+        }
+        first_row_of.insert(key, row.number);
+        candidates.push(Candidate {
+            row: row.number,
+            input,
+            index,
+        });
+    }
+    let holders = holders(tx, &candidates).await?;
+    let held: Vec<Uuid> = holders.values().copied().collect();
+    let registered: HashMap<Uuid, _> = ops::by_ids(tx, ring, Pii::Clear, &held)
+        .await?
+        .into_iter()
+        .map(|person| (person.id, person))
+        .collect();
+    let mut new = Vec::new();
+    for candidate in candidates {
+        let key = (
+            candidate.input.national_id.system.clone(),
+            candidate.index.clone(),
+        );
+        let Some(holder) = holders.get(&key) else {
+            new.push(candidate);
+            continue;
+        };
+        let same = candidate.input.id.is_none_or(|id| id == *holder)
+            && registered
+                .get(holder)
+                .is_some_and(|person| candidate.input.describes(person));
+        if same {
+            report.unchanged += 1;
+        } else {
+            problems.push(ReportLine {
+                existing: Some(format!("/api/dfr/persons/{holder}")),
+                ..ReportLine::new(
+                    candidate.row,
+                    "national_id",
+                    "duplicate_national_id",
+                    "a person with this national ID is registered with other content",
+                )
+            });
+        }
+    }
+    problems.sort_by_key(|line| line.row);
+    report.created = new.len();
+    report.problems = problems;
+    if dry_run || !report.problems.is_empty() {
+        return Ok(report);
+    }
+    let mut chain = audit::Chain::lock(tx).await?;
+    for candidate in new {
+        ops::register(tx, ring, actor, &candidate.input, &mut chain)
+            .await
+            .map_err(|error| in_row(candidate.row, error))?;
+    }
+    Ok(report)
+}
+
+/// A write refused while importing names its row.
+fn in_row(row: usize, error: ApiError) -> ApiError {
+    match error {
+        ApiError::Database(_) | ApiError::Internal(_) => error,
+        other => ApiError::Conflict(format!("row {row}: {other}")),
+    }
+}
+
+/// The live persons, in any area, holding the candidates' national IDs.
+async fn holders(
+    tx: &mut PgConnection,
+    candidates: &[Candidate],
+) -> ApiResult<HashMap<(String, String), Uuid>> {
+    let systems: Vec<&str> = candidates
+        .iter()
+        .map(|c| c.input.national_id.system.as_str())
+        .collect();
+    let indexes: Vec<&str> = candidates.iter().map(|c| c.index.as_str()).collect();
+    let rows = sqlx::query("SELECT id_system, id_index, id FROM dfr_find_national_ids($1, $2)")
+        .bind(&systems)
+        .bind(&indexes)
+        .fetch_all(&mut *tx)
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                (row.try_get("id_system")?, row.try_get("id_index")?),
+                row.try_get("id")?,
+            ))
+        })
+        .collect()
+}
