@@ -430,3 +430,132 @@ async fn exports_honour_row_level_security_and_masking_and_import_back_unchanged
         );
     }
 }
+
+#[tokio::test]
+async fn plots_import_by_their_id_with_every_bad_row_reported() {
+    use dfr_api::routes::transfer::table::{Format, write};
+    let app = TestApp::start().await;
+    let admin = app.user("national_admin", &[], None, "").await;
+    let enumerator = app.user("enumerator", &["TO-01"], None, "").await;
+    let owner = app
+        .created("/api/dfr/persons", &admin, &person("TO-01", "Owner"))
+        .await;
+    let far = app
+        .created("/api/dfr/persons", &admin, &person("TO-02", "Far"))
+        .await;
+    let (owner, far) = (owner["id"].as_str().unwrap(), far["id"].as_str().unwrap());
+    let point = r#"{"type":"Point","coordinates":[-175.2,-21.13]}"#;
+    let square = r#"{"type":"Polygon","coordinates":[[[-175.2,-21.1],[-175.199,-21.1],[-175.199,-21.101],[-175.2,-21.101],[-175.2,-21.1]]]}"#;
+    let (first, second) = (
+        uuid::Uuid::new_v4().to_string(),
+        uuid::Uuid::new_v4().to_string(),
+    );
+    let row = |id: &str, person: &str, geometry: &str, tenure: &str, land_use: &str| {
+        [id, person, geometry, tenure, land_use]
+            .map(String::from)
+            .to_vec()
+    };
+    let good = vec![
+        row(&first, owner, point, "customary", "cropland"),
+        row(&second, owner, square, "owned", "pasture"),
+    ];
+    let fresh = || uuid::Uuid::new_v4().to_string();
+    let mut all = good.clone();
+    all.extend([
+        row("x", owner, point, "owned", "cropland"),
+        row(&fresh(), owner, "{", "owned", "cropland"),
+        row(
+            &fresh(),
+            owner,
+            r#"{"type":"Point","coordinates":[500,0]}"#,
+            "owned",
+            "cropland",
+        ),
+        row(&fresh(), owner, point, "rented", "cropland"),
+        row(&fresh(), owner, point, "owned", "moon"),
+        row(&fresh(), far, point, "owned", "cropland"),
+        row(&first, owner, point, "owned", "cropland"),
+    ]);
+    let header = ["id", "person_id", "geometry", "tenure", "land_use"];
+    let file = |rows: &[Vec<String>]| write(Format::Csv, &header, rows).unwrap();
+    let (status, report) = send(
+        &app,
+        &enumerator,
+        "/api/dfr/imports/plots?dryRun=true",
+        "text/csv",
+        file(&all),
+    )
+    .await;
+    assert_eq!(status, 200, "{report}");
+    let expected: Vec<(u64, String, String)> = [
+        (4, "id", "invalid"),
+        (5, "geometry", "invalid"),
+        (6, "geometry", "invalid"),
+        (7, "tenure", "invalid"),
+        (8, "land_use", "invalid"),
+        (9, "person_id", "invalid"),
+        (10, "id", "duplicate_in_file"),
+    ]
+    .iter()
+    .map(|(row, field, code)| (*row, field.to_string(), code.to_string()))
+    .collect();
+    assert_eq!(lines(&report), expected, "{report}");
+    let (status, rejected) = send(
+        &app,
+        &enumerator,
+        "/api/dfr/imports/plots",
+        "text/csv",
+        file(&all),
+    )
+    .await;
+    assert_eq!(
+        (status, rejected["code"].as_str()),
+        (422, Some("import_rejected"))
+    );
+    assert_eq!(count(&app, "SELECT count(*) FROM plots").await, 0);
+
+    let (status, imported) = send(
+        &app,
+        &enumerator,
+        "/api/dfr/imports/plots",
+        "text/csv",
+        file(&good),
+    )
+    .await;
+    assert_eq!(
+        (status, imported["created"].as_u64()),
+        (200, Some(2)),
+        "{imported}"
+    );
+    let read = app
+        .get(&format!("/api/dfr/plots/{second}"), &enumerator)
+        .await;
+    assert!(read.body["areaHa"].as_f64().unwrap() > 1.0, "{}", read.body);
+    let (_, again) = send(
+        &app,
+        &enumerator,
+        "/api/dfr/imports/plots",
+        "text/csv",
+        file(&good),
+    )
+    .await;
+    assert_eq!(
+        (again["created"].as_u64(), again["unchanged"].as_u64()),
+        (Some(0), Some(2))
+    );
+    let changed = vec![row(&first, owner, point, "leased", "cropland")];
+    let (status, taken) = send(
+        &app,
+        &enumerator,
+        "/api/dfr/imports/plots?dryRun=true",
+        "text/csv",
+        file(&changed),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        lines(&taken),
+        vec![(2, "id".to_string(), "duplicate_id".to_string())]
+    );
+    assert_eq!(count(&app, "SELECT count(*) FROM plots").await, 2);
+}

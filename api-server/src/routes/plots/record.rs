@@ -82,7 +82,7 @@ fn one_of(field: &str, value: &str, allowed: &[&str]) -> ApiResult<()> {
 }
 
 /// The plot's area in hectares, once its fields are checked.
-fn checked(input: &PlotInput) -> ApiResult<Option<f64>> {
+pub fn checked(input: &PlotInput) -> ApiResult<Option<f64>> {
     let plot = geometry::validate(&input.geometry).map_err(|e| ApiError::field("geometry", e.0))?;
     one_of("tenure", &input.tenure, TENURES)?;
     one_of("landUse", &input.land_use, LAND_USES)?;

@@ -294,7 +294,7 @@ pub async fn persons(
 }
 
 /// A write refused while importing names its row.
-fn in_row(row: usize, error: ApiError) -> ApiError {
+pub fn in_row(row: usize, error: ApiError) -> ApiError {
     match error {
         ApiError::Database(_) | ApiError::Internal(_) => error,
         other => ApiError::Conflict(format!("row {row}: {other}")),

@@ -1,11 +1,13 @@
-//! Bulk transfer: persons imported from CSV or XLSX (a dry run reports every problem by row;
+//! Bulk transfer: persons and plots imported from CSV or XLSX (a dry run reports every problem by row;
 //! an import writes all rows or none, and writes nothing for rows already registered), and
 //! exports of persons (CSV, XLSX) and plots (GeoJSON) under row-level security and masking.
 //!
-//! `table` reads and writes the files, `import` checks and registers rows, `export` reads.
+//! `table` reads and writes the files, `import` and `plot_import` check and register rows,
+//! `export` reads.
 
 pub mod export;
 pub mod import;
+pub mod plot_import;
 pub mod table;
 
 use std::sync::Arc;
@@ -37,6 +39,7 @@ pub const IMPORT_MAX_BYTES: usize = 32 * 1024 * 1024;
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(import_persons))
+        .routes(routes!(import_plots))
         .layer(DefaultBodyLimit::max(IMPORT_MAX_BYTES))
         .routes(routes!(export_persons))
         .routes(routes!(export_plots))
@@ -67,13 +70,46 @@ pub async fn import_persons(
     body: Bytes,
 ) -> ApiResult<Response> {
     require(&actor, WRITERS, "persons:write")?;
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
-    let format = Format::of_content_type(content_type)?;
-    let (table, problems) = table::read(format, &body)?;
+    let (table, problems) = table::read(format_of(&headers)?, &body)?;
     let mut tx = begin_as(&pool, &actor).await?;
     let report = import::persons(&mut tx, &ring, &actor, table, problems, query.dry_run).await?;
+    answer(tx, report).await
+}
+
+#[utoipa::path(post, path = "/api/dfr/imports/plots", tag = "transfer", params(ImportQuery),
+    request_body(content = String, content_type = "text/csv",
+        description = "A CSV file (or an XLSX workbook, first sheet) with a header row of the columns id (the plot's UUID, required), person_id, geometry (a GeoJSON Point or Polygon as JSON text), tenure, land_use"),
+    security(("bearer" = [])),
+    responses((status = 200, description = "The report: a dry run's, or an import's that wrote its new rows (plots already registered under their id with the same content are unchanged)", body = ImportReport),
+        (status = 422, description = "A file with problems (import_rejected, the report under `report`, nothing written), or one that cannot be read (validation_failed)", body = crate::error::ProblemDoc)))]
+pub async fn import_plots(
+    State(pool): State<PgPool>,
+    actor: Actor,
+    Query(query): Query<ImportQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    require(&actor, WRITERS, "plots:write")?;
+    let (table, problems) = table::read(format_of(&headers)?, &body)?;
+    let mut tx = begin_as(&pool, &actor).await?;
+    let report = plot_import::plots(&mut tx, &actor, table, problems, query.dry_run).await?;
+    answer(tx, report).await
+}
+
+fn format_of(headers: &HeaderMap) -> ApiResult<Format> {
+    Format::of_content_type(
+        headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+    )
+}
+
+/// Commits an import that had no problem; answers the report, or for an import with problems
+/// `422 import_rejected` carrying it (nothing written).
+async fn answer(
+    tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    report: ImportReport,
+) -> ApiResult<Response> {
     if report.dry_run || !report.problems.is_empty() {
         tx.rollback().await?;
     } else {
