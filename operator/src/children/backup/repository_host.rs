@@ -55,9 +55,11 @@ pub fn claim_name() -> String {
 pub fn claim_volume() -> Volume {
     Volume {
         name: VOLUME.into(),
+        // No `readOnly: false`: the API server drops it, and the CronJobs would then differ
+        // from their live objects on every reconcile.
         persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
             claim_name: claim_name(),
-            read_only: Some(false),
+            read_only: None,
         }),
         ..Volume::default()
     }
