@@ -170,7 +170,7 @@ async fn the_registry_keeps_writing_while_the_kubernetes_api_is_away() {
     );
     // Reported, not asserted: at the moment the API server answers again, Patroni 4.1.5 can
     // fail its first leader-lock update (its watches break at the same instant), demote itself
-    // and promote again a few seconds later on a new timeline; seen in two runs of four. No
+    // and promote again a few seconds later on a new timeline; seen in four runs of five. No
     // acknowledged write is lost either way (checked below).
     let timeline_after = superuser_sql(
         NAMESPACE,
