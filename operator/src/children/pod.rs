@@ -48,6 +48,35 @@ pub fn database_tls_volume() -> k8s_openapi::api::core::v1::Volume {
     }
 }
 
+/// A StatefulSet's ReadWriteOnce volume claim template of `size`.
+pub fn claim_template(
+    name: &str,
+    labels: BTreeMap<String, String>,
+    size: &k8s_openapi::apimachinery::pkg::api::resource::Quantity,
+    storage_class_name: Option<String>,
+) -> k8s_openapi::api::core::v1::PersistentVolumeClaim {
+    use k8s_openapi::api::core::v1::{
+        PersistentVolumeClaim, PersistentVolumeClaimSpec, VolumeResourceRequirements,
+    };
+    PersistentVolumeClaim {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(labels),
+            ..Default::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name,
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([("storage".to_string(), size.clone())])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// Claims a StatefulSet keeps when it is deleted or scaled down: data outlives its workload,
 /// and deletionPolicy decides its fate with the namespace.
 pub fn retained_claims()

@@ -13,9 +13,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    Affinity, Container, ContainerPort, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PersistentVolumeClaimVolumeSource, PodAffinity, PodAffinityTerm, PodSpec, PodTemplateSpec,
-    Probe, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeResourceRequirements,
+    Affinity, Container, ContainerPort, PersistentVolumeClaim, PersistentVolumeClaimVolumeSource,
+    PodAffinity, PodAffinityTerm, PodSpec, PodTemplateSpec, Probe, Service, ServicePort,
+    ServiceSpec, TCPSocketAction, Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -104,26 +104,12 @@ pub fn desired_service(tenant: &Tenant) -> Option<Service> {
 
 fn repository_claim(tenant: &Tenant) -> Option<PersistentVolumeClaim> {
     let volume = tenant.spec.backup.as_ref()?.destination.volume.as_ref()?;
-    Some(PersistentVolumeClaim {
-        metadata: ObjectMeta {
-            name: Some(naming::REPOSITORY_CLAIM_TEMPLATE.into()),
-            labels: Some(host_labels(tenant)),
-            ..ObjectMeta::default()
-        },
-        spec: Some(PersistentVolumeClaimSpec {
-            access_modes: Some(vec!["ReadWriteOnce".into()]),
-            storage_class_name: volume.storage_class_name.clone(),
-            resources: Some(VolumeResourceRequirements {
-                requests: Some(BTreeMap::from([(
-                    "storage".to_string(),
-                    volume.size.clone(),
-                )])),
-                ..VolumeResourceRequirements::default()
-            }),
-            ..PersistentVolumeClaimSpec::default()
-        }),
-        ..PersistentVolumeClaim::default()
-    })
+    Some(crate::children::pod::claim_template(
+        naming::REPOSITORY_CLAIM_TEMPLATE,
+        host_labels(tenant),
+        &volume.size,
+        volume.storage_class_name.clone(),
+    ))
 }
 
 fn server(tenant: &Tenant, settings: &Settings) -> Container {
