@@ -301,21 +301,35 @@ fn person(number: u32) -> Value {
     })
 }
 
-/// Writes numbered persons until told to stop; returns the ids the API acknowledged (201).
+/// What a writer saw: the ids the API acknowledged (201), how many writes it tried, and the
+/// stale reads: an acknowledged id that a read right after answered 404.
+struct Written {
+    acknowledged: Vec<String>,
+    attempts: u32,
+    stale_reads: Vec<String>,
+}
+
+/// Writes numbered persons until told to stop. After each acknowledged write it reads back that
+/// record and the first one acknowledged: a read that reaches a member without them (a former
+/// leader still answering as a primary) answers 404 and counts as stale. Errors and timeouts
+/// are unavailability, not staleness.
 async fn write_until(
     http: reqwest::Client,
     base: String,
     token: String,
     stop: tokio::sync::watch::Receiver<bool>,
-) -> (Vec<String>, u32) {
-    let mut acknowledged = Vec::new();
-    let mut attempts = 0;
+) -> Written {
+    let mut written = Written {
+        acknowledged: Vec::new(),
+        attempts: 0,
+        stale_reads: Vec::new(),
+    };
     while !*stop.borrow() {
-        attempts += 1;
+        written.attempts += 1;
         let response = http
             .post(format!("{base}/api/dfr/persons"))
             .bearer_auth(&token)
-            .json(&person(attempts))
+            .json(&person(written.attempts))
             .timeout(Duration::from_secs(5))
             .send()
             .await;
@@ -324,12 +338,26 @@ async fn write_until(
         {
             let body: Value = response.json().await.unwrap_or_default();
             if let Some(id) = body["id"].as_str() {
-                acknowledged.push(id.to_string());
+                written.acknowledged.push(id.to_string());
+                let first = written.acknowledged[0].clone();
+                for id in [id.to_string(), first] {
+                    let read = http
+                        .get(format!("{base}/api/dfr/persons/{id}"))
+                        .bearer_auth(&token)
+                        .timeout(Duration::from_secs(5))
+                        .send()
+                        .await;
+                    if let Ok(read) = read
+                        && read.status() == 404
+                    {
+                        written.stale_reads.push(id);
+                    }
+                }
             }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    (acknowledged, attempts)
+    written
 }
 
 /// Returns when the API acknowledges a write again.
@@ -481,7 +509,11 @@ async fn a_country_runs_fails_over_without_losing_writes_and_keeps_its_data() {
     let writes_back = writes_accepted(&http, &base, &token).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.send(true).unwrap();
-    let (acknowledged, attempts) = writer.await.unwrap();
+    let Written {
+        acknowledged,
+        attempts,
+        stale_reads,
+    } = writer.await.unwrap();
     // Read back once both members agree again: until then the -rw Service may still reach a
     // member that is no longer the leader.
     let _ = healthy_pair(&client).await;
@@ -498,9 +530,11 @@ async fn a_country_runs_fails_over_without_losing_writes_and_keeps_its_data() {
         "the writer must have written before and after"
     );
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    assert!(stale_reads.is_empty(), "stale reads: {stale_reads:?}");
 
-    // A leader that hangs, as when its node is lost: nobody tells Patroni, so its lock must
-    // expire before the synchronous standby takes over.
+    // A leader that hangs, as when its node is lost: nobody tells Patroni. The operator's
+    // failover guard sees the lock go unrenewed and the leader's Patroni silent, fences the
+    // leader (deletes its pod) and releases the lock to the synchronous standby.
     let (hung, hung_uid) = self::leader(&client, None).await.unwrap();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let writer = tokio::spawn(write_until(
@@ -527,13 +561,24 @@ async fn a_country_runs_fails_over_without_losing_writes_and_keeps_its_data() {
     drop(frozen);
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.send(true).unwrap();
-    let (hung_acknowledged, attempts) = writer.await.unwrap();
+    let Written {
+        acknowledged: hung_acknowledged,
+        attempts,
+        stale_reads,
+    } = writer.await.unwrap();
     let (leader_now, standby_now) = healthy_pair(&client).await;
-    // Durability is read in the database of each member. Through the API, reads may for a
-    // while still reach the former leader, which keeps its `primary` label and answers as a
-    // primary until its Patroni notices it lost the lock: a window of stale reads (never of
-    // acknowledged writes, which wait for the synchronous standby), reported, not asserted.
-    let stale = missing(&http, &base, &token, &hung_acknowledged).await;
+    let fenced = run_kubectl(&[
+        "get",
+        "events",
+        "--all-namespaces",
+        "--field-selector",
+        &format!("involvedObject.name={COUNTRY},reason=LeaderFenced"),
+        "-o",
+        "jsonpath={range .items[*]}{.note}{.message}{\"\\n\"}{end}",
+    ]);
+    // A resumed former leader must not answer a single read as a primary: the guard deleted its
+    // pod before the thaw, so the kubelet's SIGKILL runs before any of its code.
+    let unreadable = missing(&http, &base, &token, &hung_acknowledged).await;
     let on_leader = stored(&leader_now, &hung_acknowledged);
     // The standby has flushed every acknowledged commit; replaying them may take a moment.
     let on_standby = eventually("the standby to replay", Duration::from_secs(30), || async {
@@ -542,13 +587,19 @@ async fn a_country_runs_fails_over_without_losing_writes_and_keeps_its_data() {
     })
     .await;
     println!(
-        "figure: leader {hung} hung (frozen); {successor} leads after {:.1} s; writes accepted again after {:.1} s; {} of {attempts} writes acknowledged, {} on the leader, {} on the standby, {} not yet visible through the API",
+        "figure: leader {hung} hung (frozen); {successor} leads after {:.1} s; writes accepted again after {:.1} s; {} of {attempts} writes acknowledged, {} on the leader, {} on the standby, {} stale reads while writing, {} unreadable after the thaw",
         without_leader.as_secs_f64(),
         writes_back.duration_since(frozen_at).as_secs_f64(),
         hung_acknowledged.len(),
         on_leader,
         on_standby,
-        stale.len()
+        stale_reads.len(),
+        unreadable.len()
+    );
+    println!("operator: {}", fenced.trim());
+    assert!(
+        fenced.contains(&format!("leader {hung}")),
+        "the operator's failover guard fenced the hung leader: {fenced:?}"
     );
     assert_eq!(
         on_leader,
@@ -556,6 +607,11 @@ async fn a_country_runs_fails_over_without_losing_writes_and_keeps_its_data() {
         "acknowledged writes lost"
     );
     assert_eq!(on_standby, hung_acknowledged.len(), "not on the standby");
+    assert!(stale_reads.is_empty(), "stale reads: {stale_reads:?}");
+    assert!(
+        unreadable.is_empty(),
+        "unreadable after the thaw: {unreadable:?}"
+    );
     let mut acknowledged = acknowledged;
     acknowledged.extend(hung_acknowledged);
 

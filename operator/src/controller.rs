@@ -67,6 +67,15 @@ pub async fn run(
     let recorder = Recorder::new(client.clone(), reporter);
     // The caches fill while the controller starts; each reconcile waits for them first.
     let (caches, subscriptions, cache_tasks) = Caches::start(&client);
+    let guard = tokio::spawn(
+        crate::failover::FailoverGuard::new(
+            client.clone(),
+            caches.clone(),
+            metrics.clone(),
+            recorder.clone(),
+        )
+        .run(),
+    );
     let context = Arc::new(Context::new(
         client.clone(),
         caches,
@@ -96,6 +105,7 @@ pub async fn run(
             }
         })
         .await;
+    guard.abort();
     for task in cache_tasks {
         task.abort();
     }

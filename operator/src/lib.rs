@@ -9,6 +9,7 @@ pub mod controller;
 pub mod diff;
 pub mod duration;
 pub mod error;
+pub mod failover;
 pub mod labels;
 pub mod lifecycle;
 pub mod metrics;

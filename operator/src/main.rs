@@ -201,6 +201,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         image_pull_policy: args.image_pull_policy.clone(),
         kubernetes_api_cidrs,
         cluster_domain: args.cluster_domain.clone(),
+        operator_namespace: args.lease_namespace.clone(),
         ..Settings::default()
     };
     let options = RunOptions {

@@ -23,6 +23,8 @@ pub struct Metrics {
     pub errors: IntCounterVec,
     pub child_writes: IntCounterVec,
     pub kube_requests: IntCounterVec,
+    /// What the failover guard did or refused, per tenant and reason (crate::failover).
+    pub failover_actions: IntCounterVec,
     /// Per tenant: when the last successful backup finished (Unix seconds), how long it took,
     /// how much it copied, and how many sets the repository keeps. Age = time() - the first.
     pub backup_last_success: IntGaugeVec,
@@ -77,6 +79,13 @@ impl Metrics {
             ),
             &["verb"],
         )?;
+        let failover_actions = IntCounterVec::new(
+            Opts::new(
+                "dfr_operator_failover_actions_total",
+                "Failover guard decisions: LeaderFenced, FormerLeaderFenced, FailoverRefused, FailoverAborted",
+            ),
+            &["tenant", "reason"],
+        )?;
         let tenants = IntGaugeVec::new(
             Opts::new(
                 "dfr_operator_tenants",
@@ -126,6 +135,7 @@ impl Metrics {
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(child_writes.clone()))?;
         registry.register(Box::new(kube_requests.clone()))?;
+        registry.register(Box::new(failover_actions.clone()))?;
         registry.register(Box::new(tenants.clone()))?;
         let tenant = crate::tenant_metrics::TenantGauges::new(&registry)?;
         Ok(Self {
@@ -135,6 +145,7 @@ impl Metrics {
             errors,
             child_writes,
             kube_requests,
+            failover_actions,
             backup_last_success,
             backup_duration,
             backup_size,

@@ -16,6 +16,9 @@ pub struct Settings {
     pub cluster_domain: String,
     /// The name of the custom metric carrying each API pod's p95 request latency, in ms.
     pub latency_metric_name: String,
+    /// The operator's own namespace: its failover guard probes each member's Patroni REST API
+    /// from there, which the tenant's NetworkPolicies let in.
+    pub operator_namespace: String,
 }
 
 impl Default for Settings {
@@ -28,6 +31,7 @@ impl Default for Settings {
             kubernetes_api_ports: vec![443, 6443],
             cluster_domain: "cluster.local".into(),
             latency_metric_name: "dfr_http_request_duration_p95_milliseconds".into(),
+            operator_namespace: "dfr-system".into(),
         }
     }
 }

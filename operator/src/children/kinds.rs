@@ -118,10 +118,11 @@ pub const EXPLICIT_GRANTS: &[Grant] = &[
         verbs: &["get", "list", "watch", "create", "patch"],
     },
     // Patroni's leader label is what the status reports.
+    // Read for Patroni's role label; deleted to fence a lost leader (crate::failover).
     Grant {
         group: "",
         resource: "pods",
-        verbs: &["get", "list", "watch"],
+        verbs: &["get", "list", "watch", "delete"],
     },
     // Marked and released on Retain.
     Grant {

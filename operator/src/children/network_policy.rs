@@ -145,6 +145,28 @@ pub fn desired_network_policies(tenant: &Tenant, settings: &Settings) -> Vec<Net
                 ports: Some(vec![tcp(naming::POSTGRES_PORT), tcp(naming::PATRONI_PORT)]),
             }]),
         ),
+        // The operator's failover guard asks each member's Patroni whether it is alive and in
+        // sync (crate::failover).
+        policy(
+            tenant,
+            "postgres-from-operator",
+            selecting(postgres.clone()),
+            Some(vec![NetworkPolicyIngressRule {
+                from: Some(vec![NetworkPolicyPeer {
+                    namespace_selector: Some(selecting(BTreeMap::from([(
+                        "kubernetes.io/metadata.name".to_string(),
+                        settings.operator_namespace.clone(),
+                    )]))),
+                    pod_selector: Some(selecting(BTreeMap::from([(
+                        labels::NAME.to_string(),
+                        labels::OPERATOR_NAME.to_string(),
+                    )]))),
+                    ..NetworkPolicyPeer::default()
+                }]),
+                ports: Some(vec![tcp(naming::PATRONI_PORT)]),
+            }]),
+            None,
+        ),
         policy(
             tenant,
             "patroni-to-kubernetes-api",

@@ -19,6 +19,8 @@ pub const CONFIG_DIR: &str = "/etc/patroni";
 pub const DATA_DIR: &str = "/var/lib/postgresql/data/pgdata";
 pub const TLS_DIR: &str = "/etc/dfr/tls";
 pub const SOCKET_DIR: &str = "/var/run/postgresql";
+/// How often Patroni runs its loop, and so renews the leader lock.
+pub const LOOP_WAIT_SECONDS: u32 = 5;
 
 #[derive(Serialize, Debug, PartialEq)]
 pub struct PatroniConfig {
@@ -158,11 +160,12 @@ pub fn patroni_config(tenant: &Tenant) -> PatroniConfig {
             pgbackrest: restore_bootstrap(tenant),
             post_bootstrap: format!("{CONFIG_DIR}/{}", super::bootstrap::SCRIPT_KEY),
             dcs: Dcs {
-                // A leader that stops renewing its lock (a hung or lost node) is replaced
-                // within ttl + loop_wait, 25 s at most: inside the 30 s failover target.
-                // Patroni needs loop_wait + 2 * retry_timeout <= ttl, and ttl >= 20.
+                // Without the operator, a leader that stops renewing its lock (a hung or lost
+                // node) is replaced within ttl + loop_wait, 25 s at most: inside the 30 s
+                // failover target; with it, sooner (crate::failover). Patroni needs
+                // loop_wait + 2 * retry_timeout <= ttl, and ttl >= 20.
                 ttl: 20,
-                loop_wait: 5,
+                loop_wait: LOOP_WAIT_SECONDS,
                 retry_timeout: 5,
                 maximum_lag_on_failover: 1024 * 1024,
                 synchronous_mode: spec.synchronous_mode != SynchronousMode::Off,

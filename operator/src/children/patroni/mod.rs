@@ -9,7 +9,8 @@ mod statefulset;
 
 pub use bootstrap::{POST_BOOTSTRAP_SCRIPT, SCRIPT_KEY};
 pub use config::{
-    DATA_DIR, PATRONI_CONFIG_KEY, SOCKET_DIR, TLS_DIR, desired_config_map, patroni_config,
+    DATA_DIR, LOOP_WAIT_SECONDS, PATRONI_CONFIG_KEY, SOCKET_DIR, TLS_DIR, desired_config_map,
+    patroni_config,
 };
 pub use rbac::{desired_role, desired_role_binding, desired_service_account};
 pub use services::{desired_headless_service, desired_ro_service, desired_rw_service};
