@@ -120,6 +120,11 @@ pub struct DfrCountrySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maintenance_window: Option<MaintenanceWindow>,
 
+    /// How long the registry keeps each kind of record once it is deleted, in days, applied on a
+    /// schedule by `dfr-api retention apply` as the owner role. Without it nothing is removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_retention: Option<DataRetentionSpec>,
+
     /// When true the operator stops changing this tenant's resources and only reports status.
     #[serde(default)]
     pub suspend: bool,
@@ -555,4 +560,69 @@ pub fn tenant_labels(spec: &DfrCountrySpec) -> BTreeMap<String, String> {
             spec.environment.as_str().to_string(),
         ),
     ])
+}
+
+/// Days each kind of record is kept once deleted (a person's PII is then erased; other kinds'
+/// tombstones removed), or, for the sync bookkeeping, once written. A kind left out is kept for
+/// ever.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DataRetentionSpec {
+    /// When the retention job runs, as a 5-field cron expression in UTC.
+    #[serde(default = "default_data_retention_schedule")]
+    #[x_kube(validation = Rule::new(format!("self.matches('{}')", CRON_PATTERN.replace('\\', "\\\\")))
+        .message("dataRetention.schedule must be a 5-field cron expression, e.g. '15 3 * * *'"))]
+    #[schemars(length(min = 9, max = 100))]
+    pub schedule: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 36500))]
+    pub person: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 36500))]
+    pub household: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 36500))]
+    pub farmer_profile: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 36500))]
+    pub plot: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 36500))]
+    pub holding: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 36500))]
+    pub consent: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 36500))]
+    pub form_submission: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 36500))]
+    pub sync_conflict: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 36500))]
+    pub sync_mutation: Option<i32>,
+}
+
+fn default_data_retention_schedule() -> String {
+    "15 3 * * *".into()
+}
+
+impl DataRetentionSpec {
+    /// Each kind given, by the name `dfr-api retention apply` reads, with its days.
+    pub fn periods(&self) -> Vec<(&'static str, i32)> {
+        [
+            ("person", self.person),
+            ("household", self.household),
+            ("farmer_profile", self.farmer_profile),
+            ("plot", self.plot),
+            ("holding", self.holding),
+            ("consent", self.consent),
+            ("form_submission", self.form_submission),
+            ("sync_conflict", self.sync_conflict),
+            ("sync_mutation", self.sync_mutation),
+        ]
+        .into_iter()
+        .filter_map(|(kind, days)| days.map(|days| (kind, days)))
+        .collect()
+    }
 }

@@ -45,6 +45,12 @@ pub const SECRET_API_PII_KEYS: &str = "dfr-api-pii-keys";
 pub const SECRET_TENANT_CA: &str = "dfr-tenant-ca";
 pub const SECRET_POSTGRES_TLS: &str = "postgres-tls";
 pub const SECRET_API_TLS: &str = "dfr-api-tls";
+/// The first national admin's sign-in (username, password, TOTP secret), made once.
+pub const SECRET_API_BOOTSTRAP_ADMIN: &str = "dfr-api-bootstrap-admin";
+/// The username of the first national admin.
+pub const BOOTSTRAP_ADMIN_USER: &str = "national-admin";
+/// The data-retention job and its policy file.
+pub const RETENTION: &str = "dfr-retention";
 
 /// Every Secret the operator generates; when all exist, nothing is generated.
 pub const GENERATED_SECRETS: &[&str] = &[
@@ -57,6 +63,7 @@ pub const GENERATED_SECRETS: &[&str] = &[
     SECRET_TENANT_CA,
     SECRET_POSTGRES_TLS,
     SECRET_API_TLS,
+    SECRET_API_BOOTSTRAP_ADMIN,
 ];
 
 pub const DATABASE_NAME: &str = "dfr";

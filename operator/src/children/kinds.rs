@@ -62,7 +62,7 @@ macro_rules! for_each_child_kind {
             horizontal_pod_autoscalers: k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler
                 => Workload, $crate::children::api::desired_autoscalers;
             cron_jobs: k8s_openapi::api::batch::v1::CronJob
-                => Workload, $crate::children::backup::desired_cron_jobs;
+                => Workload, $crate::children::desired_cron_jobs;
         }
     };
 }

@@ -76,7 +76,18 @@ pub fn desired_service_accounts(tenant: &Tenant, _settings: &Settings) -> Vec<Se
 pub fn desired_config_maps(tenant: &Tenant, settings: &Settings) -> Vec<ConfigMap> {
     let mut maps = patroni::desired_config_maps(tenant, settings);
     maps.extend(monitoring::desired_dashboard_config_maps(tenant, settings));
+    maps.extend(api::retention::desired_config_maps(tenant));
     maps
+}
+
+/// The scheduled backups and checks, and the data-retention job.
+pub fn desired_cron_jobs(
+    tenant: &Tenant,
+    settings: &Settings,
+) -> Vec<k8s_openapi::api::batch::v1::CronJob> {
+    let mut jobs = backup::desired_cron_jobs(tenant, settings);
+    jobs.extend(api::retention::desired_cron_jobs(tenant, settings));
+    jobs
 }
 
 pub fn desired_services(tenant: &Tenant, _settings: &Settings) -> Vec<Service> {

@@ -198,6 +198,31 @@ pub fn desired_network_policies(tenant: &Tenant, settings: &Settings) -> Vec<Net
             }]),
         ),
     ];
+    if tenant.spec.data_retention.is_some() {
+        let retention = crate::children::api::retention::selector(tenant);
+        policies.extend([
+            policy(
+                tenant,
+                "retention-to-postgres",
+                selecting(retention.clone()),
+                None,
+                Some(vec![NetworkPolicyEgressRule {
+                    to: Some(vec![pods(postgres.clone())]),
+                    ports: Some(vec![tcp(naming::POSTGRES_PORT)]),
+                }]),
+            ),
+            policy(
+                tenant,
+                "postgres-from-retention",
+                selecting(postgres.clone()),
+                Some(vec![NetworkPolicyIngressRule {
+                    from: Some(vec![pods(retention)]),
+                    ports: Some(vec![tcp(naming::POSTGRES_PORT)]),
+                }]),
+                None,
+            ),
+        ]);
+    }
     if crate::children::backup::has_repository(tenant) {
         policies.extend(backup_policies(tenant, &postgres));
     }

@@ -46,6 +46,9 @@ pub struct SecretMaterial {
     pub ca: Pem,
     pub postgres_tls: Pem,
     pub api_tls: Pem,
+    pub bootstrap_admin_password: String,
+    /// Base32, as authenticator apps take it.
+    pub bootstrap_admin_totp_secret: String,
 }
 
 fn password() -> String {
@@ -54,6 +57,12 @@ fn password() -> String {
         .take(PASSWORD_LENGTH)
         .map(char::from)
         .collect()
+}
+
+/// 160 random bits, base32 without padding (RFC 6238's recommended TOTP key size).
+fn totp_secret() -> String {
+    let bytes: [u8; 20] = rand::rng().random();
+    base32::encode(base32::Alphabet::Rfc4648 { padding: false }, &bytes)
 }
 
 fn random_key_base64() -> String {
@@ -225,6 +234,8 @@ impl SecretMaterial {
             ca,
             postgres_tls,
             api_tls,
+            bootstrap_admin_password: password(),
+            bootstrap_admin_totp_secret: totp_secret(),
         })
     }
 }
@@ -309,6 +320,16 @@ pub fn desired_secrets(tenant: &Tenant, material: &SecretMaterial) -> Vec<Secret
         ),
         tls(naming::SECRET_POSTGRES_TLS, &material.postgres_tls),
         tls(naming::SECRET_API_TLS, &material.api_tls),
+        secret(
+            tenant,
+            naming::SECRET_API_BOOTSTRAP_ADMIN,
+            None,
+            &[
+                ("username", naming::BOOTSTRAP_ADMIN_USER),
+                ("password", &material.bootstrap_admin_password),
+                ("totp-secret", &material.bootstrap_admin_totp_secret),
+            ],
+        ),
     ]
 }
 

@@ -23,13 +23,14 @@ use crate::children::pod::{mount, restricted_container, restricted_pod, secret_e
 use crate::naming;
 use crate::settings::Settings;
 
-const NONROOT_UID: i64 = 65532;
+pub(super) const NONROOT_UID: i64 = 65532;
 pub const JWT_KEY_FILE: &str = "/etc/dfr/jwt/private.pem";
 pub const PII_KEYRING_FILE: &str = "/etc/dfr/pii/keyring.json";
 pub const DATABASE_CA_FILE: &str = "/etc/dfr/tls/ca.crt";
+const BOOTSTRAP_ADMIN_DIR: &str = "/etc/dfr/bootstrap-admin";
 
 /// The API server's configuration contract (api-server/README.md).
-fn environment(tenant: &Tenant, settings: &Settings) -> Vec<EnvVar> {
+pub(super) fn api_environment(tenant: &Tenant, settings: &Settings) -> Vec<EnvVar> {
     let namespace = tenant.namespace.clone();
     vec![
         value_env("DFR_LISTEN_ADDR", format!("0.0.0.0:{}", naming::API_PORT)),
@@ -55,10 +56,35 @@ fn environment(tenant: &Tenant, settings: &Settings) -> Vec<EnvVar> {
         ),
         value_env("DFR_JWT_SIGNING_KEY_FILE", JWT_KEY_FILE),
         value_env("DFR_PII_KEYRING_FILE", PII_KEYRING_FILE),
+        // The first national admin, made at start when the registry has none; the API server
+        // leaves an existing admin alone.
+        secret_env(
+            "DFR_BOOTSTRAP_ADMIN_USERNAME",
+            naming::SECRET_API_BOOTSTRAP_ADMIN,
+            "username",
+        ),
+        value_env(
+            "DFR_BOOTSTRAP_ADMIN_PASSWORD_FILE",
+            format!("{BOOTSTRAP_ADMIN_DIR}/password"),
+        ),
+        value_env(
+            "DFR_BOOTSTRAP_ADMIN_TOTP_SECRET_FILE",
+            format!("{BOOTSTRAP_ADMIN_DIR}/totp-secret"),
+        ),
         value_env("DFR_COUNTRY_CODE", tenant.spec.country_code.clone()),
         value_env("DFR_ENVIRONMENT", tenant.spec.environment.as_str()),
         value_env("RUST_LOG", "info"),
     ]
+}
+
+/// The tenant CA, to verify the database server's certificate.
+pub(super) fn database_ca_volume() -> Volume {
+    secret_volume(
+        "database-ca",
+        naming::SECRET_POSTGRES_TLS,
+        "ca.crt",
+        "ca.crt",
+    )
 }
 
 fn secret_volume(name: &str, secret: &str, key: &str, path: &str) -> Volume {
@@ -92,7 +118,7 @@ fn probe(path: &str, period: i32) -> Probe {
     }
 }
 
-fn resources(tenant: &Tenant) -> ResourceRequirements {
+pub(super) fn resources(tenant: &Tenant) -> ResourceRequirements {
     tenant
         .spec
         .api
@@ -125,7 +151,7 @@ pub fn desired_deployment(tenant: &Tenant, settings: &Settings) -> Deployment {
             container_port: naming::API_PORT,
             ..ContainerPort::default()
         }]),
-        env: Some(environment(tenant, settings)),
+        env: Some(api_environment(tenant, settings)),
         liveness_probe: Some(probe("/api/dfr/health", 10)),
         readiness_probe: Some(probe("/api/dfr/health/ready", 5)),
         resources: Some(resources(tenant)),
@@ -134,6 +160,7 @@ pub fn desired_deployment(tenant: &Tenant, settings: &Settings) -> Deployment {
             mount("jwt", "/etc/dfr/jwt", true),
             mount("pii", "/etc/dfr/pii", true),
             mount("database-ca", "/etc/dfr/tls", true),
+            mount("bootstrap-admin", BOOTSTRAP_ADMIN_DIR, true),
             VolumeMount {
                 name: "tmp".into(),
                 mount_path: "/tmp".into(),
@@ -192,12 +219,26 @@ pub fn desired_deployment(tenant: &Tenant, settings: &Settings) -> Deployment {
                             "keyring.json",
                             "keyring.json",
                         ),
-                        secret_volume(
-                            "database-ca",
-                            naming::SECRET_POSTGRES_TLS,
-                            "ca.crt",
-                            "ca.crt",
-                        ),
+                        database_ca_volume(),
+                        Volume {
+                            name: "bootstrap-admin".into(),
+                            secret: Some(SecretVolumeSource {
+                                secret_name: Some(naming::SECRET_API_BOOTSTRAP_ADMIN.into()),
+                                items: Some(
+                                    ["password", "totp-secret"]
+                                        .into_iter()
+                                        .map(|key| KeyToPath {
+                                            key: key.into(),
+                                            path: key.into(),
+                                            mode: None,
+                                        })
+                                        .collect(),
+                                ),
+                                default_mode: Some(0o440),
+                                ..SecretVolumeSource::default()
+                            }),
+                            ..Volume::default()
+                        },
                         Volume {
                             name: "tmp".into(),
                             empty_dir: Some(EmptyDirVolumeSource::default()),

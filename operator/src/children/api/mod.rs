@@ -2,6 +2,7 @@
 
 mod deployment;
 mod hpa;
+pub mod retention;
 
 pub use deployment::desired_deployment;
 pub use hpa::desired_hpa;
