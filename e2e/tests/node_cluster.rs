@@ -20,6 +20,8 @@ use serde_json::{Value, json};
 
 #[path = "node_cluster/backups.rs"]
 mod backups;
+#[path = "node_cluster/faults.rs"]
+mod faults;
 #[path = "node_cluster/outage.rs"]
 mod outage;
 #[path = "node_cluster/patroni.rs"]

@@ -20,6 +20,7 @@ pub mod patroni_state;
 pub mod reconcile;
 pub mod settings;
 pub mod status;
+pub mod switchover;
 pub mod tenant;
 pub mod tenant_metrics;
 pub mod validate;

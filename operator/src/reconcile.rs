@@ -174,6 +174,16 @@ async fn apply(country: &DfrCountry, ctx: &Context) -> Result<Action> {
             crate::monitoring::sync(&ctx.client, &ctx.monitoring, &tenant, &ctx.settings).await;
         changes.extend(applied);
         monitoring = Some(state);
+        if let Some((reason, note)) =
+            crate::switchover::handle(&ctx.client, &ctx.caches, country, &tenant).await?
+        {
+            let kind = if reason == "SwitchoverRefused" {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            };
+            publish(ctx, country, kind, reason, "Switchover", note).await;
+        }
     }
     let mut observed = observe::observe(&ctx.caches, &tenant, &ctx.settings).await?;
     observed.monitoring = monitoring;

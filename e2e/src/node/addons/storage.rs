@@ -15,7 +15,7 @@ use crate::host::{Error, Result};
 use crate::node::config::NodeLayout;
 
 pub const STORAGE_CLASS: &str = "dfr-local";
-pub const VOLUME_COUNT: usize = 16;
+pub const VOLUME_COUNT: usize = 24;
 /// hostPath volumes cannot enforce a size; this is what each one claims to hold.
 pub const VOLUME_CAPACITY: &str = "100Gi";
 

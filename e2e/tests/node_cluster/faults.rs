@@ -1,0 +1,302 @@
+//! The fault loop, beside the other scenarios: one tenant, a writer through the API that reads
+//! back every acknowledged record at once, and one fault after another on its leader: Patroni
+//! and PostgreSQL killed, the leader cut off from the network (rules inside its own network
+//! namespace only), and a planned switchover from one kubectl command. After each: no
+//! acknowledged write missing in SQL on either member, no stale read, and the former leader back
+//! as a streaming synchronous standby. (The deleted and the hung leader are the first
+//! scenario's.)
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use serde_json::{Value, json};
+
+use super::backups::{api_base, apply, superuser_sql, token, wait_ready};
+use super::{Written, eventually, patronictl, run_kubectl, write_until};
+
+const NAME: &str = "wsm-e2e-faults";
+const NAMESPACE: &str = "dfr-wsm-test";
+
+/// The leader and its synchronous standby, once Patroni reports both healthy.
+async fn healthy_pair() -> (String, String) {
+    eventually(
+        "one leader and one streaming synchronous standby",
+        Duration::from_secs(240),
+        || async {
+            let leader = super::backups::leader_pod(NAMESPACE);
+            if leader.is_empty() {
+                return None;
+            }
+            let listing = dfr_e2e::testing::kubectl(&[
+                "-n",
+                NAMESPACE,
+                "exec",
+                &leader,
+                "-c",
+                "postgres",
+                "--",
+                "patronictl",
+                "-c",
+                "/etc/patroni/patroni.yml",
+                "list",
+                "-f",
+                "json",
+            ]);
+            let members: Vec<Value> = serde_json::from_slice(&listing.stdout).ok()?;
+            let member = |role: &str, state: &str| {
+                members
+                    .iter()
+                    .find(|m| m["Role"] == role && m["State"] == state)
+                    .and_then(|m| m["Member"].as_str().map(String::from))
+            };
+            Some((
+                member("Leader", "running")?,
+                member("Sync Standby", "streaming")?,
+            ))
+        },
+    )
+    .await
+}
+
+fn stored(pod: &str, ids: &[String]) -> usize {
+    let list = ids.join(",");
+    superuser_sql(
+        NAMESPACE,
+        pod,
+        &format!("SELECT count(*) FROM persons WHERE id = ANY('{{{list}}}'::uuid[])"),
+    )
+    .trim()
+    .parse()
+    .unwrap()
+}
+
+fn pod_uid(pod: &str) -> String {
+    run_kubectl(&[
+        "-n",
+        NAMESPACE,
+        "get",
+        "pod",
+        pod,
+        "-o",
+        "jsonpath={.metadata.uid}",
+    ])
+}
+
+/// The pod's cgroup directory in the freezer hierarchy (every process of the pod is in it).
+fn pod_cgroup(uid: &str) -> PathBuf {
+    let root = Path::new("/sys/fs/cgroup/freezer/kubepods");
+    ["burstable", "besteffort", ""]
+        .iter()
+        .map(|class| root.join(class).join(format!("pod{uid}")))
+        .find(|dir| dir.is_dir())
+        .unwrap_or_else(|| panic!("no cgroup for pod {uid}"))
+}
+
+/// The processes of the pod's containers (not its sandbox's pause process).
+fn container_processes(uid: &str) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir(pod_cgroup(uid)).unwrap().flatten() {
+        let procs = entry.path().join("cgroup.procs");
+        let Ok(text) = std::fs::read_to_string(&procs) else {
+            continue;
+        };
+        for pid in text
+            .lines()
+            .filter_map(|line| line.trim().parse::<i32>().ok())
+        {
+            let command = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if !command.starts_with(b"/pause") {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+fn kill_all(pids: &[i32]) {
+    for pid in pids {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+}
+
+/// Adds (`-I`) or removes (`-D`) rules that drop every packet but loopback, inside the network
+/// namespace of process `pid` only: the host's own tables are never touched.
+fn cut_network(pid: i32, action: &str) -> bool {
+    let mut ok = true;
+    for (chain, direction) in [("INPUT", "-i"), ("OUTPUT", "-o")] {
+        let status = std::process::Command::new("nsenter")
+            .args(["-t", &pid.to_string(), "-n", "iptables", action, chain])
+            .args(["!", direction, "lo", "-j", "DROP"])
+            .status();
+        ok &= status.is_ok_and(|s| s.success());
+    }
+    ok
+}
+
+async fn new_leader_after(old_uid: &str, timeout: Duration) -> String {
+    eventually("a new leader", timeout, || async {
+        // The pod that carried the fault may keep its label for a moment; a leader counts once
+        // it is another pod.
+        let leader = super::backups::leader_pod(NAMESPACE);
+        (!leader.is_empty() && pod_uid(&leader) != old_uid).then_some(leader)
+    })
+    .await
+}
+
+struct Fault {
+    name: &'static str,
+    new_leader: Duration,
+    writes_back: Duration,
+    acknowledged: usize,
+    stale: usize,
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_fault_of_the_leader_loses_no_write_and_serves_no_stale_read() {
+    let _shared = super::shared_cluster().await;
+    let client = dfr_e2e::testing::kube_client().await;
+    super::install_operator();
+    apply(
+        &client,
+        &super::repositories::country(NAME, "WSM", 2, Value::Null),
+    )
+    .await;
+    wait_ready(&client, NAME, Duration::from_secs(420)).await;
+    let (leader, _) = healthy_pair().await;
+    superuser_sql(
+        NAMESPACE,
+        &leader,
+        "INSERT INTO areas (code, parent_code, name, level) VALUES ('TO', NULL, 'Tonga', 0), ('TO-01', 'TO', 'Tongatapu', 1) ON CONFLICT DO NOTHING",
+    );
+    let username = format!("faults-{}", dfr_e2e::testing::unique_suffix());
+    super::create_user(NAMESPACE, &username, "enumerator", "TO-01");
+    let http = reqwest::Client::new();
+    let base = api_base(&client, NAMESPACE).await;
+    let bearer = token(&http, &base, &username).await;
+    let countries: Api<dfr_crds::DfrCountry> = Api::all(client.clone());
+
+    let mut figures = Vec::new();
+    for fault in ["killed", "cut off", "switchover"] {
+        let (leader, _) = healthy_pair().await;
+        let uid = pod_uid(&leader);
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let writer = tokio::spawn(write_until(
+            http.clone(),
+            base.clone(),
+            bearer.clone(),
+            stopped,
+        ));
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let started = Instant::now();
+        let mut cut_pid = None;
+        match fault {
+            "killed" => kill_all(&container_processes(&uid)),
+            "cut off" => {
+                let pid = *container_processes(&uid).first().unwrap();
+                assert!(cut_network(pid, "-I"), "iptables in the leader's netns");
+                cut_pid = Some(pid);
+            }
+            _ => {
+                countries
+                    .patch(
+                        NAME,
+                        &PatchParams::default(),
+                        &Patch::Merge(
+                            json!({"metadata": {"annotations": {"dfr.io/switchover": "any"}}}),
+                        ),
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+        // A killed leader's containers restart under the same pod: its Patroni may take its
+        // own lock back. Either way a leader must write again.
+        let new_leader = if fault == "killed" {
+            eventually(
+                "a leader writing again",
+                Duration::from_secs(90),
+                || async {
+                    let leader = super::backups::leader_pod(NAMESPACE);
+                    (!leader.is_empty()).then_some(leader)
+                },
+            )
+            .await
+        } else {
+            new_leader_after(&uid, Duration::from_secs(90)).await
+        };
+        let to_new_leader = started.elapsed();
+        let writes_back = super::writes_accepted(&http, &base, &bearer).await;
+        if let Some(pid) = cut_pid {
+            // The guard fenced the pod, so its namespace is usually gone with it.
+            let _ = cut_network(pid, "-D");
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        stop.send(true).unwrap();
+        let Written {
+            acknowledged,
+            stale_reads,
+            ..
+        } = writer.await.unwrap();
+        let (leader_now, standby_now) = healthy_pair().await;
+        let on_leader = stored(&leader_now, &acknowledged);
+        let on_standby = eventually("the standby to replay", Duration::from_secs(60), || async {
+            let count = stored(&standby_now, &acknowledged);
+            (count == acknowledged.len()).then_some(count)
+        })
+        .await;
+        println!(
+            "figure: fault {fault} on {leader}: {new_leader} leads after {:.1} s, writes accepted after {:.1} s; {} acknowledged, {on_leader} on {leader_now}, {on_standby} on {standby_now}, {} stale reads",
+            to_new_leader.as_secs_f64(),
+            writes_back.duration_since(started).as_secs_f64(),
+            acknowledged.len(),
+            stale_reads.len()
+        );
+        assert_eq!(
+            on_leader,
+            acknowledged.len(),
+            "{fault}: acknowledged writes lost"
+        );
+        assert!(
+            stale_reads.is_empty(),
+            "{fault}: stale reads {stale_reads:?}"
+        );
+        assert!(acknowledged.len() > 10, "{fault}: the writer wrote");
+        if fault == "switchover" {
+            let events = run_kubectl(&[
+                "get",
+                "events",
+                "--all-namespaces",
+                "--field-selector",
+                &format!("involvedObject.name={NAME},reason=SwitchoverRequested"),
+                "-o",
+                "jsonpath={.items[*].message}",
+            ]);
+            assert!(events.contains(&format!("from {leader}")), "{events}");
+            assert_ne!(leader_now, leader, "the switchover moved the leader");
+        }
+        figures.push(Fault {
+            name: fault,
+            new_leader: to_new_leader,
+            writes_back: writes_back.duration_since(started),
+            acknowledged: acknowledged.len(),
+            stale: stale_reads.len(),
+        });
+    }
+    for fault in &figures {
+        println!(
+            "figure: fault loop {}: leader {:.1} s, writes {:.1} s, {} acknowledged, 0 lost, {} stale",
+            fault.name,
+            fault.new_leader.as_secs_f64(),
+            fault.writes_back.as_secs_f64(),
+            fault.acknowledged,
+            fault.stale
+        );
+    }
+    let guard = patronictl(NAMESPACE, &healthy_pair().await.0, &["list"]);
+    println!("{guard}");
+    countries.delete(NAME, &Default::default()).await.unwrap();
+}
