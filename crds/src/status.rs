@@ -13,6 +13,8 @@ pub mod condition_type {
     pub const CERTIFICATES_VALID: &str = "CertificatesValid";
     /// PodMonitors and PrometheusRule applied, or why not (MonitoringCRDsAbsent).
     pub const MONITORING_READY: &str = "MonitoringReady";
+    /// Members wait for a restart (an update or a parameter that needs one), and when it runs.
+    pub const MAINTENANCE_PENDING: &str = "MaintenancePending";
 }
 
 /// What the operator last observed of a tenant. Readable by `kubectl get`, Argo CD and Flux.

@@ -12,6 +12,7 @@ pub mod error;
 pub mod failover;
 pub mod labels;
 pub mod lifecycle;
+pub mod maintenance;
 pub mod metrics;
 pub mod monitoring;
 pub mod naming;

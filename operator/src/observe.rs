@@ -100,6 +100,7 @@ pub async fn observe(caches: &Caches, tenant: &Tenant, settings: &Settings) -> R
         backup_repository: backup_repository(&tenant.spec),
         backup_runs: Runs::from_pods(&backup_pods),
         monitoring: None,
+        maintenance: None,
     })
 }
 

@@ -187,6 +187,14 @@ async fn apply(country: &DfrCountry, ctx: &Context) -> Result<Action> {
     }
     let mut observed = observe::observe(&ctx.caches, &tenant, &ctx.settings).await?;
     observed.monitoring = monitoring;
+    if !tenant.spec.suspend {
+        let (condition, event) =
+            crate::maintenance::advance(&ctx.client, &ctx.caches, &tenant, now_seconds()).await?;
+        observed.maintenance = condition;
+        if let Some((reason, note)) = event {
+            publish(ctx, country, EventType::Normal, reason, "Maintenance", note).await;
+        }
+    }
     ctx.metrics.tenant.set_pii_key_activated(
         &tenant.name,
         crate::tenant_metrics::pii_key_activated(&ctx.caches, &tenant),
@@ -456,6 +464,7 @@ fn observed_from_status(country: &DfrCountry, settings: &Settings) -> Observed {
         backup_repository: observe::backup_repository(&country.spec),
         backup_runs: Default::default(),
         monitoring: None,
+        maintenance: None,
     }
 }
 

@@ -38,6 +38,9 @@ pub struct Observed {
     /// Whether the monitoring objects are applied; None (suspended, or a problem report) keeps
     /// the condition the status already has.
     pub monitoring: Option<crate::children::monitoring::MonitoringState>,
+    /// Restarts waiting or under way: (pending, reason, message); None keeps what the status
+    /// shows.
+    pub maintenance: Option<(bool, String, String)>,
 }
 
 pub fn desired_status(
@@ -184,6 +187,21 @@ pub fn desired_status(
             previous_conditions
                 .iter()
                 .find(|c| c.type_ == ct::MONITORING_READY)
+                .cloned(),
+        ),
+    }
+
+    match &observed.maintenance {
+        Some((pending, reason, message)) => conditions.push(condition(
+            ct::MAINTENANCE_PENDING,
+            *pending,
+            reason,
+            message.clone(),
+        )),
+        None => conditions.extend(
+            previous_conditions
+                .iter()
+                .find(|c| c.type_ == ct::MAINTENANCE_PENDING)
                 .cloned(),
         ),
     }

@@ -154,7 +154,7 @@ pub async fn handle(
     Ok(Some(report))
 }
 
-async fn write_failover_record(
+pub async fn write_failover_record(
     client: &Client,
     tenant: &Tenant,
     leader: &str,

@@ -296,7 +296,134 @@ async fn every_fault_of_the_leader_loses_no_write_and_serves_no_stale_read() {
             fault.stale
         );
     }
+    restart_needing_parameter_waits_for_the_window_then_rolls(&client, &http, &base, &bearer).await;
     let guard = patronictl(NAMESPACE, &healthy_pair().await.0, &["list"]);
     println!("{guard}");
     countries.delete(NAME, &Default::default()).await.unwrap();
+}
+
+fn maintenance_condition(country: &dfr_crds::DfrCountry) -> Option<(String, String, String)> {
+    country
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "MaintenancePending")
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// A parameter PostgreSQL reads only at start: nothing restarts while the maintenance window is
+/// closed (the status says what waits and when); once it opens (here: the window is removed),
+/// the replica restarts first, then one switchover, and no write is lost.
+async fn restart_needing_parameter_waits_for_the_window_then_rolls(
+    client: &kube::Client,
+    http: &reqwest::Client,
+    base: &str,
+    bearer: &str,
+) {
+    let countries: Api<dfr_crds::DfrCountry> = Api::all(client.clone());
+    let (leader, standby) = healthy_pair().await;
+    let uids = (pod_uid(&leader), pod_uid(&standby));
+    // A window that opens in twelve hours, every day: closed now.
+    let opens = chrono::Utc::now() + chrono::Duration::hours(12);
+    countries
+        .patch(
+            NAME,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {
+                "maintenanceWindow": {
+                    "days": ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"],
+                    "start": opens.format("%H:%M").to_string(),
+                    "duration": "1h",
+                    "timeZone": "UTC",
+                },
+                "postgres": {"parameters": {"shared_buffers": "64MB"}},
+            }})),
+        )
+        .await
+        .unwrap();
+    let (_, reason, message) = eventually(
+        "MaintenancePending to say the restart waits for the window",
+        Duration::from_secs(120),
+        || async {
+            let country = countries.get(NAME).await.ok()?;
+            maintenance_condition(&country).filter(|(status, reason, _)| {
+                status == "True" && reason == "WaitingForMaintenanceWindow"
+            })
+        },
+    )
+    .await;
+    println!("maintenance: {reason}: {message}");
+    assert!(message.contains("next window starts"), "{message}");
+    assert_eq!(
+        (pod_uid(&leader), pod_uid(&standby)),
+        uids,
+        "nothing restarted outside the window"
+    );
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let writer = tokio::spawn(write_until(
+        http.clone(),
+        base.to_string(),
+        bearer.to_string(),
+        stopped,
+    ));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let opened = Instant::now();
+    countries
+        .patch(
+            NAME,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"maintenanceWindow": null}})),
+        )
+        .await
+        .unwrap();
+    eventually(
+        "both members restarted with shared_buffers 64MB",
+        Duration::from_secs(300),
+        || async {
+            let country = countries.get(NAME).await.ok()?;
+            let (status, _, _) = maintenance_condition(&country)?;
+            if status != "False" {
+                return None;
+            }
+            let (leader, standby) = healthy_pair().await;
+            let applied =
+                |pod: &str| superuser_sql(NAMESPACE, pod, "SHOW shared_buffers").trim() == "64MB";
+            (applied(&leader) && applied(&standby)).then_some(())
+        },
+    )
+    .await;
+    let rolled = opened.elapsed();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.send(true).unwrap();
+    let Written {
+        acknowledged,
+        stale_reads,
+        ..
+    } = writer.await.unwrap();
+    let (leader_now, standby_now) = healthy_pair().await;
+    let on_leader = stored(&leader_now, &acknowledged);
+    let switchovers = run_kubectl(&[
+        "get",
+        "events",
+        "--all-namespaces",
+        "--field-selector",
+        &format!("involvedObject.name={NAME},reason=SwitchoverForMaintenance"),
+        "-o",
+        "jsonpath={range .items[*]}{.count}{\"\\n\"}{end}",
+    ]);
+    let count: u32 = switchovers
+        .lines()
+        .filter_map(|line| line.trim().parse::<u32>().ok().or(Some(1)))
+        .sum();
+    println!(
+        "figure: restart-needing parameter rolled in {:.1} s after the window opened: {count} switchover(s), {} acknowledged, {on_leader} on {leader_now} ({standby_now} standby), {} stale reads",
+        rolled.as_secs_f64(),
+        acknowledged.len(),
+        stale_reads.len()
+    );
+    assert_eq!(on_leader, acknowledged.len(), "acknowledged writes lost");
+    assert!(stale_reads.is_empty(), "stale reads {stale_reads:?}");
+    assert_eq!(count, 1, "exactly one switchover: {switchovers:?}");
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::tenant::Tenant;
-use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
 use k8s_openapi::api::core::v1::{
     Affinity, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction,
     PersistentVolumeClaim, PodAffinityTerm, PodAntiAffinity, PodSpec, PodTemplateSpec, Probe,
@@ -226,6 +226,12 @@ pub fn desired_statefulset(tenant: &Tenant, settings: &Settings) -> StatefulSet 
             service_name: Some(naming::POSTGRES_HEADLESS.into()),
             // Patroni, not the StatefulSet, decides who leads: members may start together.
             pod_management_policy: Some("Parallel".into()),
+            // The operator replaces members itself, replicas first and the leader after one
+            // switchover, inside the maintenance window (crate::maintenance).
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("OnDelete".into()),
+                rolling_update: None,
+            }),
             selector: LabelSelector {
                 match_labels: Some(selector(tenant)),
                 ..LabelSelector::default()
