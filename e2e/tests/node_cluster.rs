@@ -412,12 +412,15 @@ async fn write_until(
         attempts: 0,
         stale_reads: Vec::new(),
     };
+    // National IDs are unique among live persons: a run on a retained tenant's data must not
+    // repeat an earlier run's.
+    let first_number = (rand_number() % 90_000) * 1_000;
     while !*stop.borrow() {
         written.attempts += 1;
         let response = http
             .post(format!("{base}/api/dfr/persons"))
             .bearer_auth(&token)
-            .json(&person(written.attempts))
+            .json(&person(first_number + written.attempts))
             .timeout(Duration::from_secs(5))
             .send()
             .await;

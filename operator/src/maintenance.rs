@@ -283,6 +283,23 @@ pub async fn advance(
             )
         }
         Step::Switchover { leader, target } => {
+            let requested = caches
+                .patroni_state(&tenant.namespace, &format!("{}-failover", naming::POSTGRES))
+                .is_some_and(|record| {
+                    let annotations = record.annotations();
+                    annotations.get("leader") == Some(&leader)
+                        && annotations.get("member") == Some(&target)
+                });
+            if requested {
+                // Patroni has the request and acts at its next loop; asking again adds nothing.
+                return Ok((
+                    pending(
+                        "RollingRestart",
+                        format!("switchover from {leader} to {target} under way"),
+                    ),
+                    None,
+                ));
+            }
             crate::switchover::write_failover_record(client, tenant, &leader, &target).await?;
             let message = format!(
                 "switchover from {leader} to {target} so {leader} can restart as a replica"
