@@ -108,6 +108,14 @@ pub struct Postgresql {
     pub parameters: BTreeMap<String, String>,
 }
 
+/// The leader lock's ttl in seconds (see the Dcs settings below).
+pub fn lock_ttl_seconds(synchronous_mode: SynchronousMode) -> u32 {
+    match synchronous_mode {
+        SynchronousMode::Off => 20,
+        SynchronousMode::On | SynchronousMode::Strict => 75,
+    }
+}
+
 pub fn patroni_config(tenant: &Tenant) -> PatroniConfig {
     let spec = &tenant.spec.postgres;
     // The spec's parameters live in Patroni's dynamic configuration, which the operator keeps
@@ -160,11 +168,15 @@ pub fn patroni_config(tenant: &Tenant) -> PatroniConfig {
             pgbackrest: restore_bootstrap(tenant),
             post_bootstrap: format!("{CONFIG_DIR}/{}", super::bootstrap::SCRIPT_KEY),
             dcs: Dcs {
-                // Without the operator, a leader that stops renewing its lock (a hung or lost
-                // node) is replaced within ttl + loop_wait, 25 s at most: inside the 30 s
-                // failover target; with it, sooner (crate::failover). Patroni needs
-                // loop_wait + 2 * retry_timeout <= ttl, and ttl >= 20.
-                ttl: 20,
+                // The ttl is how long a leader may go without renewing its lock. A leader that
+                // could not renew through a Kubernetes API outage longer than the ttl finds its
+                // own lock expired when the API returns, tries to take it as if new, and demotes
+                // itself when that fails. With a synchronous standby the operator's failover
+                // guard replaces a hung leader within seconds (crate::failover), so the ttl can
+                // outlast an API-server restart: 75 s. Without one (synchronous mode off) the
+                // ttl is the failover time: 20 s, Patroni's floor. Patroni needs
+                // loop_wait + 2 * retry_timeout <= ttl.
+                ttl: lock_ttl_seconds(spec.synchronous_mode),
                 loop_wait: LOOP_WAIT_SECONDS,
                 retry_timeout: 5,
                 maximum_lag_on_failover: 1024 * 1024,
@@ -306,12 +318,20 @@ mod tests {
     }
 
     #[test]
-    fn a_silent_leader_is_replaced_within_the_failover_target() {
-        let dcs = &parsed(&sample("ton-prod.yaml"))["bootstrap"]["dcs"];
-        let number = |key: &str| dcs[key].as_u64().unwrap();
-        assert!(number("ttl") >= 20, "Patroni refuses a shorter ttl");
-        assert!(number("loop_wait") + 2 * number("retry_timeout") <= number("ttl"));
-        assert!(number("ttl") + number("loop_wait") <= 30);
+    fn the_lock_outlasts_an_api_outage_only_where_the_operator_can_fail_over() {
+        let mut tenant = sample("ton-prod.yaml");
+        for (mode, longest) in [("on", 80), ("strict", 80), ("off", 30)] {
+            tenant.spec.postgres.synchronous_mode =
+                serde_json::from_value(serde_json::json!(mode)).unwrap();
+            let dcs = &parsed(&tenant)["bootstrap"]["dcs"];
+            let number = |key: &str| dcs[key].as_u64().unwrap();
+            assert!(number("ttl") >= 20, "Patroni refuses a shorter ttl");
+            assert!(number("loop_wait") + 2 * number("retry_timeout") <= number("ttl"));
+            // Without the operator's guard, Patroni's expiry is the failover time.
+            assert!(number("ttl") + number("loop_wait") <= longest, "{mode}");
+        }
+        // A 60 s API-server outage is shorter than the lock where the guard can act.
+        assert!(lock_ttl_seconds(SynchronousMode::On) > 60 + LOOP_WAIT_SECONDS);
     }
 
     #[test]
