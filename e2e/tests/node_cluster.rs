@@ -608,15 +608,22 @@ async fn a_country_runs_fails_over_without_losing_writes_and_keeps_its_data() {
     } = writer.await.unwrap();
     // Read back once both members agree again: until then the -rw Service may still reach a
     // member that is no longer the leader.
-    let _ = healthy_pair(&client).await;
+    let (leader_now, standby_now) = healthy_pair(&client).await;
     let lost = missing(&http, &base, &token, &acknowledged).await;
+    let on_leader = stored(&leader_now, &acknowledged);
+    let on_standby = eventually("the standby to replay", Duration::from_secs(30), || async {
+        let count = stored(&standby_now, &acknowledged);
+        (count == acknowledged.len()).then_some(count)
+    })
+    .await;
     println!(
-        "figure: leader {leader} deleted; new leader {new_leader} after {:.1} s; writes accepted again after {:.1} s; {} of {attempts} writes acknowledged, {} lost",
+        "figure: leader {leader} deleted; new leader {new_leader} after {:.1} s; writes accepted again after {:.1} s; {} of {attempts} writes acknowledged, {on_leader} on the leader, {on_standby} on the standby, {} unreadable through the API",
         without_leader.as_secs_f64(),
         writes_back.duration_since(deleted_at).as_secs_f64(),
         acknowledged.len(),
         lost.len()
     );
+    assert_eq!(on_leader, acknowledged.len(), "acknowledged writes lost");
     assert!(
         acknowledged.len() > 20,
         "the writer must have written before and after"
