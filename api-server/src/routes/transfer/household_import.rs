@@ -150,14 +150,10 @@ pub async fn households(
     dry_run: bool,
     progress: &Progress,
 ) -> ApiResult<ImportReport> {
-    let mut report = ImportReport::new(dry_run, table.rows.len());
-    let columns = match Columns::read(&table.header, "households", COLUMNS, COLUMNS) {
-        Ok(columns) => columns,
-        Err(header_problems) => {
-            problems.extend(header_problems);
-            report.problems = problems;
-            return Ok(report);
-        }
+    let spec = ("households", COLUMNS, COLUMNS);
+    let (mut report, columns) = match ImportReport::start(&table, dry_run, spec, &mut problems) {
+        Ok(started) => started,
+        Err(report) => return Ok(report),
     };
     let mut order = Vec::new();
     let mut members: HashMap<Uuid, Vec<(usize, Member)>> = HashMap::new();

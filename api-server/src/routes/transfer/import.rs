@@ -118,14 +118,10 @@ pub async fn persons(
     dry_run: bool,
     progress: &Progress,
 ) -> ApiResult<ImportReport> {
-    let mut report = ImportReport::new(dry_run, table.rows.len());
-    let columns = match Columns::read(&table.header, "persons", COLUMNS, REQUIRED) {
-        Ok(columns) => columns,
-        Err(header_problems) => {
-            problems.extend(header_problems);
-            report.problems = problems;
-            return Ok(report);
-        }
+    let spec = ("persons", COLUMNS, REQUIRED);
+    let (mut report, columns) = match ImportReport::start(&table, dry_run, spec, &mut problems) {
+        Ok(started) => started,
+        Err(report) => return Ok(report),
     };
     let areas: HashSet<String> = sqlx::query_scalar("SELECT code FROM areas")
         .fetch_all(&mut *tx)

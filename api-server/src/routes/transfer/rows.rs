@@ -10,7 +10,7 @@ use std::hash::Hash;
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::table::{ReportLine, Row};
+use super::table::{ReportLine, Row, Table};
 use crate::error::ApiError;
 
 #[derive(Serialize, serde::Deserialize, Debug, Clone, Default, utoipa::ToSchema)]
@@ -34,6 +34,25 @@ impl ImportReport {
             dry_run,
             rows,
             ..ImportReport::default()
+        }
+    }
+
+    /// The report of an import of `table` and its columns; when the header is wrong, the
+    /// finished report with every header line (the rows are not read against a bad header).
+    pub fn start(
+        table: &Table,
+        dry_run: bool,
+        (kind, known, required): (&str, &[&str], &[&str]),
+        problems: &mut Vec<ReportLine>,
+    ) -> Result<(ImportReport, Columns), ImportReport> {
+        let mut report = ImportReport::new(dry_run, table.rows.len());
+        match Columns::read(&table.header, kind, known, required) {
+            Ok(columns) => Ok((report, columns)),
+            Err(header_problems) => {
+                problems.extend(header_problems);
+                report.problems = std::mem::take(problems);
+                Err(report)
+            }
         }
     }
 
