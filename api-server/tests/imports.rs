@@ -400,3 +400,93 @@ async fn a_background_import_is_a_job_its_starter_polls_to_the_end() {
         (Some("failed"), Some("internal"))
     );
 }
+
+#[tokio::test]
+async fn ids_taken_where_the_importer_cannot_see_are_report_lines_not_failed_writes() {
+    let app = TestApp::start().await;
+    let admin = app.user("national_admin", &[], None, "").await;
+    let enumerator = app.user("enumerator", &["TO-01"], None, "").await;
+    let here = persons(&app, &admin, "TO-01", 1).await;
+    let far = persons(&app, &admin, "TO-02", 1).await;
+    let far_household = app
+        .created(
+            "/api/dfr/households",
+            &admin,
+            &serde_json::json!({"members": [{"personId": far[0], "role": "head"}]}),
+        )
+        .await;
+    let taken = far_household["id"].as_str().unwrap();
+    let file = write(Format::Csv, &HEADER, &[row(taken, &here[0], "head")]).unwrap();
+    let (status, report, _) = send(
+        &app,
+        &enumerator,
+        "/api/dfr/imports/households?dryRun=true",
+        "text/csv",
+        file.clone(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        lines(&report),
+        expect(&[(2, "household_id", "duplicate_id")]),
+        "{report}"
+    );
+    let (status, _, _) = send(
+        &app,
+        &enumerator,
+        "/api/dfr/imports/households",
+        "text/csv",
+        file,
+    )
+    .await;
+    assert_eq!(status, 422);
+
+    // A person row whose id a person of another area holds, and an id given twice.
+    let header = [
+        "id",
+        "national_id_system",
+        "national_id",
+        "given_name",
+        "family_name",
+        "sex",
+        "birth_date",
+        "area_code",
+    ];
+    let fresh = Uuid::new_v4().to_string();
+    let person_row = |id: &str, nid: &str| {
+        [
+            id,
+            "TON-NID",
+            nid,
+            "Ana",
+            "Taken",
+            "2",
+            "1991-03-04",
+            "TO-01",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let rows = vec![
+        person_row(&far[0], "TAKEN0001"),
+        person_row(&fresh, "TAKEN0002"),
+        person_row(&fresh, "TAKEN0003"),
+    ];
+    let file = write(Format::Csv, &header, &rows).unwrap();
+    let (status, report, _) = send(
+        &app,
+        &enumerator,
+        "/api/dfr/imports/persons?dryRun=true",
+        "text/csv",
+        file,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        lines(&report),
+        expect(&[(2, "id", "duplicate_id"), (4, "id", "duplicate_in_file")]),
+        "{report}"
+    );
+    assert_eq!(count(&app, "SELECT count(*) FROM persons").await, 2);
+    assert_eq!(count(&app, "SELECT count(*) FROM households").await, 1);
+}

@@ -12,7 +12,9 @@ use sqlx::{PgConnection, Row as _};
 use uuid::Uuid;
 
 use super::jobs::Progress;
-use super::rows::{Columns, FirstSeen, ImportReport, in_row, new_or_unchanged};
+use super::rows::{
+    Columns, FirstSeen, ImportReport, Registered, in_row, new_or_unchanged, taken_ids,
+};
 use super::table::{ReportLine, Row, Table};
 use crate::auth::Actor;
 use crate::error::ApiResult;
@@ -220,11 +222,14 @@ pub async fn households(
         fine
     });
     let ids: Vec<Uuid> = candidates.iter().map(|h| h.id).collect();
-    let registered: HashMap<Uuid, households::HouseholdView> = households::by_ids(tx, &ids)
-        .await?
-        .into_iter()
-        .map(|household| (household.id, household))
-        .collect();
+    let registered = Registered {
+        visible: households::by_ids(tx, &ids)
+            .await?
+            .into_iter()
+            .map(|household| (household.id, household))
+            .collect(),
+        taken: taken_ids(tx, "household", &ids).await?,
+    };
     let candidates = candidates
         .into_iter()
         .map(|household| (household.first_row(), household))

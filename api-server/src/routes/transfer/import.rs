@@ -11,7 +11,7 @@ use sqlx::{PgConnection, Row as _};
 use uuid::Uuid;
 
 use super::jobs::Progress;
-use super::rows::{Columns, FirstSeen, ImportReport, in_row, refused};
+use super::rows::{self, Columns, FirstSeen, ImportReport, in_row, refused, taken_ids};
 use super::table::{ReportLine, Row, Table};
 use crate::audit;
 use crate::auth::{Actor, Role};
@@ -131,6 +131,7 @@ pub async fn persons(
     let in_areas = matches!(actor.role, Role::Supervisor | Role::Enumerator);
     let mut candidates = Vec::new();
     let mut seen = FirstSeen::new();
+    let mut seen_ids = FirstSeen::new();
     for row in &table.rows {
         let input = match parse(&columns, row) {
             Ok(input) => input,
@@ -163,6 +164,13 @@ pub async fn persons(
             problems.push(line);
             continue;
         }
+        if let Some(line) = input
+            .id
+            .and_then(|id| seen_ids.again(id, row.number, "id", "id"))
+        {
+            problems.push(line);
+            continue;
+        }
         candidates.push(Candidate {
             row: row.number,
             input,
@@ -176,6 +184,8 @@ pub async fn persons(
         .into_iter()
         .map(|person| (person.id, person))
         .collect();
+    let ids: Vec<Uuid> = candidates.iter().filter_map(|c| c.input.id).collect();
+    let taken = taken_ids(tx, "person", &ids).await?;
     let mut new = Vec::new();
     for candidate in candidates {
         let key = (
@@ -183,7 +193,12 @@ pub async fn persons(
             candidate.index.clone(),
         );
         let Some(holder) = holders.get(&key) else {
-            new.push(candidate);
+            match candidate.input.id {
+                Some(id) if taken.contains(&id) => {
+                    problems.push(rows::taken(candidate.row, "id", "person"))
+                }
+                _ => new.push(candidate),
+            }
             continue;
         };
         let same = candidate.input.id.is_none_or(|id| id == *holder)

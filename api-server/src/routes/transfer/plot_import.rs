@@ -3,14 +3,16 @@
 //! plot, reported line by line, and written only when no line is wrong. A row that describes a
 //! plot already registered under its id is unchanged.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::jobs::Progress;
-use super::rows::{Columns, FirstSeen, ImportReport, in_row, new_or_unchanged, refused};
+use super::rows::{
+    Columns, FirstSeen, ImportReport, Registered, in_row, new_or_unchanged, refused, taken_ids,
+};
 use super::table::{ReportLine, Row, Table};
 use crate::auth::Actor;
 use crate::error::ApiResult;
@@ -100,11 +102,14 @@ pub async fn plots(
         seen
     });
     let ids: Vec<Uuid> = candidates.iter().map(|(_, (id, _))| *id).collect();
-    let registered: HashMap<Uuid, plots::PlotView> = plots::by_ids(tx, &ids)
-        .await?
-        .into_iter()
-        .map(|plot| (plot.id, plot))
-        .collect();
+    let registered = Registered {
+        visible: plots::by_ids(tx, &ids)
+            .await?
+            .into_iter()
+            .map(|plot| (plot.id, plot))
+            .collect(),
+        taken: taken_ids(tx, "plot", &ids).await?,
+    };
     let new = new_or_unchanged(
         candidates,
         &registered,

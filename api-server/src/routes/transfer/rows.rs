@@ -4,14 +4,15 @@
 //! (so a file imported again writes nothing), and the decision to write only when no line is
 //! wrong.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 
 use serde::Serialize;
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::table::{ReportLine, Row, Table};
-use crate::error::ApiError;
+use crate::error::{ApiError, ApiResult};
 
 #[derive(Serialize, serde::Deserialize, Debug, Clone, Default, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -158,13 +159,47 @@ impl<K: Hash + Eq> Default for FirstSeen<K> {
     }
 }
 
+/// What the registry holds under an import's ids.
+pub struct Registered<R> {
+    /// The live records the caller may see, by id.
+    pub visible: HashMap<Uuid, R>,
+    /// Every id taken, in any area, tombstones included.
+    pub taken: HashSet<Uuid>,
+}
+
+/// The ids among `ids` that a record of `kind` (person, plot, household) holds, wherever it
+/// is and deleted or not: a create with one of them would be refused.
+pub async fn taken_ids(
+    tx: &mut PgConnection,
+    kind: &str,
+    ids: &[Uuid],
+) -> ApiResult<HashSet<Uuid>> {
+    Ok(sqlx::query_scalar("SELECT dfr_taken_ids($1, $2)")
+        .bind(kind)
+        .bind(ids)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect())
+}
+
+/// The line for a new record whose id another record holds, one the caller may not see.
+pub fn taken(row: usize, id_column: &str, what: &str) -> ReportLine {
+    ReportLine::new(
+        row,
+        id_column,
+        "duplicate_id",
+        format!("the id is taken by a {what} you may not see (another area's, or deleted)"),
+    )
+}
+
 /// Sorts candidates keyed by their record id against the records already registered: one with
 /// no record is new; one whose record has the same content is unchanged (counted in the
-/// report); one whose record differs is a duplicate_id line at its row, in the column
-/// `id_column`. The new ones.
+/// report); one whose record differs, or whose id a record the caller cannot see holds, is a
+/// duplicate_id line at its row, in the column `id_column`. The new ones.
 pub fn new_or_unchanged<T, R>(
     candidates: Vec<(usize, T)>,
-    registered: &HashMap<Uuid, R>,
+    registered: &Registered<R>,
     id: impl Fn(&T) -> Uuid,
     same: impl Fn(&T, &R) -> bool,
     (id_column, what): (&str, &str),
@@ -173,7 +208,9 @@ pub fn new_or_unchanged<T, R>(
 ) -> Vec<(usize, T)> {
     let mut new = Vec::new();
     for (row, candidate) in candidates {
-        match registered.get(&id(&candidate)) {
+        let id = id(&candidate);
+        match registered.visible.get(&id) {
+            None if registered.taken.contains(&id) => problems.push(taken(row, id_column, what)),
             None => new.push((row, candidate)),
             Some(record) if same(&candidate, record) => report.unchanged += 1,
             Some(_) => problems.push(ReportLine::new(
