@@ -211,7 +211,9 @@ async fn main() {
         async move {
             let mut tx = p.begin().await.unwrap();
             sqlx::query(identity).execute(&mut *tx).await.unwrap();
-            sqlx::query("SELECT * FROM persons WHERE deleted_at IS NULL AND area_code = 'TO-01' AND (lower(family_name) LIKE 'ben%' OR lower(given_name) LIKE 'ben%') ORDER BY id LIMIT 21")
+            sqlx::query("SELECT * FROM persons WHERE deleted_at IS NULL AND area_code = 'TO-01' \
+                 AND ((family_name_lower ~>=~ 'ben' AND family_name_lower ~<~ 'ben\u{10FFFF}' AND starts_with(family_name_lower, 'ben')) \
+                   OR (given_name_lower ~>=~ 'ben' AND given_name_lower ~<~ 'ben\u{10FFFF}' AND starts_with(given_name_lower, 'ben'))) ORDER BY id LIMIT 21")
                 .fetch_all(&mut *tx)
                 .await
                 .unwrap();

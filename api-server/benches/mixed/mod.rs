@@ -193,9 +193,12 @@ async fn sql(
                 }
                 1 => {
                     sqlx::query("SELECT * FROM persons WHERE deleted_at IS NULL AND area_code = $1 \
-                         AND (lower(family_name) LIKE $2 OR lower(given_name) LIKE $2) ORDER BY id LIMIT 21")
+                         AND ((family_name_lower ~>=~ $2 AND family_name_lower ~<~ $3 AND starts_with(family_name_lower, $2)) \
+                           OR (given_name_lower ~>=~ $2 AND given_name_lower ~<~ $3 AND starts_with(given_name_lower, $2))) \
+                         ORDER BY id LIMIT 21")
                         .bind(&me.area)
-                        .bind(format!("{prefix}%"))
+                        .bind(&prefix)
+                        .bind(format!("{prefix}\u{10FFFF}"))
                         .fetch_all(&mut *tx)
                         .await
                         .unwrap();
@@ -241,6 +244,36 @@ async fn sql(
     .await
 }
 
+/// How PostgreSQL runs one enumerator's name search (its plan and time), printed so a slow
+/// search shows why.
+async fn explain_search(pool: &PgPool, seeded: &Seeded) {
+    let (_, prefix) = target(seeded, 0, 1);
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query(
+        "SELECT set_config('dfr.role', 'enumerator', true), set_config('dfr.areas', $1, true)",
+    )
+    .bind(seed::area(0))
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "EXPLAIN (ANALYZE, COSTS OFF) SELECT * FROM persons WHERE deleted_at IS NULL AND area_code = '{area}' \
+         AND ((family_name_lower ~>=~ '{prefix}' AND family_name_lower ~<~ '{prefix}{top}' AND starts_with(family_name_lower, '{prefix}')) \
+           OR (given_name_lower ~>=~ '{prefix}' AND given_name_lower ~<~ '{prefix}{top}' AND starts_with(given_name_lower, '{prefix}'))) \
+         ORDER BY id LIMIT 21",
+        area = seed::area(0),
+        top = '\u{10FFFF}'
+    )))
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    println!("name search '{prefix}' in one area, as an enumerator (row-level security on):");
+    for line in plan {
+        println!("    {line}");
+    }
+}
+
 /// Runs the mix through the API and then straight to PostgreSQL, and prints both.
 pub async fn run(app: &Arc<TestApp>, seeded: &Seeded) {
     let seeded = Arc::new(Seeded {
@@ -260,6 +293,7 @@ pub async fn run(app: &Arc<TestApp>, seeded: &Seeded) {
         });
     }
     let enumerators = Arc::new(enumerators);
+    explain_search(&app.app_pool, &seeded).await;
     let through_api = api(app, &seeded, &enumerators).await;
     let ring = Arc::new(KeyRing::from_json(&app.keyring_json).unwrap());
     let straight = sql(&app.app_pool, &ring, &seeded, &enumerators).await;
