@@ -251,12 +251,20 @@ async fn households_import_with_their_members_every_bad_row_reported_and_once() 
 }
 
 /// Polls the job at `location` until it ends; the states seen on the way and the last answer.
+/// What it has written never goes back, nor past what it will write.
 async fn poll(app: &TestApp, token: &str, location: &str) -> (Vec<String>, Value) {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut states = Vec::new();
+    let mut written = 0;
     loop {
         let job = app.get(location, token).await;
         assert_eq!(job.status, 200, "{}", job.body);
+        let now = job.body["written"].as_u64().unwrap();
+        assert!(now >= written, "written went back: {}", job.body);
+        if job.body["state"] == "writing" {
+            assert!(now <= job.body["toWrite"].as_u64().unwrap(), "{}", job.body);
+        }
+        written = now;
         let state = job.body["state"].as_str().unwrap().to_string();
         if states.last() != Some(&state) {
             states.push(state.clone());
