@@ -6,8 +6,11 @@
 //! The link: the device runs in a network namespace of the bench's own, joined to the host by
 //! a veth pair; a tbf qdisc on each end limits the rate (this kernel has no netem), and a TCP
 //! proxy on the host end holds every chunk 50 ms in each direction before passing it on to the
-//! API server. The namespace, the veth pair and its qdiscs are named after the bench's process
-//! id and removed when it ends, panics or is interrupted; nothing else is touched.
+//! API server. The namespace has no name: a child process (`unshare --net sleep`) holds it, so
+//! nothing is mounted under /run/netns (`ip netns add` would bind-mount that directory over
+//! itself and leave the network namespaces a running node cluster made there unremovable). The
+//! veth pair is named after the bench's process id; the pair, its qdiscs and the namespace go
+//! when the bench ends, panics or is interrupted; nothing else is touched.
 //!
 //! Run: cargo bench -p dfr-api --features integration --bench sync_3g (as root: it starts its
 //! own PostgreSQL and makes the namespace)
@@ -52,9 +55,13 @@ fn run(args: &[&str]) -> Result<String, String> {
     }
 }
 
+/// The process holding this run's network namespace, for the interrupt handler.
+static HOLDER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 /// The namespace and veth pair of this run; dropping it removes them (the qdiscs go with the
-/// veth pair).
+/// veth pair, the namespace with its holder).
 struct Link {
+    /// /proc/<holder>/ns/net
     netns: String,
     host_if: String,
     device_if: String,
@@ -62,24 +69,23 @@ struct Link {
 }
 
 impl Link {
-    fn names() -> (String, String, String) {
+    fn names() -> (String, String) {
         let pid = std::process::id();
-        (
-            format!("dfr-sync3g-{pid}"),
-            format!("d3g{pid}h"),
-            format!("d3g{pid}d"),
-        )
+        (format!("d3g{pid}h"), format!("d3g{pid}d"))
     }
 
     /// Removes what a run with this process id made, if it is there.
     fn remove_by_name() {
-        let (netns, host_if, _) = Link::names();
+        let (host_if, _) = Link::names();
         let _ = run(&["ip", "link", "del", &host_if]);
-        let _ = run(&["ip", "netns", "del", &netns]);
+        let holder = HOLDER.swap(0, std::sync::atomic::Ordering::SeqCst);
+        if holder != 0 {
+            let _ = run(&["kill", &holder.to_string()]);
+        }
     }
 
     fn make() -> Result<Link, String> {
-        let (netns, host_if, device_if) = Link::names();
+        let (host_if, device_if) = Link::names();
         // A /30 of 10.253/16 by process id; refused if the host already routes it.
         let third = std::process::id() % 250;
         let (host_ip, device_ip) = (format!("10.253.{third}.1"), format!("10.253.{third}.2"));
@@ -89,22 +95,40 @@ impl Link {
                 "10.253.{third}.0/30 is already in use on this host"
             ));
         }
+        let holder = Command::new("unshare")
+            .args(["--net", "sleep", "infinity"])
+            .spawn()
+            .map_err(|e| format!("unshare --net: {e}"))?;
+        HOLDER.store(holder.id(), std::sync::atomic::Ordering::SeqCst);
+        let holder_pid = holder.id().to_string();
+        let netns = format!("/proc/{holder_pid}/ns/net");
+        // unshare has made the namespace once its /proc entry differs from ours.
+        let ours = std::fs::read_link("/proc/self/ns/net").map_err(|e| e.to_string())?;
+        let started = Instant::now();
+        while std::fs::read_link(&netns).ok().as_ref() == Some(&ours)
+            || !std::path::Path::new(&netns).exists()
+        {
+            if started.elapsed() > Duration::from_secs(5) {
+                return Err("unshare --net did not make a namespace".into());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let link = Link {
             netns: netns.clone(),
             host_if: host_if.clone(),
             device_if: device_if.clone(),
             host_ip: host_ip.clone(),
         };
+        let enter = format!("--net={netns}");
         let inside = |args: &[&str]| {
-            let mut all = vec!["ip", "netns", "exec", netns.as_str()];
+            let mut all = vec!["nsenter", enter.as_str()];
             all.extend_from_slice(args);
             run(&all)
         };
-        run(&["ip", "netns", "add", &netns])?;
         run(&[
             "ip", "link", "add", &host_if, "type", "veth", "peer", "name", &device_if,
         ])?;
-        run(&["ip", "link", "set", &device_if, "netns", &netns])?;
+        run(&["ip", "link", "set", &device_if, "netns", &holder_pid])?;
         run(&[
             "ip",
             "addr",
@@ -183,10 +207,8 @@ impl Meter {
             &self.host_if,
         ]));
         let up = sent(run(&[
-            "ip",
-            "netns",
-            "exec",
-            &self.netns,
+            "nsenter",
+            &format!("--net={}", self.netns),
             "tc",
             "-s",
             "qdisc",
@@ -362,7 +384,7 @@ struct Device {
 /// thread), with a runtime of its own so every socket it opens is in the namespace.
 fn on_device(netns: String, device: Device, meter: Meter) -> Vec<String> {
     let run_device = move || -> Vec<String> {
-        let file = std::fs::File::open(format!("/var/run/netns/{netns}")).unwrap();
+        let file = std::fs::File::open(&netns).unwrap();
         nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
