@@ -46,6 +46,12 @@ pub enum ApiError {
     /// A sync push with more mutations than one request may carry.
     #[error("mutations: a push carries at most {max} mutations; send the rest in another push")]
     TooManyMutations { max: usize },
+    /// A sync cursor this database cannot have handed out (it is ahead of every transaction
+    /// the database has started: a cursor from before a restore, or from another registry).
+    #[error(
+        "cursor: this registry did not hand out this cursor (it may have been restored from a backup); pull again without a cursor"
+    )]
+    StaleCursor,
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
     #[error("internal error: {0}")]
@@ -98,6 +104,17 @@ impl ApiError {
                 field: field.into(),
                 message,
             }],
+        }
+    }
+
+    /// The detail a client is told: never SQL or internals.
+    pub fn public_detail(&self) -> String {
+        match self {
+            ApiError::Database(_) | ApiError::Internal(_) => {
+                "the server could not complete the request".to_string()
+            }
+            ApiError::Unauthenticated(why) | ApiError::InvalidGrant(why) => why.clone(),
+            other => other.to_string(),
         }
     }
 
@@ -159,6 +176,7 @@ impl ApiError {
                 "batch_too_large",
                 "Batch too large",
             ),
+            ApiError::StaleCursor => (StatusCode::GONE, "stale_cursor", "Stale cursor"),
             ApiError::Database(_) | ApiError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -174,14 +192,7 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
         }
-        let detail = match &self {
-            // Never leak SQL or internals to a client.
-            ApiError::Database(_) | ApiError::Internal(_) => {
-                "the server could not complete the request".to_string()
-            }
-            ApiError::Unauthenticated(why) | ApiError::InvalidGrant(why) => why.clone(),
-            other => other.to_string(),
-        };
+        let detail = self.public_detail();
         let (errors, existing) = match self {
             ApiError::Validation { fields, .. } => (fields, None),
             ApiError::DuplicateNationalId { existing } => (Vec::new(), existing),
@@ -189,6 +200,13 @@ impl IntoResponse for ApiError {
                 vec![FieldError {
                     field: "mutations".into(),
                     message: format!("at most {max} mutations per push"),
+                }],
+                None,
+            ),
+            ApiError::StaleCursor => (
+                vec![FieldError {
+                    field: "cursor".into(),
+                    message: "not handed out by this registry; pull again without one".into(),
                 }],
                 None,
             ),

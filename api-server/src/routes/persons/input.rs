@@ -185,7 +185,7 @@ pub struct SearchQuery {
     pub limit: Option<i64>,
 }
 
-/// A search as the store runs it: checked, the name as a LIKE prefix and the national ID as its
+/// A search as the store runs it: checked, the name as a lowercased prefix and the national ID as its
 /// normalized system and blind index.
 pub struct Filter {
     pub area: Option<String>,
@@ -211,11 +211,9 @@ impl SearchQuery {
                 ));
             }
         };
-        // The caller's text is a prefix, never a pattern.
-        let name_prefix = self
-            .name
-            .as_ref()
-            .map(|n| format!("{}%", n.trim().to_lowercase().replace(['%', '_'], "")));
+        // The caller's text is a prefix, never a pattern (the search compares, it does not
+        // match LIKE patterns).
+        let name_prefix = self.name.as_ref().map(|n| n.trim().to_lowercase());
         Ok(Filter {
             area: self.area,
             status: self.status,

@@ -88,6 +88,7 @@ impl Cursor {
 #[utoipa::path(get, path = "/api/dfr/sync/changes", tag = "sync", params(PullQuery),
     security(("bearer" = [])),
     responses((status = 200, description = "Changes in the caller's areas after the cursor, oldest first; tombstones for deletes", body = ChangesPage),
+        (status = 410, description = "A cursor this registry never handed out, e.g. one kept from before a restore (stale_cursor): pull again without a cursor", body = crate::error::ProblemDoc),
         (status = 422, description = "Bad cursor or limit", body = crate::error::ProblemDoc)))]
 pub async fn changes(
     State(pool): State<PgPool>,
@@ -108,6 +109,19 @@ pub async fn changes(
         None => Cursor::START,
     };
     let mut tx = begin_as(&pool, &actor).await?;
+    // A pull hands out only xids below its snapshot's xmin, so a cursor at or past the xmax of
+    // a snapshot now was never handed out here: resuming from it would skip every change
+    // until the registry's transactions caught up with it.
+    if query.cursor.is_some() {
+        let ahead: bool =
+            sqlx::query_scalar("SELECT $1::text::xid8 >= pg_snapshot_xmax(pg_current_snapshot())")
+                .bind(after.xid.to_string())
+                .fetch_one(&mut *tx)
+                .await?;
+        if ahead {
+            return Err(ApiError::StaleCursor);
+        }
+    }
     // One statement, so the xmin and the rows come from the same snapshot: every row below
     // xmin that committed is visible in it, and no transaction below xmin is still running.
     // The xid is read as text under another name: ORDER BY xid must sort the xid8 column,

@@ -7,15 +7,16 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::NaiveDate;
-use serde::Serialize;
 use sqlx::{PgConnection, Row as _};
 use uuid::Uuid;
 
+use super::jobs::Progress;
+use super::rows::{self, Columns, FirstSeen, ImportReport, in_row, refused, taken_ids};
 use super::table::{ReportLine, Row, Table};
 use crate::audit;
 use crate::auth::{Actor, Role};
 use crate::crypto::KeyRing;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::routes::persons::input::{NationalId, PersonInput, Pii};
 use crate::routes::persons::ops;
 
@@ -44,20 +45,6 @@ const REQUIRED: &[&str] = &[
     "area_code",
 ];
 
-#[derive(Serialize, Debug, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ImportReport {
-    pub dry_run: bool,
-    /// Rows read (blank rows are skipped).
-    pub rows: usize,
-    /// Persons registered, or for a dry run that would be.
-    pub created: usize,
-    /// Rows that describe a person already registered with the same content: nothing to do.
-    pub unchanged: usize,
-    /// Every problem, by row; an import with any is not written.
-    pub problems: Vec<ReportLine>,
-}
-
 /// The column a person field is read from, for report lines.
 fn column_of(field: &str) -> &str {
     match field {
@@ -69,45 +56,6 @@ fn column_of(field: &str) -> &str {
         "birthDateEstimated" => "birth_date_estimated",
         "areaCode" => "area_code",
         other => other,
-    }
-}
-
-struct Columns(HashMap<String, usize>);
-
-impl Columns {
-    fn cell<'a>(&self, row: &'a Row, name: &str) -> &'a str {
-        self.0
-            .get(name)
-            .and_then(|&i| row.cells.get(i))
-            .map_or("", String::as_str)
-    }
-}
-
-/// The header's columns, or what is wrong with it.
-fn columns(header: &[String]) -> Result<Columns, Vec<ReportLine>> {
-    let mut problems = Vec::new();
-    let mut positions = HashMap::new();
-    for (i, name) in header.iter().enumerate() {
-        if !COLUMNS.contains(&name.as_str()) {
-            problems.push(ReportLine::new(
-                1,
-                name,
-                "unknown_column",
-                format!("not a column of a persons file ({})", COLUMNS.join(", ")),
-            ));
-        } else if positions.insert(name.clone(), i).is_some() {
-            problems.push(ReportLine::new(1, name, "unknown_column", "appears twice"));
-        }
-    }
-    for name in REQUIRED {
-        if !positions.contains_key(*name) {
-            problems.push(ReportLine::new(1, name, "missing_column", "is required"));
-        }
-    }
-    if problems.is_empty() {
-        Ok(Columns(positions))
-    } else {
-        Err(problems)
     }
 }
 
@@ -148,16 +96,9 @@ fn parse(columns: &Columns, row: &Row) -> Result<PersonInput, ReportLine> {
         area_code: cell("area_code").to_string(),
         status: optional("status").unwrap_or_else(|| "active".into()),
     };
-    input.checked().map_err(|error| {
-        let field = error
-            .field_errors()
-            .first()
-            .map(|f| (column_of(&f.field).to_string(), f.message.clone()));
-        match field {
-            Some((column, message)) => ReportLine::new(row.number, &column, "invalid", message),
-            None => ReportLine::new(row.number, "", "invalid", error.to_string()),
-        }
-    })
+    input
+        .checked()
+        .map_err(|error| refused(row.number, &error, column_of))
 }
 
 struct Candidate {
@@ -175,21 +116,12 @@ pub async fn persons(
     table: Table,
     mut problems: Vec<ReportLine>,
     dry_run: bool,
+    progress: &Progress,
 ) -> ApiResult<ImportReport> {
-    let mut report = ImportReport {
-        dry_run,
-        rows: table.rows.len(),
-        created: 0,
-        unchanged: 0,
-        problems: Vec::new(),
-    };
-    let columns = match columns(&table.header) {
-        Ok(columns) => columns,
-        Err(header_problems) => {
-            problems.extend(header_problems);
-            report.problems = problems;
-            return Ok(report);
-        }
+    let spec = ("persons", COLUMNS, REQUIRED);
+    let (mut report, columns) = match ImportReport::start(&table, dry_run, spec, &mut problems) {
+        Ok(started) => started,
+        Err(report) => return Ok(report),
     };
     let areas: HashSet<String> = sqlx::query_scalar("SELECT code FROM areas")
         .fetch_all(&mut *tx)
@@ -198,7 +130,8 @@ pub async fn persons(
         .collect();
     let in_areas = matches!(actor.role, Role::Supervisor | Role::Enumerator);
     let mut candidates = Vec::new();
-    let mut first_row_of: HashMap<(String, String), usize> = HashMap::new();
+    let mut seen = FirstSeen::new();
+    let mut seen_ids = FirstSeen::new();
     for row in &table.rows {
         let input = match parse(&columns, row) {
             Ok(input) => input,
@@ -227,16 +160,17 @@ pub async fn persons(
         }
         let index = ring.blind_index(&input.national_id.system, &input.national_id.value);
         let key = (input.national_id.system.clone(), index.clone());
-        if let Some(first) = first_row_of.get(&key) {
-            problems.push(ReportLine::new(
-                row.number,
-                "national_id",
-                "duplicate_in_file",
-                format!("the same national ID as row {first}"),
-            ));
+        if let Some(line) = seen.again(key, row.number, "national_id", "national ID") {
+            problems.push(line);
             continue;
         }
-        first_row_of.insert(key, row.number);
+        if let Some(line) = input
+            .id
+            .and_then(|id| seen_ids.again(id, row.number, "id", "id"))
+        {
+            problems.push(line);
+            continue;
+        }
         candidates.push(Candidate {
             row: row.number,
             input,
@@ -250,6 +184,8 @@ pub async fn persons(
         .into_iter()
         .map(|person| (person.id, person))
         .collect();
+    let ids: Vec<Uuid> = candidates.iter().filter_map(|c| c.input.id).collect();
+    let taken = taken_ids(tx, "person", &ids).await?;
     let mut new = Vec::new();
     for candidate in candidates {
         let key = (
@@ -257,7 +193,12 @@ pub async fn persons(
             candidate.index.clone(),
         );
         let Some(holder) = holders.get(&key) else {
-            new.push(candidate);
+            match candidate.input.id {
+                Some(id) if taken.contains(&id) => {
+                    problems.push(rows::taken(candidate.row, "id", "person"))
+                }
+                _ => new.push(candidate),
+            }
             continue;
         };
         let same = candidate.input.id.is_none_or(|id| id == *holder)
@@ -278,27 +219,18 @@ pub async fn persons(
             });
         }
     }
-    problems.sort_by_key(|line| line.row);
-    report.created = new.len();
-    report.problems = problems;
-    if dry_run || !report.problems.is_empty() {
+    if !report.conclude(problems, new.len()) {
         return Ok(report);
     }
     let mut chain = audit::Chain::lock(tx).await?;
+    progress.writing(new.len());
     for candidate in new {
         ops::register(tx, ring, actor, &candidate.input, &mut chain)
             .await
             .map_err(|error| in_row(candidate.row, error))?;
+        progress.written(1);
     }
     Ok(report)
-}
-
-/// A write refused while importing names its row.
-pub fn in_row(row: usize, error: ApiError) -> ApiError {
-    match error {
-        ApiError::Database(_) | ApiError::Internal(_) => error,
-        other => ApiError::Conflict(format!("row {row}: {other}")),
-    }
 }
 
 /// The live persons, in any area, holding the candidates' national IDs.

@@ -1,20 +1,25 @@
-//! Bulk transfer: persons and plots imported from CSV or XLSX (a dry run reports every problem by row;
-//! an import writes all rows or none, and writes nothing for rows already registered), and
-//! exports of persons (CSV, XLSX) and plots (GeoJSON) under row-level security and masking.
+//! Bulk transfer: persons, plots and households imported from CSV or XLSX (a dry run reports
+//! every problem by row; an import writes all rows or none, and writes nothing for rows already
+//! registered), in the request or as a job to poll, and exports of persons (CSV, XLSX) and plots
+//! (GeoJSON) under row-level security and masking.
 //!
-//! `table` reads and writes the files, `import` and `plot_import` check and register rows,
-//! `export` reads.
+//! `table` reads and writes the files, `rows` holds what every import shares, `import`,
+//! `plot_import` and `household_import` check and register rows of their kind, `jobs` runs an
+//! import in its request or in the background, `export` reads.
 
 pub mod export;
+pub mod household_import;
 pub mod import;
+pub mod jobs;
 pub mod plot_import;
+pub mod rows;
 pub mod table;
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -22,8 +27,10 @@ use serde_json::json;
 use sqlx::PgPool;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+use uuid::Uuid;
 
-use self::import::ImportReport;
+use self::jobs::{ImportJob, Kind, Progress};
+use self::rows::ImportReport;
 use self::table::Format;
 use crate::auth::Actor;
 use crate::crypto::KeyRing;
@@ -40,7 +47,9 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(import_persons))
         .routes(routes!(import_plots))
+        .routes(routes!(import_households))
         .layer(DefaultBodyLimit::max(IMPORT_MAX_BYTES))
+        .routes(routes!(import_job))
         .routes(routes!(export_persons))
         .routes(routes!(export_plots))
 }
@@ -52,6 +61,47 @@ pub struct ImportQuery {
     /// Check and report only; write nothing.
     #[serde(default)]
     pub dry_run: bool,
+    /// Answer `202` at once with a job to poll at `GET /api/dfr/imports/{id}` (the Location
+    /// header) instead of the report; the file is read and its Content-Type checked first.
+    #[serde(default)]
+    pub background: bool,
+}
+
+/// The import of one request: answered with its report, or started as a job.
+async fn import(
+    state: (PgPool, Arc<KeyRing>),
+    actor: Actor,
+    kind: Kind,
+    query: ImportQuery,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ApiResult<Response> {
+    require(&actor, WRITERS, kind.scope())?;
+    let (pool, ring) = state;
+    let read = table::read(format_of(headers)?, body)?;
+    if query.background {
+        let job = jobs::start(pool, ring, actor, kind, read, query.dry_run).await?;
+        let location = format!("/api/dfr/imports/{}", job.id);
+        let mut response = (StatusCode::ACCEPTED, Json(job)).into_response();
+        if let Ok(value) = header::HeaderValue::from_str(&location) {
+            response.headers_mut().insert(header::LOCATION, value);
+        }
+        return Ok(response);
+    }
+    let (table, problems) = read;
+    let progress = Progress::none();
+    let report = jobs::run(
+        &pool,
+        &ring,
+        &actor,
+        kind,
+        table,
+        problems,
+        query.dry_run,
+        &progress,
+    )
+    .await?;
+    Ok(answer(report))
 }
 
 #[utoipa::path(post, path = "/api/dfr/imports/persons", tag = "transfer", params(ImportQuery),
@@ -59,6 +109,7 @@ pub struct ImportQuery {
         description = "A CSV file (or an XLSX workbook, Content-Type application/vnd.openxmlformats-officedocument.spreadsheetml.sheet, first sheet) with a header row of the columns id, national_id_system, national_id, given_name, family_name, sex, birth_date, birth_date_estimated, phone, email, area_code, status"),
     security(("bearer" = [])),
     responses((status = 200, description = "The report: a dry run's, or an import's that wrote its new rows (rows already registered with the same content are unchanged)", body = ImportReport),
+        (status = 202, description = "With background=true: the job started (Location: its address)", body = ImportJob),
         (status = 422, description = "A file with problems (import_rejected, the report under `report`, nothing written), or one that cannot be read (validation_failed, field file or Content-Type)", body = crate::error::ProblemDoc),
         (status = 413, description = "Over 32 MiB (payload_too_large)", body = crate::error::ProblemDoc)))]
 pub async fn import_persons(
@@ -69,11 +120,7 @@ pub async fn import_persons(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    require(&actor, WRITERS, "persons:write")?;
-    let (table, problems) = table::read(format_of(&headers)?, &body)?;
-    let mut tx = begin_as(&pool, &actor).await?;
-    let report = import::persons(&mut tx, &ring, &actor, table, problems, query.dry_run).await?;
-    answer(tx, report).await
+    import((pool, ring), actor, Kind::Persons, query, &headers, &body).await
 }
 
 #[utoipa::path(post, path = "/api/dfr/imports/plots", tag = "transfer", params(ImportQuery),
@@ -81,19 +128,59 @@ pub async fn import_persons(
         description = "A CSV file (or an XLSX workbook, first sheet) with a header row of the columns id (the plot's UUID, required), person_id, geometry (a GeoJSON Point or Polygon as JSON text), tenure, land_use"),
     security(("bearer" = [])),
     responses((status = 200, description = "The report: a dry run's, or an import's that wrote its new rows (plots already registered under their id with the same content are unchanged)", body = ImportReport),
+        (status = 202, description = "With background=true: the job started (Location: its address)", body = ImportJob),
         (status = 422, description = "A file with problems (import_rejected, the report under `report`, nothing written), or one that cannot be read (validation_failed)", body = crate::error::ProblemDoc)))]
 pub async fn import_plots(
     State(pool): State<PgPool>,
+    State(ring): State<Arc<KeyRing>>,
     actor: Actor,
     Query(query): Query<ImportQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    require(&actor, WRITERS, "plots:write")?;
-    let (table, problems) = table::read(format_of(&headers)?, &body)?;
-    let mut tx = begin_as(&pool, &actor).await?;
-    let report = plot_import::plots(&mut tx, &actor, table, problems, query.dry_run).await?;
-    answer(tx, report).await
+    import((pool, ring), actor, Kind::Plots, query, &headers, &body).await
+}
+
+#[utoipa::path(post, path = "/api/dfr/imports/households", tag = "transfer", params(ImportQuery),
+    request_body(content = String, content_type = "text/csv",
+        description = "A CSV file (or an XLSX workbook, first sheet), one row per member, with a header row of the columns household_id (the household's UUID, required; the rows with one id make one household), person_id, role (head, spouse, child or other; exactly one head per household)"),
+    security(("bearer" = [])),
+    responses((status = 200, description = "The report (`created` and `unchanged` count households, `rows` member rows): a dry run's, or an import's that wrote its new households (households already registered under their id with the same members and roles are unchanged)", body = ImportReport),
+        (status = 202, description = "With background=true: the job started (Location: its address)", body = ImportJob),
+        (status = 422, description = "A file with problems (import_rejected, the report under `report`, nothing written), or one that cannot be read (validation_failed)", body = crate::error::ProblemDoc)))]
+pub async fn import_households(
+    State(pool): State<PgPool>,
+    State(ring): State<Arc<KeyRing>>,
+    actor: Actor,
+    Query(query): Query<ImportQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    import(
+        (pool, ring),
+        actor,
+        Kind::Households,
+        query,
+        &headers,
+        &body,
+    )
+    .await
+}
+
+#[utoipa::path(get, path = "/api/dfr/imports/{id}", tag = "transfer", params(("id" = Uuid, Path)),
+    security(("bearer" = [])),
+    responses((status = 200, description = "The caller's import job: state, rows, toWrite and written so far, and at the end its report or error", body = ImportJob),
+        (status = 404, description = "No such job of the caller's", body = crate::error::ProblemDoc)))]
+pub async fn import_job(
+    State(pool): State<PgPool>,
+    actor: Actor,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<ImportJob>> {
+    require(&actor, WRITERS, "imports")?;
+    let job = jobs::find(&pool, &actor, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(Json(job))
 }
 
 fn format_of(headers: &HeaderMap) -> ApiResult<Format> {
@@ -104,19 +191,11 @@ fn format_of(headers: &HeaderMap) -> ApiResult<Format> {
     )
 }
 
-/// Commits an import that had no problem; answers the report, or for an import with problems
-/// `422 import_rejected` carrying it (nothing written).
-async fn answer(
-    tx: sqlx::Transaction<'_, sqlx::Postgres>,
-    report: ImportReport,
-) -> ApiResult<Response> {
-    if report.dry_run || !report.problems.is_empty() {
-        tx.rollback().await?;
-    } else {
-        tx.commit().await?;
-    }
+/// The report of an import answered in its request, or for one with problems `422
+/// import_rejected` carrying it (nothing was written).
+fn answer(report: ImportReport) -> Response {
     if report.problems.is_empty() || report.dry_run {
-        return Ok((StatusCode::OK, Json(report)).into_response());
+        return (StatusCode::OK, Json(report)).into_response();
     }
     let first = &report.problems[0];
     let problem = json!({
@@ -133,7 +212,7 @@ async fn answer(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/problem+json"),
     );
-    Ok(response)
+    response
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

@@ -38,7 +38,7 @@ impl Format {
 }
 
 /// One line of an import report: where, what, and why.
-#[derive(Serialize, Debug, Clone, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReportLine {
     /// The row as a spreadsheet numbers it (the header is row 1).
@@ -46,7 +46,7 @@ pub struct ReportLine {
     /// The column, or empty for the row as a whole.
     pub field: String,
     /// Stable: invalid, missing_column, unknown_column, malformed_row, unknown_area,
-    /// outside_areas, duplicate_in_file, duplicate_national_id.
+    /// outside_areas, duplicate_in_file, duplicate_national_id, duplicate_id.
     pub code: String,
     pub message: String,
     /// For duplicate_national_id: the person who holds the national ID.
