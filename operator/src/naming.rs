@@ -38,6 +38,10 @@ pub const API_SERVICE_ACCOUNT: &str = "dfr-api";
 /// Secrets generated once and never overwritten.
 pub const SECRET_POSTGRES_SUPERUSER: &str = "postgres-superuser";
 pub const SECRET_POSTGRES_REPLICATION: &str = "postgres-replication";
+/// Basic-auth credentials for Patroni's REST API: every call that changes something (restart,
+/// switchover, reinitialize, failsafe) needs them; reads stay open to probes and monitoring.
+pub const SECRET_PATRONI_API: &str = "postgres-patroni-api";
+pub const PATRONI_API_USER: &str = "patroni";
 pub const SECRET_DB_OWNER: &str = "dfr-db-owner";
 pub const SECRET_DB_APP: &str = "dfr-db-app";
 pub const SECRET_API_JWT: &str = "dfr-api-jwt";
@@ -56,6 +60,7 @@ pub const RETENTION: &str = "dfr-retention";
 pub const GENERATED_SECRETS: &[&str] = &[
     SECRET_POSTGRES_SUPERUSER,
     SECRET_POSTGRES_REPLICATION,
+    SECRET_PATRONI_API,
     SECRET_DB_OWNER,
     SECRET_DB_APP,
     SECRET_API_JWT,

@@ -121,4 +121,84 @@ async fn spec_changes_reach_running_members_and_a_lost_synchronous_standby_degra
         "figure: Degraded cleared {:.1} s after the standby thawed",
         back.elapsed().as_secs_f64()
     );
+
+    connections_are_tls13_per_role_and_patroni_changes_need_credentials(&leader_pod(NAMESPACE));
+}
+
+/// psql as the registry's application role from inside member `pod` to the read-write Service,
+/// with `options` added to the connection string: its output, or the error it printed.
+fn app_psql(pod: &str, options: &str, sql: &str) -> String {
+    let output = dfr_e2e::testing::kubectl(&[
+        "-n",
+        NAMESPACE,
+        "exec",
+        pod,
+        "-c",
+        "postgres",
+        "--",
+        "sh",
+        "-c",
+        &format!(
+            "PGPASSWORD=\"$DFR_DB_APP_PASSWORD\" psql -qAt \"host=postgres-rw port=5432 user=$DFR_DB_APP_USER {options}\" -c \"{sql}\" 2>&1"
+        ),
+    ]);
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+/// Over the network: TLS 1.3 only, no plaintext, each role to its own database; Patroni's REST
+/// API takes no change without its credentials.
+fn connections_are_tls13_per_role_and_patroni_changes_need_credentials(leader: &str) {
+    let version = app_psql(
+        leader,
+        "dbname=dfr sslmode=require",
+        "SELECT version FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+    );
+    assert_eq!(version, "TLSv1.3", "{version}");
+    let plaintext = app_psql(leader, "dbname=dfr sslmode=disable", "SELECT 1");
+    assert!(
+        plaintext.contains("no encryption"),
+        "a plaintext connection is refused: {plaintext}"
+    );
+    let old_tls = app_psql(
+        leader,
+        "dbname=dfr sslmode=require ssl_max_protocol_version=TLSv1.2",
+        "SELECT 1",
+    );
+    assert!(
+        old_tls.contains("protocol version") || old_tls.contains("unsupported protocol"),
+        "TLS 1.2 is refused: {old_tls}"
+    );
+    let other_database = app_psql(leader, "dbname=postgres sslmode=require", "SELECT 1");
+    assert!(
+        other_database.contains("no pg_hba.conf entry"),
+        "the application role reaches only the registry's database: {other_database}"
+    );
+
+    let ip = run_kubectl(&[
+        "-n",
+        NAMESPACE,
+        "get",
+        "pod",
+        leader,
+        "-o",
+        "jsonpath={.status.podIP}",
+    ]);
+    let status = |extra: &[&str]| {
+        let output = std::process::Command::new("curl")
+            .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
+            .args(extra)
+            .arg(format!("https://{}:8008/restart", ip.trim()))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).to_string()
+    };
+    assert_eq!(status(&[]), "401", "an unauthenticated restart is refused");
+    assert_eq!(
+        status(&["-u", "patroni:wrong"]),
+        "401",
+        "a wrong password is refused"
+    );
+    println!(
+        "security: TLS 1.3 to the registry, plaintext, TLS 1.2 and other databases refused; Patroni restart without credentials 401"
+    );
 }

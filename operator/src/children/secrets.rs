@@ -39,6 +39,7 @@ pub struct Pem {
 pub struct SecretMaterial {
     pub superuser_password: String,
     pub replication_password: String,
+    pub patroni_api_password: String,
     pub owner_password: String,
     pub app_password: String,
     pub jwt_private_key_pem: String,
@@ -227,6 +228,7 @@ impl SecretMaterial {
         Ok(Self {
             superuser_password: password(),
             replication_password: password(),
+            patroni_api_password: password(),
             owner_password: password(),
             app_password: password(),
             jwt_private_key_pem: KeyPair::generate()?.serialize_pem(),
@@ -286,6 +288,11 @@ pub fn desired_secrets(tenant: &Tenant, material: &SecretMaterial) -> Vec<Secret
             naming::SECRET_POSTGRES_REPLICATION,
             naming::REPLICATION_USER,
             &material.replication_password,
+        ),
+        login(
+            naming::SECRET_PATRONI_API,
+            naming::PATRONI_API_USER,
+            &material.patroni_api_password,
         ),
         login(
             naming::SECRET_DB_OWNER,

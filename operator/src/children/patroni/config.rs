@@ -136,7 +136,9 @@ pub fn patroni_config(tenant: &Tenant) -> PatroniConfig {
         ("ssl_cert_file", format!("{TLS_DIR}/tls.crt")),
         ("ssl_key_file", format!("{TLS_DIR}/tls.key")),
         ("ssl_ca_file", format!("{TLS_DIR}/ca.crt")),
-        ("ssl_min_protocol_version", "TLSv1.2".to_string()),
+        // Every client speaks TLS 1.3: the API (rustls), Patroni and the PostgreSQL tools
+        // (libpq on OpenSSL 3).
+        ("ssl_min_protocol_version", "TLSv1.3".to_string()),
         ("password_encryption", "scram-sha-256".to_string()),
         ("shared_preload_libraries", "pgaudit".to_string()),
         ("pgaudit.log", "ddl, role, write".to_string()),
@@ -203,24 +205,35 @@ pub fn patroni_config(tenant: &Tenant) -> PatroniConfig {
             // Without it pg_basebackup waits for the leader's next scheduled checkpoint (up to
             // checkpoint_timeout, 5 minutes) before a new replica starts copying.
             basebackup: vec![yaml_pair("checkpoint", "fast")],
-            pg_hba: vec![
-                // Inside the pod only: Patroni and the operator's tooling over the socket.
-                "local all all scram-sha-256".into(),
-                // Over the network, TLS only, and SCRAM only.
-                format!(
-                    "hostssl replication {} 0.0.0.0/0 scram-sha-256",
-                    naming::REPLICATION_USER
-                ),
-                format!(
-                    "hostssl replication {} ::/0 scram-sha-256",
-                    naming::REPLICATION_USER
-                ),
-                "hostssl all all 0.0.0.0/0 scram-sha-256".into(),
-                "hostssl all all ::/0 scram-sha-256".into(),
-            ],
+            pg_hba: pg_hba(),
             parameters: local_parameters,
         },
     }
+}
+
+/// Who may connect to what. Inside the pod, over the socket: Patroni and the operator's tooling.
+/// Over the network, TLS and SCRAM only, each role to its own database: the replication role to
+/// replication, the registry's two roles to the registry, and the superuser, which pg_rewind
+/// needs on the new leader when a former leader rejoins. Anything else matches no line and is
+/// refused, a connection without TLS included.
+pub fn pg_hba() -> Vec<String> {
+    let mut lines = vec!["local all all scram-sha-256".to_string()];
+    for network in ["0.0.0.0/0", "::/0"] {
+        lines.extend([
+            format!(
+                "hostssl replication {} {network} scram-sha-256",
+                naming::REPLICATION_USER
+            ),
+            format!(
+                "hostssl {} {},{} {network} scram-sha-256",
+                naming::DATABASE_NAME,
+                naming::DB_OWNER_USER,
+                naming::DB_APP_USER
+            ),
+            format!("hostssl all {} {network} scram-sha-256", naming::SUPERUSER),
+        ]);
+    }
+    lines
 }
 
 /// WAL archiving, always on so that adding a repository later needs no restart: to the
@@ -332,6 +345,23 @@ mod tests {
         }
         // A 60 s API-server outage is shorter than the lock where the guard can act.
         assert!(lock_ttl_seconds(SynchronousMode::On) > 60 + LOOP_WAIT_SECONDS);
+    }
+
+    #[test]
+    fn the_network_reaches_each_role_only_over_tls_and_only_its_database() {
+        let lines = pg_hba();
+        assert!(
+            lines
+                .iter()
+                .all(|line| line.starts_with("local ") || line.starts_with("hostssl ")),
+            "no plaintext line: {lines:?}"
+        );
+        assert!(lines.iter().all(|line| line.ends_with("scram-sha-256")));
+        assert!(
+            !lines.iter().any(|line| line.starts_with("hostssl all all")),
+            "no line for any role to any database: {lines:?}"
+        );
+        assert!(lines.contains(&"hostssl dfr dfr_owner,dfr_app 0.0.0.0/0 scram-sha-256".into()));
     }
 
     #[test]

@@ -108,6 +108,18 @@ fn container(tenant: &Tenant, settings: &Settings) -> Container {
                 naming::SECRET_POSTGRES_REPLICATION,
                 "password",
             ),
+            // Patroni asks for these on its REST API's unsafe calls and sends them on its own
+            // (failsafe pings between members); patronictl in the container reads them too.
+            secret_env(
+                "PATRONI_RESTAPI_USERNAME",
+                naming::SECRET_PATRONI_API,
+                "username",
+            ),
+            secret_env(
+                "PATRONI_RESTAPI_PASSWORD",
+                naming::SECRET_PATRONI_API,
+                "password",
+            ),
             // For the post-bootstrap script that creates the registry's roles.
             secret_env("DFR_DB_OWNER_USER", naming::SECRET_DB_OWNER, "username"),
             secret_env("DFR_DB_OWNER_PASSWORD", naming::SECRET_DB_OWNER, "password"),
