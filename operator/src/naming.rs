@@ -80,6 +80,8 @@ pub const SUPERUSER: &str = "postgres";
 pub const POSTGRES_PORT: i32 = 5432;
 pub const PATRONI_PORT: i32 = 8008;
 pub const API_PORT: i32 = 8080;
+/// The API's /metrics, on a listener of its own that only monitoring may reach.
+pub const API_METRICS_PORT: i32 = 9090;
 
 /// Finalizer that lets the operator apply the deletionPolicy before a DfrCountry goes away.
 pub const FINALIZER: &str = "dfr.io/cleanup";

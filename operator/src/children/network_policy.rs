@@ -241,7 +241,7 @@ pub fn desired_network_policies(tenant: &Tenant, settings: &Settings) -> Vec<Net
     }
     if let Some(monitoring) = &network.monitoring_namespace_selector {
         for (name, target, port) in [
-            ("api-metrics", api.clone(), naming::API_PORT),
+            ("api-metrics", api.clone(), naming::API_METRICS_PORT),
             ("postgres-metrics", postgres, naming::PATRONI_PORT),
         ] {
             policies.push(policy(

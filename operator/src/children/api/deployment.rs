@@ -29,11 +29,11 @@ pub const PII_KEYRING_FILE: &str = "/etc/dfr/pii/keyring.json";
 pub const DATABASE_CA_FILE: &str = "/etc/dfr/tls/ca.crt";
 const BOOTSTRAP_ADMIN_DIR: &str = "/etc/dfr/bootstrap-admin";
 
-/// The API server's configuration contract (api-server/README.md).
-pub(super) fn api_environment(tenant: &Tenant, settings: &Settings) -> Vec<EnvVar> {
+/// Where the registry's database is and how to check its certificate, and the application
+/// role's login (api-server/README.md).
+pub(super) fn database_environment(tenant: &Tenant, settings: &Settings) -> Vec<EnvVar> {
     let namespace = tenant.namespace.clone();
     vec![
-        value_env("DFR_LISTEN_ADDR", format!("0.0.0.0:{}", naming::API_PORT)),
         value_env(
             "DFR_DATABASE_HOST",
             naming::cluster_dns(naming::POSTGRES_RW, &namespace, &settings.cluster_domain),
@@ -44,6 +44,14 @@ pub(super) fn api_environment(tenant: &Tenant, settings: &Settings) -> Vec<EnvVa
         secret_env("DFR_DATABASE_PASSWORD", naming::SECRET_DB_APP, "password"),
         value_env("DFR_DATABASE_SSLMODE", "verify-full"),
         value_env("DFR_DATABASE_SSLROOTCERT", DATABASE_CA_FILE),
+        value_env("RUST_LOG", "info"),
+    ]
+}
+
+/// The owner role's login: only the steps that change the schema or remove data get it
+/// (migrations, retention), never the serving container.
+pub(super) fn owner_environment() -> Vec<EnvVar> {
+    vec![
         secret_env(
             "DFR_MIGRATION_DATABASE_USER",
             naming::SECRET_DB_OWNER,
@@ -53,6 +61,19 @@ pub(super) fn api_environment(tenant: &Tenant, settings: &Settings) -> Vec<EnvVa
             "DFR_MIGRATION_DATABASE_PASSWORD",
             naming::SECRET_DB_OWNER,
             "password",
+        ),
+    ]
+}
+
+/// The serving container's configuration (api-server/README.md): the database as the
+/// application role, the keys, the first admin, the two listeners.
+fn serving_environment(tenant: &Tenant, settings: &Settings) -> Vec<EnvVar> {
+    let mut env = database_environment(tenant, settings);
+    env.extend([
+        value_env("DFR_LISTEN_ADDR", format!("0.0.0.0:{}", naming::API_PORT)),
+        value_env(
+            "DFR_METRICS_LISTEN_ADDR",
+            format!("0.0.0.0:{}", naming::API_METRICS_PORT),
         ),
         value_env("DFR_JWT_SIGNING_KEY_FILE", JWT_KEY_FILE),
         value_env("DFR_PII_KEYRING_FILE", PII_KEYRING_FILE),
@@ -73,8 +94,39 @@ pub(super) fn api_environment(tenant: &Tenant, settings: &Settings) -> Vec<EnvVa
         ),
         value_env("DFR_COUNTRY_CODE", tenant.spec.country_code.clone()),
         value_env("DFR_ENVIRONMENT", tenant.spec.environment.as_str()),
-        value_env("RUST_LOG", "info"),
-    ]
+    ]);
+    env
+}
+
+/// `dfr-api migrate` as the owner role, before the server starts: the serving container never
+/// holds the owner's password. It also seals TOTP secrets stored before they were encrypted,
+/// so it reads the key ring.
+fn migrate_container(tenant: &Tenant, settings: &Settings) -> Container {
+    let mut env = database_environment(tenant, settings);
+    env.extend(owner_environment());
+    env.push(value_env("DFR_PII_KEYRING_FILE", PII_KEYRING_FILE));
+    Container {
+        name: "migrate".into(),
+        image: Some(api_image(tenant, settings)),
+        image_pull_policy: Some(settings.image_pull_policy.clone()),
+        args: Some(vec!["migrate".into()]),
+        env: Some(env),
+        resources: Some(resources(tenant)),
+        security_context: Some(restricted_container()),
+        volume_mounts: Some(vec![
+            mount("pii", "/etc/dfr/pii", true),
+            mount("database-ca", "/etc/dfr/tls", true),
+        ]),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ..Container::default()
+    }
+}
+
+pub(super) fn api_image(tenant: &Tenant, settings: &Settings) -> String {
+    format!(
+        "{}:{}",
+        settings.api_image_repository, tenant.spec.app_version
+    )
 }
 
 /// The tenant CA, to verify the database server's certificate.
@@ -141,17 +193,21 @@ pub fn desired_deployment(tenant: &Tenant, settings: &Settings) -> Deployment {
     let labels = metadata_labels(tenant);
     let container = Container {
         name: "api".into(),
-        image: Some(format!(
-            "{}:{}",
-            settings.api_image_repository, tenant.spec.app_version
-        )),
+        image: Some(api_image(tenant, settings)),
         image_pull_policy: Some(settings.image_pull_policy.clone()),
-        ports: Some(vec![ContainerPort {
-            name: Some("http".into()),
-            container_port: naming::API_PORT,
-            ..ContainerPort::default()
-        }]),
-        env: Some(api_environment(tenant, settings)),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("http".into()),
+                container_port: naming::API_PORT,
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("metrics".into()),
+                container_port: naming::API_METRICS_PORT,
+                ..ContainerPort::default()
+            },
+        ]),
+        env: Some(serving_environment(tenant, settings)),
         liveness_probe: Some(probe("/api/dfr/health", 10)),
         readiness_probe: Some(probe("/api/dfr/health/ready", 5)),
         resources: Some(resources(tenant)),
@@ -190,7 +246,7 @@ pub fn desired_deployment(tenant: &Tenant, settings: &Settings) -> Deployment {
                         ("prometheus.io/scrape".to_string(), "true".to_string()),
                         (
                             "prometheus.io/port".to_string(),
-                            naming::API_PORT.to_string(),
+                            naming::API_METRICS_PORT.to_string(),
                         ),
                         ("prometheus.io/path".to_string(), "/metrics".to_string()),
                     ])),
@@ -210,6 +266,7 @@ pub fn desired_deployment(tenant: &Tenant, settings: &Settings) -> Deployment {
                         }),
                         ..TopologySpreadConstraint::default()
                     }]),
+                    init_containers: Some(vec![migrate_container(tenant, settings)]),
                     containers: vec![container],
                     volumes: Some(vec![
                         secret_volume("jwt", naming::SECRET_API_JWT, "private.pem", "private.pem"),
@@ -259,6 +316,33 @@ pub fn desired_deployment(tenant: &Tenant, settings: &Settings) -> Deployment {
 mod tests {
     use super::*;
     use crate::children::tests::sample;
+
+    #[test]
+    fn only_the_migrate_step_holds_the_owner_login() {
+        let deployment = desired_deployment(&sample("ton-prod.yaml"), &Settings::default());
+        let pod = deployment.spec.unwrap().template.spec.unwrap();
+        let names = |container: &Container| -> Vec<String> {
+            container
+                .env
+                .iter()
+                .flatten()
+                .map(|e| e.name.clone())
+                .collect()
+        };
+        let serving = names(&pod.containers[0]);
+        assert!(
+            !serving
+                .iter()
+                .any(|name| name.starts_with("DFR_MIGRATION_")),
+            "{serving:?}"
+        );
+        assert!(serving.contains(&"DFR_METRICS_LISTEN_ADDR".to_string()));
+        let migrate = &pod.init_containers.unwrap()[0];
+        assert_eq!(migrate.args.as_deref(), Some(&["migrate".to_string()][..]));
+        let step = names(migrate);
+        assert!(step.contains(&"DFR_MIGRATION_DATABASE_PASSWORD".to_string()));
+        assert!(!step.contains(&"DFR_JWT_SIGNING_KEY_FILE".to_string()));
+    }
 
     #[test]
     fn the_autoscaler_owns_the_replica_count() {

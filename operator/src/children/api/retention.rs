@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::deployment::{api_environment, database_ca_volume};
+use super::deployment::{api_image, database_ca_volume, database_environment, owner_environment};
 use crate::children::child_meta;
 use crate::children::pod::{mount, restricted_container, restricted_pod, value_env};
 use crate::settings::Settings;
@@ -60,17 +60,19 @@ pub fn desired_cron_jobs(tenant: &Tenant, settings: &Settings) -> Vec<CronJob> {
         return Vec::new();
     };
     let labels = labels::component(tenant, APP_NAME, "retention");
-    let mut env = api_environment(tenant, settings);
+    let mut env = database_environment(tenant, settings);
+    env.extend(owner_environment());
+    env.push(value_env(
+        "DFR_COUNTRY_CODE",
+        tenant.spec.country_code.clone(),
+    ));
     env.push(value_env(
         "DFR_RETENTION_FILE",
         format!("{POLICY_DIR}/{POLICY_KEY}"),
     ));
     let container = Container {
         name: "retention".into(),
-        image: Some(format!(
-            "{}:{}",
-            settings.api_image_repository, tenant.spec.app_version
-        )),
+        image: Some(api_image(tenant, settings)),
         image_pull_policy: Some(settings.image_pull_policy.clone()),
         args: Some(vec!["retention".into(), "apply".into()]),
         env: Some(env),

@@ -67,7 +67,7 @@ pub fn desired_pod_monitors(tenant: &Tenant, _settings: &Settings) -> Vec<PodMon
             API_MONITOR,
             labels::selector(tenant, labels::APP_API),
             PodMetricsEndpoint {
-                port: "http".into(),
+                port: "metrics".into(),
                 path: "/metrics".into(),
                 scheme: None,
                 interval: SCRAPE_INTERVAL.into(),
