@@ -189,11 +189,6 @@ fn create_user(namespace: &str, username: &str, role: &str, area: &str) {
     ]);
 }
 
-/// `patronictl list` as JSON, run inside a member: members with their Role and State.
-fn patroni_members(pod: &str) -> Vec<Value> {
-    serde_json::from_str(&patronictl(NAMESPACE, pod, &["list", "-f", "json"])).unwrap()
-}
-
 /// The pod Patroni labelled leader (name and uid), ignoring pods on their way out and the pod
 /// `except`, which may still carry the label: a hung member cannot take its own label off.
 async fn leader(client: &Client, except: Option<&str>) -> Option<(String, String)> {
@@ -473,12 +468,20 @@ async fn writes_accepted(http: &reqwest::Client, base: &str, token: &str) -> Ins
 
 /// How many of `ids` the member `pod` holds, asked in SQL as the superuser.
 fn stored(pod: &str, ids: &[String]) -> usize {
+    stored_in(NAMESPACE, pod, ids)
+}
+
+/// How many of `ids` the member `pod` of `namespace` holds, asked in SQL as the superuser.
+fn stored_in(namespace: &str, pod: &str, ids: &[String]) -> usize {
     let list = ids.join(",");
-    let count = superuser_sql(
+    backups::superuser_sql(
+        namespace,
         pod,
         &format!("SELECT count(*) FROM persons WHERE id = ANY('{{{list}}}'::uuid[])"),
-    );
-    count.trim().parse().unwrap()
+    )
+    .trim()
+    .parse()
+    .unwrap()
 }
 
 async fn missing(http: &reqwest::Client, base: &str, token: &str, ids: &[String]) -> Vec<String> {
@@ -498,21 +501,44 @@ async fn missing(http: &reqwest::Client, base: &str, token: &str, ids: &[String]
     missing
 }
 
-async fn healthy_pair(client: &Client) -> (String, String) {
+async fn healthy_pair(_client: &Client) -> (String, String) {
+    healthy_pair_in(NAMESPACE).await
+}
+
+/// The leader and its synchronous standby in `namespace`, once Patroni reports the one running
+/// and the other streaming. A former leader that was cut off still shows its last state,
+/// `running`, until its Patroni catches up; a standby reports `streaming` only once it
+/// replicates again.
+async fn healthy_pair_in(namespace: &str) -> (String, String) {
     eventually(
-        "one leader and one synchronous standby",
-        Duration::from_secs(180),
+        "one leader and one streaming synchronous standby",
+        Duration::from_secs(240),
         || async {
-            let leader = leader_pod(client).await?;
-            let members = patroni_members(&leader);
-            // A standby reports `streaming` only once it replicates again; a former leader that
-            // was cut off still shows its last state, `running`, until its Patroni catches up.
+            let leader = backups::leader_pod(namespace);
+            if leader.is_empty() {
+                return None;
+            }
+            let listing = dfr_e2e::testing::kubectl(&[
+                "-n",
+                namespace,
+                "exec",
+                &leader,
+                "-c",
+                "postgres",
+                "--",
+                "patronictl",
+                "-c",
+                "/etc/patroni/patroni.yml",
+                "list",
+                "-f",
+                "json",
+            ]);
+            let members: Vec<Value> = serde_json::from_slice(&listing.stdout).ok()?;
             let member = |role: &str, state: &str| {
                 members
                     .iter()
-                    .filter(|m| m["Role"] == role && m["State"] == state)
-                    .map(|m| m["Member"].as_str().unwrap_or_default().to_string())
-                    .next()
+                    .find(|m| m["Role"] == role && m["State"] == state)
+                    .and_then(|m| m["Member"].as_str().map(String::from))
             };
             Some((
                 member("Leader", "running")?,

@@ -19,57 +19,12 @@ use super::{Written, eventually, patronictl, run_kubectl, write_until};
 const NAME: &str = "wsm-e2e-faults";
 const NAMESPACE: &str = "dfr-wsm-test";
 
-/// The leader and its synchronous standby, once Patroni reports both healthy.
 async fn healthy_pair() -> (String, String) {
-    eventually(
-        "one leader and one streaming synchronous standby",
-        Duration::from_secs(240),
-        || async {
-            let leader = super::backups::leader_pod(NAMESPACE);
-            if leader.is_empty() {
-                return None;
-            }
-            let listing = dfr_e2e::testing::kubectl(&[
-                "-n",
-                NAMESPACE,
-                "exec",
-                &leader,
-                "-c",
-                "postgres",
-                "--",
-                "patronictl",
-                "-c",
-                "/etc/patroni/patroni.yml",
-                "list",
-                "-f",
-                "json",
-            ]);
-            let members: Vec<Value> = serde_json::from_slice(&listing.stdout).ok()?;
-            let member = |role: &str, state: &str| {
-                members
-                    .iter()
-                    .find(|m| m["Role"] == role && m["State"] == state)
-                    .and_then(|m| m["Member"].as_str().map(String::from))
-            };
-            Some((
-                member("Leader", "running")?,
-                member("Sync Standby", "streaming")?,
-            ))
-        },
-    )
-    .await
+    super::healthy_pair_in(NAMESPACE).await
 }
 
 fn stored(pod: &str, ids: &[String]) -> usize {
-    let list = ids.join(",");
-    superuser_sql(
-        NAMESPACE,
-        pod,
-        &format!("SELECT count(*) FROM persons WHERE id = ANY('{{{list}}}'::uuid[])"),
-    )
-    .trim()
-    .parse()
-    .unwrap()
+    super::stored_in(NAMESPACE, pod, ids)
 }
 
 fn pod_uid(pod: &str) -> String {

@@ -73,6 +73,40 @@ fn policy(
     }
 }
 
+/// Pods `from` reaching pods `to` on `ports`: default-deny holds both ends, so the flow is an
+/// egress policy on the source (`out`) and an ingress policy on the destination (`into`).
+fn pod_flow(
+    tenant: &Tenant,
+    (out, into): (&str, &str),
+    from: &BTreeMap<String, String>,
+    to: &BTreeMap<String, String>,
+    ports: &[i32],
+) -> [NetworkPolicy; 2] {
+    let ports: Vec<NetworkPolicyPort> = ports.iter().map(|port| tcp(*port)).collect();
+    [
+        policy(
+            tenant,
+            out,
+            selecting(from.clone()),
+            None,
+            Some(vec![NetworkPolicyEgressRule {
+                to: Some(vec![pods(to.clone())]),
+                ports: Some(ports.clone()),
+            }]),
+        ),
+        policy(
+            tenant,
+            into,
+            selecting(to.clone()),
+            Some(vec![NetworkPolicyIngressRule {
+                from: Some(vec![pods(from.clone())]),
+                ports: Some(ports),
+            }]),
+            None,
+        ),
+    ]
+}
+
 pub fn desired_network_policies(tenant: &Tenant, settings: &Settings) -> Vec<NetworkPolicy> {
     let api = labels::selector(tenant, labels::APP_API);
     let postgres = labels::selector(tenant, labels::APP_POSTGRES);
@@ -111,26 +145,6 @@ pub fn desired_network_policies(tenant: &Tenant, settings: &Settings) -> Vec<Net
                     tcp(53),
                 ]),
             }]),
-        ),
-        policy(
-            tenant,
-            "api-to-postgres",
-            selecting(api.clone()),
-            None,
-            Some(vec![NetworkPolicyEgressRule {
-                to: Some(vec![pods(postgres.clone())]),
-                ports: Some(vec![tcp(naming::POSTGRES_PORT)]),
-            }]),
-        ),
-        policy(
-            tenant,
-            "postgres-from-api",
-            selecting(postgres.clone()),
-            Some(vec![NetworkPolicyIngressRule {
-                from: Some(vec![pods(api.clone())]),
-                ports: Some(vec![tcp(naming::POSTGRES_PORT)]),
-            }]),
-            None,
         ),
         policy(
             tenant,
@@ -198,30 +212,25 @@ pub fn desired_network_policies(tenant: &Tenant, settings: &Settings) -> Vec<Net
             }]),
         ),
     ];
+    // Right after DNS: the flow every tenant has.
+    policies.splice(
+        2..2,
+        pod_flow(
+            tenant,
+            ("api-to-postgres", "postgres-from-api"),
+            &api,
+            &postgres,
+            &[naming::POSTGRES_PORT],
+        ),
+    );
     if tenant.spec.data_retention.is_some() {
-        let retention = crate::children::api::retention::selector(tenant);
-        policies.extend([
-            policy(
-                tenant,
-                "retention-to-postgres",
-                selecting(retention.clone()),
-                None,
-                Some(vec![NetworkPolicyEgressRule {
-                    to: Some(vec![pods(postgres.clone())]),
-                    ports: Some(vec![tcp(naming::POSTGRES_PORT)]),
-                }]),
-            ),
-            policy(
-                tenant,
-                "postgres-from-retention",
-                selecting(postgres.clone()),
-                Some(vec![NetworkPolicyIngressRule {
-                    from: Some(vec![pods(retention)]),
-                    ports: Some(vec![tcp(naming::POSTGRES_PORT)]),
-                }]),
-                None,
-            ),
-        ]);
+        policies.extend(pod_flow(
+            tenant,
+            ("retention-to-postgres", "postgres-from-retention"),
+            &crate::children::api::retention::selector(tenant),
+            &postgres,
+            &[naming::POSTGRES_PORT],
+        ));
     }
     if crate::children::backup::has_repository(tenant) {
         policies.extend(backup_policies(tenant, &postgres));
@@ -284,60 +293,24 @@ pub fn desired_network_policies(tenant: &Tenant, settings: &Settings) -> Vec<Net
 fn backup_policies(tenant: &Tenant, postgres: &BTreeMap<String, String>) -> Vec<NetworkPolicy> {
     use crate::children::backup::{APP_NAME, pgbackrest};
     let jobs = labels::selector(tenant, APP_NAME);
-    let mut policies = vec![
-        policy(
-            tenant,
-            "backup-to-postgres",
-            selecting(jobs.clone()),
-            None,
-            Some(vec![NetworkPolicyEgressRule {
-                to: Some(vec![pods(postgres.clone())]),
-                ports: Some(vec![
-                    tcp(pgbackrest::SERVER_PORT),
-                    tcp(naming::PATRONI_PORT),
-                ]),
-            }]),
-        ),
-        policy(
-            tenant,
-            "postgres-from-backup",
-            selecting(postgres.clone()),
-            Some(vec![NetworkPolicyIngressRule {
-                from: Some(vec![pods(jobs.clone())]),
-                ports: Some(vec![
-                    tcp(pgbackrest::SERVER_PORT),
-                    tcp(naming::PATRONI_PORT),
-                ]),
-            }]),
-            None,
-        ),
-    ];
+    let mut policies = Vec::from(pod_flow(
+        tenant,
+        ("backup-to-postgres", "postgres-from-backup"),
+        &jobs,
+        postgres,
+        &[pgbackrest::SERVER_PORT, naming::PATRONI_PORT],
+    ));
     if crate::children::backup::is_volume(tenant) {
         // The members archive to and restore from the repository host; the Jobs open its volume
         // on its node and need no network to it.
         let host = crate::children::backup::repository_host::selector(tenant);
-        policies.extend([
-            policy(
-                tenant,
-                "postgres-to-repository",
-                selecting(postgres.clone()),
-                None,
-                Some(vec![NetworkPolicyEgressRule {
-                    to: Some(vec![pods(host.clone())]),
-                    ports: Some(vec![tcp(pgbackrest::SERVER_PORT)]),
-                }]),
-            ),
-            policy(
-                tenant,
-                "repository-from-postgres",
-                selecting(host),
-                Some(vec![NetworkPolicyIngressRule {
-                    from: Some(vec![pods(postgres.clone())]),
-                    ports: Some(vec![tcp(pgbackrest::SERVER_PORT)]),
-                }]),
-                None,
-            ),
-        ]);
+        policies.extend(pod_flow(
+            tenant,
+            ("postgres-to-repository", "repository-from-postgres"),
+            postgres,
+            &host,
+            &[pgbackrest::SERVER_PORT],
+        ));
     }
     let endpoint = tenant
         .spec
