@@ -269,6 +269,8 @@ pub async fn plain_errors_as_problems(
 ) -> Response {
     let response = next.run(request).await;
     let status = response.status();
+    // A 405 names the methods the path has; the problem keeps that header.
+    let allow = response.headers().get(header::ALLOW).cloned();
     let is_problem = response
         .headers()
         .get(header::CONTENT_TYPE)
@@ -307,5 +309,8 @@ pub async fn plain_errors_as_problems(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/problem+json"),
     );
+    if let Some(allow) = allow {
+        response.headers_mut().insert(header::ALLOW, allow);
+    }
     response
 }
