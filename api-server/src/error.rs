@@ -235,6 +235,16 @@ impl From<&'static Constraint> for ApiError {
 /// national ID from a server fault.
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
+        // PostgreSQL text cannot hold U+0000: a NUL in a filter or a field is the client's
+        // input, not a server fault (22021 character_not_in_repertoire, 22P05 untranslatable).
+        if let Some(code) = error.as_database_error().and_then(|e| e.code())
+            && (code == "22021" || code == "22P05")
+        {
+            return ApiError::Validation {
+                detail: "text must not contain the NUL character (U+0000)".into(),
+                fields: Vec::new(),
+            };
+        }
         match constraint::violation(&error) {
             Some(Violation::Known(violated)) => ApiError::from(violated),
             Some(Violation::OtherUnique) => {

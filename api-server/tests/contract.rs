@@ -42,7 +42,9 @@ async fn every_answer_conforms_to_the_document() {
     let seconds = env_number("DFR_CONTRACT_MAX_SECONDS", 150);
     let report = std::env::temp_dir().join(format!("dfr-contract-{}", std::process::id()));
     let started = Instant::now();
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/contract.toml");
     let output = tokio::process::Command::new(schemathesis())
+        .args(["--config-file", config])
         .arg("run")
         .arg(app.url("/api/dfr/openapi.json"))
         .args(["--url", &app.base])
@@ -57,7 +59,7 @@ async fn every_answer_conforms_to_the_document() {
         .args(["--max-examples", &examples.to_string()])
         .args(["--max-time", &seconds.to_string()])
         .args(["--seed", "14"])
-        .args(["--workers", "4"])
+        .args(["--workers", "1"])
         .args(["--request-timeout", "20"])
         .args(["--report", "junit"])
         .arg("--report-dir")
@@ -91,4 +93,13 @@ async fn every_answer_conforms_to_the_document() {
         "schemathesis found failures (report in {})",
         report.display()
     );
+}
+
+#[tokio::test]
+async fn a_nul_in_text_is_refused_not_a_server_error() {
+    let app = TestApp::start().await;
+    let token = app.user("national_admin", &[], None, "").await;
+    let reply = app.get("/api/dfr/consents?area=TO%00", &token).await;
+    assert_eq!(reply.status, 422, "{}", reply.body);
+    assert_eq!(reply.body["code"], "validation_failed");
 }

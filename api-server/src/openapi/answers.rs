@@ -31,6 +31,7 @@ pub fn add_error_answers(document: &mut OpenApi) {
 
 fn add_to(operation: &mut Operation, writes: bool) {
     problems_as_problem_json(operation);
+    etag_pattern(operation);
     let parameters: Vec<(ParameterIn, String)> = operation
         .parameters
         .iter()
@@ -101,6 +102,19 @@ fn problems_as_problem_json(operation: &mut Operation) {
         });
         if is_problem && let Some(content) = response.content.shift_remove("application/json") {
             response.content.insert(PROBLEM.to_string(), content);
+        }
+    }
+}
+
+/// If-Match takes back the ETag the server wrote: `"3"` or `W/"3"`.
+fn etag_pattern(operation: &mut Operation) {
+    for parameter in operation.parameters.iter_mut().flatten() {
+        if let RefOr::T(parameter) = parameter
+            && parameter.parameter_in == ParameterIn::Header
+            && parameter.name.eq_ignore_ascii_case("if-match")
+            && let Some(RefOr::T(utoipa::openapi::Schema::Object(object))) = parameter.schema.as_mut()
+        {
+            object.pattern = Some(super::constraints::ETAG_PATTERN.into());
         }
     }
 }

@@ -1,9 +1,12 @@
 //! The frame of the OpenAPI 3 document: title, tags and the bearer scheme. The paths and their
 //! schemas come from the route modules, which register each handler once (`routes::api`). The
 //! document is checked in as api-server/openapi.json; `answers` adds the error answers every
-//! operation shares.
+//! operation shares, `constraints` the single-field rules the server checks.
 
 mod answers;
+mod constraints;
+
+pub use constraints::ETAG_PATTERN;
 
 use utoipa::OpenApi;
 use utoipa::openapi::Components;
@@ -21,6 +24,7 @@ pub struct ApiDoc;
 pub fn render(mut document: utoipa::openapi::OpenApi) -> Result<String, serde_json::Error> {
     document.info.version = "v1".into();
     answers::add_error_answers(&mut document);
+    constraints::add_constraints(&mut document);
     document
         .components
         .get_or_insert_with(Components::new)

@@ -80,7 +80,7 @@ fn check(input: &HoldingInput) -> ApiResult<()> {
     if !["crop", "livestock"].contains(&input.kind.as_str()) {
         return Err(ApiError::field("kind", "must be crop or livestock"));
     }
-    if input.item.trim().is_empty() || input.item.len() > 100 {
+    if input.item.trim().is_empty() || input.item.chars().count() > 100 {
         return Err(ApiError::field("item", "must be 1 to 100 characters"));
     }
     if !(input.quantity.is_finite() && input.quantity > 0.0) {

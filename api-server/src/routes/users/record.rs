@@ -12,7 +12,7 @@ use crate::auth::Role;
 use crate::error::{ApiError, ApiResult};
 
 pub const MIN_PASSWORD: usize = 12;
-const MAX_PASSWORD: usize = 1024;
+pub const MAX_PASSWORD: usize = 1024;
 /// Serializes the changes that could remove the last enabled national admin.
 const ADMINS_LOCK: i64 = 0x0df0_a0d2;
 
