@@ -32,6 +32,7 @@ pub fn add_error_answers(document: &mut OpenApi) {
 fn add_to(operation: &mut Operation, writes: bool) {
     problems_as_problem_json(operation);
     etag_pattern(operation);
+    no_nul_in_query(operation);
     let parameters: Vec<(ParameterIn, String)> = operation
         .parameters
         .iter()
@@ -112,9 +113,31 @@ fn etag_pattern(operation: &mut Operation) {
         if let RefOr::T(parameter) = parameter
             && parameter.parameter_in == ParameterIn::Header
             && parameter.name.eq_ignore_ascii_case("if-match")
-            && let Some(RefOr::T(utoipa::openapi::Schema::Object(object))) = parameter.schema.as_mut()
+            && let Some(RefOr::T(utoipa::openapi::Schema::Object(object))) =
+                parameter.schema.as_mut()
         {
             object.pattern = Some(super::constraints::ETAG_PATTERN.into());
+        }
+    }
+}
+
+/// PostgreSQL text cannot hold U+0000, so a query filter with one is refused (422); said as a
+/// pattern on each free-text query parameter (those with a pattern or enum already exclude it).
+fn no_nul_in_query(operation: &mut Operation) {
+    for parameter in operation.parameters.iter_mut().flatten() {
+        if let RefOr::T(parameter) = parameter
+            && parameter.parameter_in == ParameterIn::Query
+            && let Some(RefOr::T(utoipa::openapi::Schema::Object(object))) =
+                parameter.schema.as_mut()
+            && matches!(
+                object.schema_type,
+                utoipa::openapi::schema::SchemaType::Type(utoipa::openapi::schema::Type::String)
+            )
+            && object.format.is_none()
+            && object.pattern.is_none()
+            && object.enum_values.is_none()
+        {
+            object.pattern = Some("^[^\\u0000]*$".into());
         }
     }
 }

@@ -84,7 +84,11 @@ fn property_rules() -> Vec<(&'static str, &'static str, Rule)> {
         ("PersonInput", "sex", Rule::IntOneOf(&[0, 1, 2, 9])),
         ("PersonInput", "phone", Rule::Pattern(r"^\+*[0-9]*$", 20)),
         ("PersonInput", "phone", Rule::Length(5, 20)),
-        ("PersonInput", "email", Rule::Pattern(r"^[^@]+@[^.]*\.", 254)),
+        (
+            "PersonInput",
+            "email",
+            Rule::Pattern(r"^[^@]+@[^.]*\.", 254),
+        ),
         (
             "PersonInput",
             "status",
@@ -103,14 +107,26 @@ fn property_rules() -> Vec<(&'static str, &'static str, Rule)> {
         ),
         ("ProfileInput", "cooperative", Rule::Text(200)),
         ("ProfileInput", "yearsFarming", Rule::Range(0, 100)),
-        ("HoldingInput", "season", Rule::Pattern("^[0-9]{4}[A-Z]?$", 5)),
+        (
+            "HoldingInput",
+            "season",
+            Rule::Pattern("^[0-9]{4}[A-Z]?$", 5),
+        ),
         ("HoldingInput", "kind", Rule::OneOf(&["crop", "livestock"])),
         ("HoldingInput", "item", Rule::Pattern(NOT_BLANK, 100)),
         ("HoldingInput", "quantity", Rule::Positive),
         ("Member", "role", Rule::OneOf(households::record::ROLES)),
         ("PlotInput", "tenure", Rule::OneOf(plots::record::TENURES)),
-        ("PlotInput", "landUse", Rule::OneOf(plots::record::LAND_USES)),
-        ("NewUser", "username", Rule::Pattern(r"^[A-Za-z0-9._@-]{3,100}$", 100)),
+        (
+            "PlotInput",
+            "landUse",
+            Rule::OneOf(plots::record::LAND_USES),
+        ),
+        (
+            "NewUser",
+            "username",
+            Rule::Pattern(r"^[A-Za-z0-9._@-]{3,100}$", 100),
+        ),
         (
             "NewUser",
             "password",
@@ -148,8 +164,16 @@ fn parameter_rules() -> Vec<(&'static str, &'static str, Rule)> {
         "limit",
         Rule::Range(1, crate::routes::sync::pull::MAX_PAGE),
     ));
-    rules.push(("/api/dfr/exports/persons", "format", Rule::OneOf(&["csv", "xlsx"])));
-    rules.push(("/api/dfr/exports/plots", "format", Rule::OneOf(&["geojson"])));
+    rules.push((
+        "/api/dfr/exports/persons",
+        "format",
+        Rule::OneOf(&["csv", "xlsx"]),
+    ));
+    rules.push((
+        "/api/dfr/exports/plots",
+        "format",
+        Rule::OneOf(&["geojson"]),
+    ));
     rules
 }
 

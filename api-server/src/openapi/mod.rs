@@ -23,8 +23,9 @@ pub struct ApiDoc;
 /// version so the checked-in file does not change with every release.
 pub fn render(mut document: utoipa::openapi::OpenApi) -> Result<String, serde_json::Error> {
     document.info.version = "v1".into();
-    answers::add_error_answers(&mut document);
+    // Constraints first: the answers leave alone a parameter that already has a rule.
     constraints::add_constraints(&mut document);
+    answers::add_error_answers(&mut document);
     document
         .components
         .get_or_insert_with(Components::new)

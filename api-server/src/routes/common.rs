@@ -229,7 +229,17 @@ mod tests {
         assert_eq!(etag_version("\"3\""), Some(3));
         assert_eq!(etag_version("W/\"12\""), Some(12));
         assert_eq!(etag_version("\"999999999\""), Some(999_999_999));
-        for bad in ["3", "*", "\"\"", "\"-1\"", "\"1234567890\"", "\"3", "W/3", " \"3\"", "\"٣\""] {
+        for bad in [
+            "3",
+            "*",
+            "\"\"",
+            "\"-1\"",
+            "\"1234567890\"",
+            "\"3",
+            "W/3",
+            " \"3\"",
+            "\"٣\"",
+        ] {
             assert_eq!(etag_version(bad), None, "{bad}");
         }
     }
