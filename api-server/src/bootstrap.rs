@@ -95,7 +95,13 @@ impl BootstrapAdmin {
 }
 
 /// Makes the admin unless the registry has a national admin; runs as the application role.
-pub async fn ensure_admin(pool: &PgPool, admin: &BootstrapAdmin) -> ApiResult<Bootstrapped> {
+pub async fn ensure_admin(
+    pool: &PgPool,
+    ring: &crate::crypto::KeyRing,
+    admin: &BootstrapAdmin,
+) -> ApiResult<Bootstrapped> {
+    let sealed = crate::credentials::seal_totp(ring, &admin.totp_secret)
+        .map_err(|e| ApiError::Internal(format!("sealing the TOTP secret: {e}")))?;
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(BOOTSTRAP_LOCK)
@@ -117,7 +123,7 @@ pub async fn ensure_admin(pool: &PgPool, admin: &BootstrapAdmin) -> ApiResult<Bo
     .bind(id)
     .bind(&admin.username)
     .bind(hash_password(&admin.password)?)
-    .bind(&admin.totp_secret)
+    .bind(&sealed)
     .execute(&mut *tx)
     .await
     .map_err(|e| match ApiError::from(e) {

@@ -60,6 +60,19 @@ pub struct ServeArgs {
     /// Lifetime of access tokens, in seconds.
     #[arg(long, env = "DFR_ACCESS_TOKEN_SECONDS", default_value_t = 900)]
     pub access_token_seconds: i64,
+    /// PEM certificate chain; with --tls-key-file, the API is served over HTTPS only. Read
+    /// again when it changes (a renewed Secret), without a restart.
+    #[arg(long, env = "DFR_TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the certificate.
+    #[arg(long, env = "DFR_TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+    /// Where /metrics is served (plain HTTP); the API's port does not serve it.
+    #[arg(long, env = "DFR_METRICS_LISTEN_ADDR", default_value = "0.0.0.0:9090")]
+    pub metrics_listen_addr: SocketAddr,
+    /// On SIGTERM: readiness fails at once, and requests in flight get this long to finish.
+    #[arg(long, env = "DFR_SHUTDOWN_GRACE_SECONDS", default_value_t = 20)]
+    pub shutdown_grace_seconds: u64,
 }
 
 impl DatabaseArgs {

@@ -43,3 +43,35 @@ pub async fn refuse_standby(connection: &mut sqlx::PgConnection) -> Result<(), s
     }
     Ok(())
 }
+
+/// Checks, as the application role, that every migration this binary embeds is applied, so a
+/// server never runs against an older schema (migrations run in their own step, `dfr-api
+/// migrate`, as the owner). A schema newer than the binary is served: a rolling update
+/// migrates before the old servers stop.
+pub async fn check_schema(pool: &PgPool) -> Result<(), String> {
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(pool)
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot read the applied migrations ({e}); the schema predates this \
+                     version: run `dfr-api migrate` as the owner role first"
+                )
+            })?;
+    let missing: Vec<String> = MIGRATOR
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))
+        .map(|m| format!("{:04} {}", m.version, m.description))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the database schema is behind this version (not applied: {}): run `dfr-api \
+             migrate` with DFR_MIGRATION_DATABASE_USER and DFR_MIGRATION_DATABASE_PASSWORD \
+             (the owner role) first",
+            missing.join(", ")
+        ))
+    }
+}

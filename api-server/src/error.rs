@@ -253,6 +253,16 @@ impl From<&'static Constraint> for ApiError {
 /// national ID from a server fault.
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
+        // PostgreSQL text cannot hold U+0000: a NUL in a filter or a field is the client's
+        // input, not a server fault (22021 character_not_in_repertoire, 22P05 untranslatable).
+        if let Some(code) = error.as_database_error().and_then(|e| e.code())
+            && (code == "22021" || code == "22P05")
+        {
+            return ApiError::Validation {
+                detail: "text must not contain the NUL character (U+0000)".into(),
+                fields: Vec::new(),
+            };
+        }
         match constraint::violation(&error) {
             Some(Violation::Known(violated)) => ApiError::from(violated),
             Some(Violation::OtherUnique) => {
@@ -287,6 +297,8 @@ pub async fn plain_errors_as_problems(
 ) -> Response {
     let response = next.run(request).await;
     let status = response.status();
+    // A 405 names the methods the path has; the problem keeps that header.
+    let allow = response.headers().get(header::ALLOW).cloned();
     let is_problem = response
         .headers()
         .get(header::CONTENT_TYPE)
@@ -325,5 +337,8 @@ pub async fn plain_errors_as_problems(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/problem+json"),
     );
+    if let Some(allow) = allow {
+        response.headers_mut().insert(header::ALLOW, allow);
+    }
     response
 }

@@ -3,6 +3,7 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -31,6 +32,8 @@ use dfr_api::config::{DatabaseArgs, KeyArgs, ServeArgs};
 use dfr_api::crypto::KeyRing;
 use dfr_api::db::MIGRATOR;
 use dfr_api::metrics::Metrics;
+use dfr_api::routes::health::Readiness;
+use dfr_api::server::{self, Drained, tls::ReloadingCert};
 use dfr_api::state::AppState;
 use sqlx::postgres::PgPoolOptions;
 use tracing::info;
@@ -60,8 +63,13 @@ enum Command {
         #[command(flatten)]
         bootstrap: BootstrapArgs,
     },
-    /// Apply the embedded migrations as the owner role.
-    Migrate,
+    /// Apply the embedded migrations as the owner role (DFR_MIGRATION_DATABASE_USER and
+    /// _PASSWORD), then, given the key ring, seal TOTP secrets stored in the clear. Run as a
+    /// step of its own before `serve`, which does not need the owner's credentials.
+    Migrate {
+        #[arg(long, env = "DFR_PII_KEYRING_FILE")]
+        pii_keyring_file: Option<std::path::PathBuf>,
+    },
     /// Print the OpenAPI 3 document.
     Openapi,
     /// Check the audit log's hash chain and report the first broken link.
@@ -82,8 +90,11 @@ enum Command {
         #[arg(long, default_value_t = 500)]
         batch_size: i64,
     },
-    /// Create a user; the password is read from DFR_NEW_USER_PASSWORD.
+    /// Create a user; the password is read from DFR_NEW_USER_PASSWORD. A national admin's
+    /// TOTP secret is stored sealed under the key ring.
     CreateUser {
+        #[arg(long, env = "DFR_PII_KEYRING_FILE")]
+        pii_keyring_file: std::path::PathBuf,
         #[arg(long)]
         username: String,
         #[arg(long)]
@@ -214,13 +225,25 @@ async fn run(cli: Cli) -> Result<(), String> {
                 dfr_api::routes::openapi_document().map_err(|e| e.to_string())?
             );
         }
-        Some(Command::Migrate) => {
+        Some(Command::Migrate { pii_keyring_file }) => {
+            let ring = pii_keyring_file
+                .map(|path| {
+                    KeyRing::from_file(&path).map_err(|e| format!("DFR_PII_KEYRING_FILE: {e}"))
+                })
+                .transpose()?;
             let pool = owner_pool(&database).await?;
             MIGRATOR
                 .run(&pool)
                 .await
                 .map_err(|e| format!("migrations failed: {e}"))?;
             println!("migrations applied");
+            if let Some(ring) = ring {
+                let sealed = dfr_api::credentials::seal_stored_totp_secrets(&pool, &ring).await?;
+                println!(
+                    "TOTP secrets sealed under key {}: {sealed}",
+                    ring.active_key_id()
+                );
+            }
         }
         Some(Command::Audit {
             action: AuditAction::Verify,
@@ -278,8 +301,14 @@ async fn run(cli: Cli) -> Result<(), String> {
                 ring.active_key_id(),
                 report.batches
             );
+            let sealed = dfr_api::credentials::seal_stored_totp_secrets(&pool, &ring).await?;
+            println!(
+                "re-sealed {sealed} TOTP secrets under key {}",
+                ring.active_key_id()
+            );
         }
         Some(Command::CreateUser {
+            pii_keyring_file,
             username,
             role,
             areas,
@@ -292,10 +321,17 @@ async fn run(cli: Cli) -> Result<(), String> {
             if password.len() < 12 {
                 return Err("DFR_NEW_USER_PASSWORD must be at least 12 characters".into());
             }
+            let ring = KeyRing::from_file(&pii_keyring_file)
+                .map_err(|e| format!("DFR_PII_KEYRING_FILE: {e}"))?;
             let pool = owner_pool(&database).await?;
             let id = Uuid::new_v4();
             // National admins sign in with a second factor from the start.
             let totp = (role == Role::NationalAdmin).then(dfr_api::sessions::new_totp_secret);
+            let sealed = totp
+                .as_deref()
+                .map(|secret| dfr_api::credentials::seal_totp(&ring, secret))
+                .transpose()
+                .map_err(|e| e.to_string())?;
             sqlx::query("INSERT INTO users (id, username, password_hash, role, areas, person_id, scopes, totp_secret) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
                 .bind(id)
                 .bind(&username)
@@ -304,7 +340,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .bind(&areas)
                 .bind(person_id)
                 .bind(scopes.split_whitespace().map(String::from).collect::<Vec<_>>())
-                .bind(&totp)
+                .bind(&sealed)
                 .execute(&pool)
                 .await
                 .map_err(|e| format!("cannot create user {username}: {e}"))?;
@@ -352,7 +388,7 @@ async fn serve_api(
         .await
         .map_err(|e| format!("cannot connect to the database as DFR_DATABASE_USER: {e}"))?;
     if let Some(admin) = &bootstrap_admin {
-        match dfr_api::bootstrap::ensure_admin(&pool, admin)
+        match dfr_api::bootstrap::ensure_admin(&pool, &ring, admin)
             .await
             .map_err(|e| format!("bootstrap admin: {e}"))?
         {
@@ -364,6 +400,7 @@ async fn serve_api(
             }
         }
     }
+    dfr_api::db::check_schema(&pool).await?;
     let state = AppState {
         pool,
         tokens: AccessTokens {
@@ -373,17 +410,64 @@ async fn serve_api(
         ring: Arc::new(ring),
         metrics: Metrics::new().map_err(|e| e.to_string())?,
     };
+    let tls = match (&serve.tls_cert_file, &serve.tls_key_file) {
+        (Some(cert), Some(key)) => Some(Arc::new(
+            ReloadingCert::new(cert.clone(), key.clone())
+                .map_err(|e| format!("DFR_TLS_CERT_FILE / DFR_TLS_KEY_FILE: {e}"))?,
+        )),
+        _ => None,
+    };
     let listener = tokio::net::TcpListener::bind(serve.listen_addr)
         .await
         .map_err(|e| format!("DFR_LISTEN_ADDR {}: {e}", serve.listen_addr))?;
-    info!(addr = %serve.listen_addr, "serving the registry");
-    axum::serve(
+    let metrics_listener = tokio::net::TcpListener::bind(serve.metrics_listen_addr)
+        .await
+        .map_err(|e| format!("DFR_METRICS_LISTEN_ADDR {}: {e}", serve.metrics_listen_addr))?;
+    let readiness = Readiness::default();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let grace = Duration::from_secs(serve.shutdown_grace_seconds);
+    let metrics = tokio::spawn(server::serve(
+        metrics_listener,
+        dfr_api::routes::metrics_router(state.clone()),
+        None,
+        wait_for(stopped),
+        grace,
+    ));
+    info!(
+        addr = %serve.listen_addr,
+        https = tls.is_some(),
+        metrics = %serve.metrics_listen_addr,
+        "serving the registry"
+    );
+    let app = dfr_api::routes::router_with(state, serve.max_body_bytes, readiness.clone());
+    let drained = server::serve(
         listener,
-        dfr_api::routes::router(state, serve.max_body_bytes),
+        app,
+        tls,
+        async move {
+            server::termination().await;
+            // Readiness fails from now on; what is in flight finishes within the grace period.
+            readiness.shut_down();
+            info!("shutting down: readiness fails, draining requests in flight");
+        },
+        grace,
     )
-    .with_graceful_shutdown(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await
-    .map_err(|e| e.to_string())
+    .await?;
+    let _ = stop.send(true);
+    if let Ok(Err(error)) = metrics.await {
+        tracing::warn!(%error, "the metrics listener failed");
+    }
+    match drained {
+        Drained::Complete => info!("drained: every request finished"),
+        Drained::TimedOut { open } => tracing::warn!(
+            open,
+            "DFR_SHUTDOWN_GRACE_SECONDS ran out with connections open; they are dropped"
+        ),
+    }
+    Ok(())
+}
+
+/// Completes when the watched flag turns true (or its sender is gone).
+async fn wait_for(mut stopped: tokio::sync::watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
 }

@@ -52,41 +52,23 @@ pub async fn issue_refresh(pool: &PgPool, user: Uuid, family: Option<Uuid>) -> A
 }
 
 /// Spends a refresh token: returns its user and family, or refuses. A second use of the same
-/// token revokes every token of its family.
+/// token revokes every token of its family. The lookup runs in the owner's function
+/// `dfr_redeem_refresh`: the application role cannot read the refresh_tokens table.
 pub async fn redeem_refresh(pool: &PgPool, token: &str) -> ApiResult<(Uuid, Uuid)> {
-    let mut tx = pool.begin().await?;
-    let row = sqlx::query(
-        "SELECT id, family, user_id, used_at IS NOT NULL AS used, revoked_at IS NOT NULL AS revoked, \
-         expires_at < now() AS expired FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE",
-    )
-    .bind(digest(token))
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or_else(|| ApiError::InvalidGrant("the refresh token is not valid".into()))?;
-    let family: Uuid = row.try_get("family")?;
-    if row.try_get::<bool, _>("used")? {
-        sqlx::query(
-            "UPDATE refresh_tokens SET revoked_at = now() WHERE family = $1 AND revoked_at IS NULL",
-        )
-        .bind(family)
-        .execute(&mut *tx)
+    let row = sqlx::query("SELECT outcome, user_id, family FROM dfr_redeem_refresh($1)")
+        .bind(digest(token))
+        .fetch_one(pool)
         .await?;
-        tx.commit().await?;
-        return Err(ApiError::InvalidGrant(
+    match row.try_get::<String, _>("outcome")?.as_str() {
+        "ok" => Ok((row.try_get("user_id")?, row.try_get("family")?)),
+        "reused" => Err(ApiError::InvalidGrant(
             "this refresh token was already used; every session of this login is revoked, sign in again".into(),
-        ));
-    }
-    if row.try_get::<bool, _>("revoked")? || row.try_get::<bool, _>("expired")? {
-        return Err(ApiError::InvalidGrant(
+        )),
+        "expired" => Err(ApiError::InvalidGrant(
             "the refresh token has expired or was revoked; sign in again".into(),
-        ));
+        )),
+        _ => Err(ApiError::InvalidGrant("the refresh token is not valid".into())),
     }
-    sqlx::query("UPDATE refresh_tokens SET used_at = now() WHERE id = $1")
-        .bind(row.try_get::<Uuid, _>("id")?)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok((row.try_get("user_id")?, family))
 }
 
 #[cfg(test)]

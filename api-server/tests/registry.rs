@@ -594,9 +594,12 @@ async fn tokens_lockout_jwks_and_health() {
         .await
         .unwrap();
     assert_eq!(ready.status(), 200, "{}", ready.text().await.unwrap());
+    // /metrics is served on the metrics port only.
+    let on_api_port = app.http.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(on_api_port.status(), 404);
     let metrics = app
         .http
-        .get(app.url("/metrics"))
+        .get(format!("{}/metrics", app.metrics_base))
         .send()
         .await
         .unwrap()
@@ -756,11 +759,14 @@ async fn plots_are_validated_measured_and_area_scoped() {
 async fn national_admins_need_a_second_factor() {
     let app = TestApp::start().await;
     let _ = app.user("national_admin", &[], None, "").await;
-    let (username, secret): (String, String) =
+    let (username, stored): (String, String) =
         sqlx::query_as("SELECT username, totp_secret FROM users WHERE role = 'national_admin'")
             .fetch_one(&app.owner)
             .await
             .unwrap();
+    let ring = dfr_api::crypto::KeyRing::from_json(&app.keyring_json).unwrap();
+    let secret = dfr_api::credentials::open_totp(&ring, &stored).unwrap();
+    assert_ne!(stored, secret, "the secret is stored sealed");
     let sign_in = |totp: Option<String>| {
         let mut form = vec![
             ("grant_type", "password".to_string()),

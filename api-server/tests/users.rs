@@ -385,11 +385,12 @@ async fn the_first_national_admin_is_made_from_the_bootstrap_values_once() {
         bootstrap_admin_totp_secret_file: Some(dir.join("totp")),
     };
     let admin = args.admin().unwrap().unwrap();
+    let ring = dfr_api::crypto::KeyRing::from_json(&app.keyring_json).unwrap();
 
     // Two replicas starting together: one makes the admin.
     let (a, b) = tokio::join!(
-        dfr_api::bootstrap::ensure_admin(&app.app_pool, &admin),
-        dfr_api::bootstrap::ensure_admin(&app.app_pool, &admin)
+        dfr_api::bootstrap::ensure_admin(&app.app_pool, &ring, &admin),
+        dfr_api::bootstrap::ensure_admin(&app.app_pool, &ring, &admin)
     );
     let mut outcomes = [a.unwrap(), b.unwrap()];
     outcomes.sort_by_key(|o| matches!(o, dfr_api::bootstrap::Bootstrapped::HadAdmin));
@@ -398,7 +399,7 @@ async fn the_first_national_admin_is_made_from_the_bootstrap_values_once() {
     };
     assert_eq!(outcomes[1], dfr_api::bootstrap::Bootstrapped::HadAdmin);
     assert_eq!(
-        dfr_api::bootstrap::ensure_admin(&app.app_pool, &admin)
+        dfr_api::bootstrap::ensure_admin(&app.app_pool, &ring, &admin)
             .await
             .unwrap(),
         dfr_api::bootstrap::Bootstrapped::HadAdmin,
@@ -436,7 +437,8 @@ async fn the_first_national_admin_is_made_from_the_bootstrap_values_once() {
         .execute(&other.owner)
         .await
         .unwrap();
-    let taken = dfr_api::bootstrap::ensure_admin(&other.app_pool, &admin).await;
+    let other_ring = dfr_api::crypto::KeyRing::from_json(&other.keyring_json).unwrap();
+    let taken = dfr_api::bootstrap::ensure_admin(&other.app_pool, &other_ring, &admin).await;
     assert!(taken.err().unwrap().to_string().contains("is taken"));
     std::fs::remove_dir_all(&dir).unwrap();
 }

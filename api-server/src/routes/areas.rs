@@ -78,7 +78,7 @@ pub async fn create(
             "must be upper-case letters, digits, '.' or '-', at most 63",
         ));
     }
-    if area.name.trim().is_empty() || area.name.len() > 200 {
+    if area.name.trim().is_empty() || area.name.chars().count() > 200 {
         return Err(ApiError::field("name", "must be 1 to 200 characters"));
     }
     let mut tx = begin_as(&pool, &actor).await?;

@@ -67,9 +67,21 @@ pub fn expected_version(headers: &HeaderMap) -> ApiResult<i32> {
     value
         .to_str()
         .ok()
-        .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
-        .and_then(|v| v.parse().ok())
+        .and_then(etag_version)
         .ok_or_else(|| ApiError::field("If-Match", "must be the ETag of the record, e.g. \"3\""))
+}
+
+/// The version in an ETag as `with_etag` writes it, `"3"` (or weak, `W/"3"`): exactly what
+/// the document's pattern for If-Match (`openapi::ETAG_PATTERN`) admits, 1 to 9 digits, so
+/// never more than an i32 holds.
+fn etag_version(etag: &str) -> Option<i32> {
+    let quoted = etag.strip_prefix("W/").unwrap_or(etag);
+    let digits = quoted.strip_prefix('"')?.strip_suffix('"')?;
+    if (1..=9).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) {
+        digits.parse().ok()
+    } else {
+        None
+    }
 }
 
 /// A record as JSON with its version as the ETag, which a later If-Match sends back.
@@ -205,5 +217,30 @@ pub fn same_id(in_body: Option<Uuid>, in_path: Uuid) -> ApiResult<()> {
             "differs from the id in the path; a record's id cannot change",
         )),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::etag_version;
+
+    #[test]
+    fn if_match_takes_the_etag_as_written() {
+        assert_eq!(etag_version("\"3\""), Some(3));
+        assert_eq!(etag_version("W/\"12\""), Some(12));
+        assert_eq!(etag_version("\"999999999\""), Some(999_999_999));
+        for bad in [
+            "3",
+            "*",
+            "\"\"",
+            "\"-1\"",
+            "\"1234567890\"",
+            "\"3",
+            "W/3",
+            " \"3\"",
+            "\"٣\"",
+        ] {
+            assert_eq!(etag_version(bad), None, "{bad}");
+        }
     }
 }

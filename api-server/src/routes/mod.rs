@@ -57,7 +57,21 @@ pub fn openapi_document() -> Result<String, serde_json::Error> {
     crate::openapi::render(api().into_openapi())
 }
 
+/// The API with a readiness of its own (never shutting down), as tests and benchmarks serve it.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    router_with(state, max_body_bytes, health::Readiness::default())
+}
+
+/// /metrics alone, served on a port of its own so the API's port carries only the API.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(crate::metrics::render))
+        .fallback(|| async { ApiError::NotFound })
+        .with_state(state)
+}
+
+/// The API; `readiness` is what SIGTERM turns off.
+pub fn router_with(state: AppState, max_body_bytes: usize, readiness: health::Readiness) -> Router {
     let (routes, document) = api().split_for_parts();
     let document = crate::openapi::render(document).map_err(|e| e.to_string());
     let metrics = state.metrics.clone();
@@ -67,8 +81,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             "/api/dfr/openapi.json",
             get(move || serve_document(document.clone())),
         )
-        .route("/metrics", get(crate::metrics::render))
         .fallback(|| async { ApiError::NotFound })
+        .layer(axum::Extension(readiness))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         // Inside the body limit's reach: the limit counts the inflated bytes, so a small
         // compressed body cannot unpack into an unbounded one.

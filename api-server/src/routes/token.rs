@@ -2,6 +2,8 @@
 //! code), client_credentials (external systems) and refresh_token (rotating, with reuse
 //! detection); and the JWKS that verifies the access tokens.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::{Form, Json};
 use chrono::{Duration, Utc};
@@ -13,6 +15,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::{AccessTokens, Claims, ISSUER, Role, verify_password};
+use crate::crypto::KeyRing;
 use crate::error::{ApiError, ApiResult};
 use crate::sessions;
 use crate::state::AppState;
@@ -25,7 +28,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 const MAX_FAILED_ATTEMPTS: i32 = 5;
 const LOCKOUT_MINUTES: i32 = 15;
-const USER_COLUMNS: &str = "id, password_hash, role, areas, person_id, scopes, failed_attempts, totp_secret, \
+/// What the refresh grant reads of a user: no verifier, which the application role cannot read.
+const USER_COLUMNS: &str = "id, role, areas, person_id, scopes, \
      (locked_until IS NOT NULL AND locked_until > now()) AS locked, disabled_at IS NOT NULL AS disabled";
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -64,6 +68,7 @@ fn refused() -> ApiError {
 pub async fn token(
     State(pool): State<PgPool>,
     State(tokens): State<AccessTokens>,
+    State(ring): State<Arc<KeyRing>>,
     Form(request): Form<TokenRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
     match request.grant_type.as_str() {
@@ -73,7 +78,7 @@ pub async fn token(
             let user = authenticate(&pool, &username, &password, false).await?;
             let role = role_of(&user)?;
             if role == Role::NationalAdmin {
-                check_second_factor(&user, request.totp.as_deref())?;
+                check_second_factor(&ring, &user, request.totp.as_deref())?;
             }
             let refresh = sessions::issue_refresh(&pool, user.try_get("id")?, None).await?;
             respond(&tokens, &user, Some(refresh))
@@ -117,14 +122,16 @@ fn role_of(user: &PgRow) -> ApiResult<Role> {
         .ok_or_else(|| ApiError::Internal("unknown role".into()))
 }
 
-fn check_second_factor(user: &PgRow, code: Option<&str>) -> ApiResult<()> {
-    let secret: Option<String> = user.try_get("totp_secret")?;
-    let Some(secret) = secret else {
+fn check_second_factor(ring: &KeyRing, user: &PgRow, code: Option<&str>) -> ApiResult<()> {
+    let stored: Option<String> = user.try_get("totp_secret")?;
+    let Some(stored) = stored else {
         return Err(ApiError::InvalidGrant(
             "national admins must enrol a TOTP second factor first (dfr-api create-user prints it)"
                 .into(),
         ));
     };
+    let secret = crate::credentials::open_totp(ring, &stored)
+        .map_err(|e| ApiError::Internal(format!("TOTP secret: {e}")))?;
     match code {
         None => Err(ApiError::InvalidGrant(
             "national admins must send the current TOTP code as `totp`".into(),
@@ -136,11 +143,14 @@ fn check_second_factor(user: &PgRow, code: Option<&str>) -> ApiResult<()> {
     }
 }
 
-/// Checks a password, counting failures and locking the account after too many.
+/// Checks a password, counting failures and locking the account after too many. The verifier
+/// comes from the owner's function `dfr_sign_in`, one user by username: the application role
+/// cannot read the password_hash or totp_secret columns.
 async fn authenticate(pool: &PgPool, name: &str, secret: &str, client: bool) -> ApiResult<PgRow> {
-    let user = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {USER_COLUMNS} FROM users WHERE username = $1"
-    )))
+    let user = sqlx::query(
+        "SELECT id, password_hash, totp_secret, role, areas, person_id, scopes, failed_attempts, \
+         locked, disabled FROM dfr_sign_in($1)",
+    )
     .bind(name)
     .fetch_optional(pool)
     .await?
@@ -207,7 +217,7 @@ fn respond(
 }
 
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth",
-    responses((status = 200, description = "The public keys that verify access tokens")))]
+    responses((status = 200, description = "The public keys that verify access tokens", body = Object)))]
 pub async fn jwks(State(tokens): State<AccessTokens>) -> Json<jsonwebtoken::jwk::JwkSet> {
     Json(tokens.keys.jwks().clone())
 }

@@ -20,6 +20,8 @@ pub const MAX_BODY: usize = 64 * 1024;
 
 pub struct TestApp {
     pub base: String,
+    /// Where /metrics is served.
+    pub metrics_base: String,
     pub owner: PgPool,
     pub app_pool: PgPool,
     pub http: reqwest::Client,
@@ -133,6 +135,12 @@ impl TestApp {
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
+        let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics_base = format!("http://{}", metrics_listener.local_addr().unwrap());
+        let metrics = dfr_api::routes::metrics_router(state.clone());
+        tokio::spawn(async move {
+            axum::serve(metrics_listener, metrics).await.unwrap();
+        });
         tokio::spawn(async move {
             axum::serve(listener, dfr_api::routes::router(state, MAX_BODY))
                 .await
@@ -140,6 +148,7 @@ impl TestApp {
         });
         TestApp {
             base,
+            metrics_base,
             owner,
             app_pool,
             http: reqwest::Client::new(),
@@ -160,6 +169,11 @@ impl TestApp {
         let username = format!("{role}-{}", Uuid::new_v4().simple());
         let password = "a long test password";
         let totp = (role == "national_admin").then(dfr_api::sessions::new_totp_secret);
+        // Stored sealed under the key ring, as the server and dfr-api create-user store it.
+        let ring = KeyRing::from_json(&self.keyring_json).unwrap();
+        let sealed = totp
+            .as_deref()
+            .map(|secret| dfr_api::credentials::seal_totp(&ring, secret).unwrap());
         sqlx::query("INSERT INTO users (id, username, password_hash, role, areas, person_id, scopes, totp_secret) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
             .bind(Uuid::new_v4())
             .bind(&username)
@@ -168,7 +182,7 @@ impl TestApp {
             .bind(areas.iter().map(ToString::to_string).collect::<Vec<_>>())
             .bind(person)
             .bind(scopes.split_whitespace().map(String::from).collect::<Vec<_>>())
-            .bind(&totp)
+            .bind(&sealed)
             .execute(&self.owner)
             .await
             .unwrap();

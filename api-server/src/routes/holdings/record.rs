@@ -58,11 +58,16 @@ pub struct HoldingQuery {
     pub limit: Option<i64>,
 }
 
+/// A year with an optional season letter: `2026` or `2026A` (pattern `^[0-9]{4}[A-Z]?$`).
+/// Compared byte by byte, never split at an index: a byte index inside a multi-byte character
+/// would panic.
 pub fn valid_season(season: &str) -> bool {
-    let (year, rest) = season.split_at(season.len().min(4));
-    year.len() == 4
-        && year.chars().all(|c| c.is_ascii_digit())
-        && (rest.is_empty() || (rest.len() == 1 && rest.chars().all(|c| c.is_ascii_uppercase())))
+    match season.as_bytes() {
+        [year @ .., letter] if year.len() == 4 => {
+            year.iter().all(u8::is_ascii_digit) && letter.is_ascii_uppercase()
+        }
+        year => year.len() == 4 && year.iter().all(u8::is_ascii_digit),
+    }
 }
 
 fn check(input: &HoldingInput) -> ApiResult<()> {
@@ -75,7 +80,7 @@ fn check(input: &HoldingInput) -> ApiResult<()> {
     if !["crop", "livestock"].contains(&input.kind.as_str()) {
         return Err(ApiError::field("kind", "must be crop or livestock"));
     }
-    if input.item.trim().is_empty() || input.item.len() > 100 {
+    if input.item.trim().is_empty() || input.item.chars().count() > 100 {
         return Err(ApiError::field("item", "must be 1 to 100 characters"));
     }
     if !(input.quantity.is_finite() && input.quantity > 0.0) {
@@ -258,5 +263,9 @@ mod tests {
                 && !valid_season("2026AB")
                 && !valid_season("")
         );
+        // "202é" puts the fourth byte inside a two-byte character (it once panicked).
+        for bad in ["202é", "2026é", "٢٠٢٦", "2026 ", "20x6"] {
+            assert!(!valid_season(bad), "{bad}");
+        }
     }
 }

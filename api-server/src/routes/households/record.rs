@@ -18,7 +18,7 @@ use crate::routes::common::{
 };
 use crate::routes::paging;
 
-const ROLES: &[&str] = &["head", "spouse", "child", "other"];
+pub const ROLES: &[&str] = &["head", "spouse", "child", "other"];
 
 #[derive(Deserialize, Serialize, Clone, Debug, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

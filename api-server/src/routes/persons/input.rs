@@ -134,7 +134,7 @@ impl PersonInput {
             ));
         }
         if let Some(email) = &self.email
-            && !(email.len() <= 254
+            && !(email.chars().count() <= 254
                 && email
                     .split_once('@')
                     .is_some_and(|(a, d)| !a.is_empty() && d.contains('.')))

@@ -53,8 +53,8 @@ pub struct PlotQuery {
     pub limit: Option<i64>,
 }
 
-const TENURES: &[&str] = &["owned", "leased", "customary", "communal", "other"];
-const LAND_USES: &[&str] = &["cropland", "pasture", "agroforestry", "fallow", "other"];
+pub const TENURES: &[&str] = &["owned", "leased", "customary", "communal", "other"];
+pub const LAND_USES: &[&str] = &["cropland", "pasture", "agroforestry", "fallow", "other"];
 const COLUMNS: &str = "id, version, person_id, area_code, geometry, area_ha, tenure, land_use";
 
 fn view(row: &PgRow) -> ApiResult<PlotView> {

@@ -16,7 +16,7 @@ use crate::routes::common::{
 };
 use crate::routes::paging;
 
-const ACTIVITIES: &[&str] = &["crops", "livestock", "mixed", "fisheries", "forestry"];
+pub const ACTIVITIES: &[&str] = &["crops", "livestock", "mixed", "fisheries", "forestry"];
 const COLUMNS: &str =
     "id, version, person_id, area_code, primary_activity, cooperative, years_farming";
 

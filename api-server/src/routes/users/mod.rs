@@ -5,6 +5,8 @@
 
 pub mod record;
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -16,14 +18,22 @@ use uuid::Uuid;
 use self::record::{Access, COLUMNS, NewUser, PasswordReset, UserQuery, UserView, UserWithSecret};
 use crate::audit;
 use crate::auth::{Actor, Role, hash_password};
+use crate::crypto::KeyRing;
 use crate::db::begin_as;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
 use crate::routes::common::require;
 use crate::routes::paging::{self, Page};
 use crate::state::AppState;
 
 const ADMINS: &[Role] = &[Role::NationalAdmin];
+
+/// A new TOTP secret as stored: sealed under the key ring.
+fn sealed(ring: &KeyRing, totp: Option<&str>) -> ApiResult<Option<String>> {
+    totp.map(|secret| crate::credentials::seal_totp(ring, secret))
+        .transpose()
+        .map_err(|e| ApiError::Internal(format!("sealing a TOTP secret: {e}")))
+}
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -65,6 +75,7 @@ async fn audited(
         (status = 422, description = "Invalid field (validation_failed)", body = crate::error::ProblemDoc)))]
 pub async fn create(
     State(pool): State<PgPool>,
+    State(ring): State<Arc<KeyRing>>,
     actor: Actor,
     ApiJson(input): ApiJson<NewUser>,
 ) -> ApiResult<(StatusCode, Json<UserWithSecret>)> {
@@ -75,6 +86,7 @@ pub async fn create(
     let mut tx = begin_as(&pool, &actor).await?;
     let role = access.checked(&mut tx).await?;
     let totp = (role == Role::NationalAdmin).then(crate::sessions::new_totp_secret);
+    let sealed = sealed(&ring, totp.as_deref())?;
     let id = Uuid::new_v4();
     sqlx::query(
         "INSERT INTO users (id, username, password_hash, role, areas, person_id, scopes, totp_secret) \
@@ -87,7 +99,7 @@ pub async fn create(
     .bind(&access.areas)
     .bind(access.person_id)
     .bind(&access.scopes)
-    .bind(&totp)
+    .bind(&sealed)
     .execute(&mut *tx)
     .await?;
     let user = audited(&mut tx, &actor, "create", None, id).await?;
@@ -134,6 +146,7 @@ pub async fn get(
         (status = 422, description = "Invalid field (validation_failed)", body = crate::error::ProblemDoc)))]
 pub async fn change_access(
     State(pool): State<PgPool>,
+    State(ring): State<Arc<KeyRing>>,
     actor: Actor,
     Path(id): Path<Uuid>,
     ApiJson(access): ApiJson<Access>,
@@ -149,16 +162,24 @@ pub async fn change_access(
         .then(crate::sessions::new_totp_secret);
     sqlx::query(
         "UPDATE users SET role = $2, areas = $3, person_id = $4, scopes = $5, \
-         totp_secret = coalesce($6, totp_secret), updated_at = now() WHERE id = $1",
+         updated_at = now() WHERE id = $1",
     )
     .bind(id)
     .bind(role.as_str())
     .bind(&access.areas)
     .bind(access.person_id)
     .bind(&access.scopes)
-    .bind(&totp)
     .execute(&mut *tx)
     .await?;
+    // A statement of its own: the application role may write the secret but not read it, so
+    // it cannot be kept with coalesce(new, totp_secret).
+    if let Some(sealed) = sealed(&ring, totp.as_deref())? {
+        sqlx::query("UPDATE users SET totp_secret = $2 WHERE id = $1")
+            .bind(id)
+            .bind(sealed)
+            .execute(&mut *tx)
+            .await?;
+    }
     record::revoke_sessions(&mut tx, id).await?;
     let user = audited(&mut tx, &actor, "change_access", Some(&before), id).await?;
     tx.commit().await?;

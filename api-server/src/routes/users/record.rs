@@ -12,7 +12,7 @@ use crate::auth::Role;
 use crate::error::{ApiError, ApiResult};
 
 pub const MIN_PASSWORD: usize = 12;
-const MAX_PASSWORD: usize = 1024;
+pub const MAX_PASSWORD: usize = 1024;
 /// Serializes the changes that could remove the last enabled national admin.
 const ADMINS_LOCK: i64 = 0x0df0_a0d2;
 
@@ -125,7 +125,7 @@ pub struct UserQuery {
 }
 
 pub const COLUMNS: &str = "id, username, role, areas, person_id, scopes, disabled_at, locked_until, \
-    failed_attempts, totp_secret IS NOT NULL AS second_factor, created_at, updated_at";
+    failed_attempts, second_factor, created_at, updated_at";
 
 pub fn view(row: &PgRow) -> ApiResult<UserView> {
     Ok(UserView {
@@ -281,12 +281,11 @@ pub async fn keep_an_admin(tx: &mut PgConnection, changing: Uuid) -> ApiResult<(
 
 /// Ends every sign-in of the user: their refresh tokens no longer refresh.
 pub async fn revoke_sessions(tx: &mut PgConnection, id: Uuid) -> ApiResult<()> {
-    sqlx::query(
-        "UPDATE refresh_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
-    )
-    .bind(id)
-    .execute(&mut *tx)
-    .await?;
+    // Through the owner's function: the application role cannot read refresh tokens.
+    sqlx::query("SELECT dfr_revoke_refresh_tokens($1)")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
     Ok(())
 }
 

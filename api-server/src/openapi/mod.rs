@@ -1,6 +1,12 @@
 //! The frame of the OpenAPI 3 document: title, tags and the bearer scheme. The paths and their
 //! schemas come from the route modules, which register each handler once (`routes::api`). The
-//! document is checked in as api-server/openapi.json.
+//! document is checked in as api-server/openapi.json; `answers` adds the error answers every
+//! operation shares, `constraints` the single-field rules the server checks.
+
+mod answers;
+mod constraints;
+
+pub use constraints::ETAG_PATTERN;
 
 use utoipa::OpenApi;
 use utoipa::openapi::Components;
@@ -17,6 +23,9 @@ pub struct ApiDoc;
 /// version so the checked-in file does not change with every release.
 pub fn render(mut document: utoipa::openapi::OpenApi) -> Result<String, serde_json::Error> {
     document.info.version = "v1".into();
+    // Constraints first: the answers leave alone a parameter that already has a rule.
+    constraints::add_constraints(&mut document);
+    answers::add_error_answers(&mut document);
     document
         .components
         .get_or_insert_with(Components::new)
