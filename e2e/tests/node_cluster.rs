@@ -167,26 +167,38 @@ fn patronictl(namespace: &str, pod: &str, args: &[&str]) -> String {
     run_kubectl(&command)
 }
 
+/// `dfr-api <args>` in an API pod as an administrator runs it: with the owner role's login from
+/// its Secret (the serving container does not hold it) and `extra_env` added.
+fn dfr_api_as_owner(namespace: &str, extra_env: &[String], args: &[&str]) -> String {
+    let owner = secret_value_in(namespace, "dfr-db-owner", "username");
+    let owner_password = secret_value_in(namespace, "dfr-db-owner", "password");
+    let owner_env = [
+        format!("DFR_MIGRATION_DATABASE_USER={owner}"),
+        format!("DFR_MIGRATION_DATABASE_PASSWORD={owner_password}"),
+    ];
+    let mut command = vec!["-n", namespace, "exec", "deploy/dfr-api", "--", "env"];
+    command.extend(owner_env.iter().chain(extra_env).map(String::as_str));
+    command.push("dfr-api");
+    command.extend_from_slice(args);
+    run_kubectl(&command)
+}
+
 /// A user of the registry with `role` in `area`, made as on a new installation: `dfr-api
-/// create-user` in an API pod, with the shared test password.
+/// create-user` with the shared test password.
 fn create_user(namespace: &str, username: &str, role: &str, area: &str) {
-    run_kubectl(&[
-        "-n",
+    dfr_api_as_owner(
         namespace,
-        "exec",
-        "deploy/dfr-api",
-        "--",
-        "env",
-        &format!("DFR_NEW_USER_PASSWORD={PASSWORD}"),
-        "dfr-api",
-        "create-user",
-        "--username",
-        username,
-        "--role",
-        role,
-        "--areas",
-        area,
-    ]);
+        &[format!("DFR_NEW_USER_PASSWORD={PASSWORD}")],
+        &[
+            "create-user",
+            "--username",
+            username,
+            "--role",
+            role,
+            "--areas",
+            area,
+        ],
+    );
 }
 
 /// The pod Patroni labelled leader (name and uid), ignoring pods on their way out and the pod
@@ -260,9 +272,14 @@ async fn api_base(client: &Client) -> String {
 
 /// One key of a Secret in the test tenant, decoded.
 fn secret_value(name: &str, key: &str) -> String {
+    secret_value_in(NAMESPACE, name, key)
+}
+
+/// One key of a Secret in `namespace`, decoded.
+fn secret_value_in(namespace: &str, name: &str, key: &str) -> String {
     let encoded = run_kubectl(&[
         "-n",
-        NAMESPACE,
+        namespace,
         "get",
         "secret",
         name,

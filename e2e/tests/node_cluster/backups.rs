@@ -509,16 +509,7 @@ async fn backups_are_encrypted_and_restore_to_a_point_in_time() {
             "{id} was written after T"
         );
     }
-    let verified = run_kubectl(&[
-        "-n",
-        RESTORED_NAMESPACE,
-        "exec",
-        "deploy/dfr-api",
-        "--",
-        "dfr-api",
-        "audit",
-        "verify",
-    ]);
+    let verified = super::dfr_api_as_owner(RESTORED_NAMESPACE, &[], &["audit", "verify"]);
     println!("audit verify on the restored tenant: {verified}");
 
     // The restored tenant backs up into a repository path of its own.

@@ -8,9 +8,9 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, KeyToPath, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, SecretVolumeSource, TopologySpreadConstraint,
-    Volume, VolumeMount,
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, KeyToPath, Lifecycle,
+    LifecycleHandler, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SecretVolumeSource,
+    SleepAction, TopologySpreadConstraint, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -28,6 +28,9 @@ pub const JWT_KEY_FILE: &str = "/etc/dfr/jwt/private.pem";
 pub const PII_KEYRING_FILE: &str = "/etc/dfr/pii/keyring.json";
 pub const DATABASE_CA_FILE: &str = "/etc/dfr/tls/ca.crt";
 const BOOTSTRAP_ADMIN_DIR: &str = "/etc/dfr/bootstrap-admin";
+const PRE_STOP_SECONDS: i64 = 5;
+/// The pre-stop pause, the server's 20 s drain, and a margin before the kubelet's SIGKILL.
+const TERMINATION_GRACE_SECONDS: i64 = 35;
 
 /// Where the registry's database is and how to check its certificate, and the application
 /// role's login (api-server/README.md).
@@ -208,6 +211,18 @@ pub fn desired_deployment(tenant: &Tenant, settings: &Settings) -> Deployment {
             },
         ]),
         env: Some(serving_environment(tenant, settings)),
+        // The endpoints controller and kube-proxy take a moment to stop sending new connections
+        // to a pod being deleted; the server refuses them the moment SIGTERM arrives, so it is
+        // sent after this pause. Then requests in flight get DFR_SHUTDOWN_GRACE_SECONDS (20 s).
+        lifecycle: Some(Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                sleep: Some(SleepAction {
+                    seconds: PRE_STOP_SECONDS,
+                }),
+                ..LifecycleHandler::default()
+            }),
+            ..Lifecycle::default()
+        }),
         liveness_probe: Some(probe("/api/dfr/health", 10)),
         readiness_probe: Some(probe("/api/dfr/health/ready", 5)),
         resources: Some(resources(tenant)),
@@ -267,6 +282,7 @@ pub fn desired_deployment(tenant: &Tenant, settings: &Settings) -> Deployment {
                         ..TopologySpreadConstraint::default()
                     }]),
                     init_containers: Some(vec![migrate_container(tenant, settings)]),
+                    termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
                     containers: vec![container],
                     volumes: Some(vec![
                         secret_volume("jwt", naming::SECRET_API_JWT, "private.pem", "private.pem"),
