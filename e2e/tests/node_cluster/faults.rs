@@ -16,8 +16,10 @@ use serde_json::{Value, json};
 use super::backups::{api_base, apply, superuser_sql, token, wait_ready};
 use super::{Written, eventually, patronictl, run_kubectl, write_until};
 
-const NAME: &str = "wsm-e2e-faults";
-const NAMESPACE: &str = "dfr-wsm-test";
+// A country no other scenario uses: the namespace is dfr-<country>-<environment>, so two
+// scenarios of one country and environment would claim the same namespace.
+const NAME: &str = "kir-e2e-faults";
+const NAMESPACE: &str = "dfr-kir-test";
 
 async fn healthy_pair() -> (String, String) {
     super::healthy_pair_in(NAMESPACE).await
@@ -117,7 +119,7 @@ async fn every_fault_of_the_leader_loses_no_write_and_serves_no_stale_read() {
     super::install_operator();
     apply(
         &client,
-        &super::repositories::country(NAME, "WSM", 2, Value::Null),
+        &super::repositories::country(NAME, "KIR", 2, Value::Null),
     )
     .await;
     wait_ready(&client, NAME, Duration::from_secs(420)).await;
