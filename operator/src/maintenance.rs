@@ -15,7 +15,6 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Preconditions};
 use kube::{Client, ResourceExt};
-use serde_json::Value;
 
 use crate::cache::Caches;
 use crate::error::{Error, Result};
@@ -197,15 +196,10 @@ fn member_states(caches: &Caches, tenant: &Tenant) -> Vec<MemberState> {
     pods.iter()
         .filter_map(|pod| {
             let member = crate::patroni_state::Member::from_pod(pod)?;
-            let status: Value = pod
-                .annotations()
-                .get("status")
-                .and_then(|text| serde_json::from_str(text).ok())
-                .unwrap_or(Value::Null);
             let revision = pod.labels().get("controller-revision-hash");
             let stale = if update_revision.is_some() && revision != update_revision.as_ref() {
                 Some("runs an older revision of the StatefulSet".to_string())
-            } else if status.get("pending_restart").and_then(Value::as_bool) == Some(true) {
+            } else if member.pending_restart {
                 Some("a changed parameter needs a restart".to_string())
             } else {
                 None
@@ -284,7 +278,7 @@ pub async fn advance(
         }
         Step::Switchover { leader, target } => {
             let requested = caches
-                .patroni_state(&tenant.namespace, &format!("{}-failover", naming::POSTGRES))
+                .patroni_state(&tenant.namespace, &crate::patroni_state::record("failover"))
                 .is_some_and(|record| {
                     let annotations = record.annotations();
                     annotations.get("leader") == Some(&leader)

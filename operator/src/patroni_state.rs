@@ -26,7 +26,8 @@ const SYNC_STANDBY_ANNOTATION: &str = "sync_standby";
 /// The annotation Patroni keeps on each member's pod: its state as JSON.
 const MEMBER_STATUS_ANNOTATION: &str = "status";
 
-fn record(suffix: &str) -> String {
+/// The name of Patroni's record `<scope>-<suffix>` (leader, config, sync, failover).
+pub fn record(suffix: &str) -> String {
     format!("{}-{suffix}", naming::POSTGRES)
 }
 
@@ -119,6 +120,8 @@ pub struct Member {
     pub state: Option<String>,
     /// streaming, in archive recovery, ... (replicas only).
     pub replication: Option<String>,
+    /// A changed parameter waits for PostgreSQL to restart.
+    pub pending_restart: bool,
 }
 
 impl Member {
@@ -137,6 +140,7 @@ impl Member {
             ready: crate::observe::pod_ready(pod),
             state: text("state"),
             replication: text("replication_state"),
+            pending_restart: status.get("pending_restart").and_then(Value::as_bool) == Some(true),
         })
     }
 }
@@ -264,6 +268,7 @@ mod tests {
             ready,
             state: Some("running".into()),
             replication: replication.map(String::from),
+            pending_restart: false,
         }
     }
 

@@ -111,7 +111,7 @@ pub async fn handle(
         &[(labels::PATRONI_SCOPE, naming::POSTGRES)],
     );
     let leader = caches
-        .patroni_state(&tenant.namespace, &format!("{}-leader", naming::POSTGRES))
+        .patroni_state(&tenant.namespace, &patroni_state::record("leader"))
         .and_then(|record| record.annotations().get("leader").cloned())
         .filter(|leader| !leader.is_empty());
     let members: Vec<Member> = pods.iter().filter_map(Member::from_pod).collect();
@@ -160,7 +160,7 @@ pub async fn write_failover_record(
     leader: &str,
     target: &str,
 ) -> Result<()> {
-    let name = format!("{}-failover", naming::POSTGRES);
+    let name = patroni_state::record("failover");
     let mut record_labels = crate::children::patroni::selector(tenant);
     record_labels.insert(labels::PATRONI_SCOPE.into(), naming::POSTGRES.into());
     let record = ConfigMap {
@@ -212,6 +212,7 @@ mod tests {
             ready,
             state: Some("running".into()),
             replication: replication.map(String::from),
+            pending_restart: false,
         }
     }
 

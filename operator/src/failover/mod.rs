@@ -96,7 +96,7 @@ impl FailoverGuard {
     }
 
     async fn tick(&mut self) {
-        let leader_record = format!("{}-leader", naming::POSTGRES);
+        let leader_record = patroni_state::record("leader");
         let records: Vec<ConfigMap> = self
             .caches
             .patroni
@@ -293,13 +293,13 @@ impl FailoverGuard {
     ) -> Assessment {
         let config = self
             .caches
-            .patroni_state(namespace, &format!("{}-config", naming::POSTGRES))
+            .patroni_state(namespace, &patroni_state::record("config"))
             .and_then(|record| record.annotations().get("config").cloned())
             .and_then(|text| serde_json::from_str::<Value>(&text).ok())
             .unwrap_or(Value::Null);
         let sync_leader = self
             .caches
-            .patroni_state(namespace, &format!("{}-sync", naming::POSTGRES))
+            .patroni_state(namespace, &patroni_state::record("sync"))
             .and_then(|record| record.annotations().get("leader").cloned());
         let members = pods
             .iter()
