@@ -14,7 +14,8 @@ use serde_json::json;
 use crate::apply::{Changes, apply_if_changed, owned_by, retained_for};
 use crate::cache::Caches;
 use crate::children::secrets::{
-    Pem, SecretMaterial, desired_secrets, lacks_names, reissue, renewal_due, tls_names,
+    LEAF_CERTIFICATE_SECRETS, Pem, SecretMaterial, desired_secrets, lacks_names, reissue,
+    renewal_due, tls_names,
 };
 use crate::error::{Error, Result};
 use crate::settings::Settings;
@@ -150,6 +151,11 @@ pub async fn ensure_secrets(
     }
     let mut material = SecretMaterial::generate(tenant, settings)
         .map_err(|error| Error::SecretGeneration(error.to_string()))?;
+    if let Some(ca) = existing_ca(caches, &namespace) {
+        material = material
+            .under_ca(tenant, settings, ca)
+            .map_err(|error| Error::SecretGeneration(error.to_string()))?;
+    }
     let mut key_activated = None;
     if let Some(bootstrap) = &tenant.spec.bootstrap {
         // The restored rows are encrypted under the source's PII keys; a new key ring could
@@ -200,7 +206,25 @@ pub async fn ensure_secrets(
     Ok(changes)
 }
 
-/// Renews the PostgreSQL and API certificates when they are within spec.tls.renewBefore of
+fn secret_text(secret: &Secret, key: &str) -> String {
+    secret
+        .data
+        .as_ref()
+        .and_then(|data| data.get(key))
+        .and_then(|bytes| String::from_utf8(bytes.0.clone()).ok())
+        .unwrap_or_default()
+}
+
+/// The tenant CA already in use, if its Secret exists.
+fn existing_ca(caches: &Caches, namespace: &str) -> Option<Pem> {
+    let ca = caches.get::<Secret>(Some(namespace), naming::SECRET_TENANT_CA)?;
+    Some(Pem {
+        certificate: secret_text(&ca, "tls.crt"),
+        key: secret_text(&ca, "tls.key"),
+    })
+}
+
+/// Renews the certificates the tenant CA issued (PostgreSQL, API, replication and rewind roles) when they are within spec.tls.renewBefore of
 /// expiry, from the tenant CA, so clients keep trusting them. The pods see the new files when
 /// the kubelet refreshes the Secret volume.
 pub async fn rotate_certificates(
@@ -211,28 +235,16 @@ pub async fn rotate_certificates(
 ) -> Result<Changes> {
     let namespace = tenant.namespace.clone();
     let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-    let text = |secret: &Secret, key: &str| {
-        secret
-            .data
-            .as_ref()
-            .and_then(|data| data.get(key))
-            .and_then(|bytes| String::from_utf8(bytes.0.clone()).ok())
-            .unwrap_or_default()
-    };
     let mut changes = Changes::default();
-    let Some(ca) = caches.get::<Secret>(Some(&namespace), naming::SECRET_TENANT_CA) else {
+    let Some(ca) = existing_ca(caches, &namespace) else {
         return Ok(changes);
     };
-    let ca = Pem {
-        certificate: text(&ca, "tls.crt"),
-        key: text(&ca, "tls.key"),
-    };
     let now = k8s_openapi::jiff::Timestamp::now();
-    for name in [naming::SECRET_POSTGRES_TLS, naming::SECRET_API_TLS] {
+    for &name in LEAF_CERTIFICATE_SECRETS {
         let Some(secret) = caches.get::<Secret>(Some(&namespace), name) else {
             continue;
         };
-        let certificate = text(&secret, "tls.crt");
+        let certificate = secret_text(&secret, "tls.crt");
         if !renewal_due(&certificate, tenant.tls.renew_before, now)
             && !lacks_names(&certificate, &tls_names(tenant, settings, name))
         {

@@ -41,6 +41,12 @@ pub const SECRET_POSTGRES_REPLICATION: &str = "postgres-replication";
 /// Basic-auth credentials for Patroni's REST API: every call that changes something (restart,
 /// switchover, reinitialize, failsafe) needs them; reads stay open to probes and monitoring.
 pub const SECRET_PATRONI_API: &str = "postgres-patroni-api";
+/// The client certificate the replication role presents to the leader (pg_hba asks for it).
+pub const SECRET_REPLICATION_TLS: &str = "postgres-replication-tls";
+/// The login pg_rewind uses on the new leader when a former leader rejoins: a role of its own
+/// with only the functions pg_rewind needs, so the superuser never logs in over the network.
+pub const SECRET_POSTGRES_REWIND: &str = "postgres-rewind";
+pub const SECRET_REWIND_TLS: &str = "postgres-rewind-tls";
 pub const PATRONI_API_USER: &str = "patroni";
 pub const SECRET_DB_OWNER: &str = "dfr-db-owner";
 pub const SECRET_DB_APP: &str = "dfr-db-app";
@@ -60,6 +66,9 @@ pub const RETENTION: &str = "dfr-retention";
 pub const GENERATED_SECRETS: &[&str] = &[
     SECRET_POSTGRES_SUPERUSER,
     SECRET_POSTGRES_REPLICATION,
+    SECRET_POSTGRES_REWIND,
+    SECRET_REPLICATION_TLS,
+    SECRET_REWIND_TLS,
     SECRET_PATRONI_API,
     SECRET_DB_OWNER,
     SECRET_DB_APP,
@@ -75,6 +84,7 @@ pub const DATABASE_NAME: &str = "dfr";
 pub const DB_OWNER_USER: &str = "dfr_owner";
 pub const DB_APP_USER: &str = "dfr_app";
 pub const REPLICATION_USER: &str = "replicator";
+pub const REWIND_USER: &str = "dfr_rewind";
 pub const SUPERUSER: &str = "postgres";
 
 pub const POSTGRES_PORT: i32 = 5432;

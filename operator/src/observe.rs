@@ -40,12 +40,17 @@ pub async fn observe(caches: &Caches, tenant: &Tenant, settings: &Settings) -> R
                     .any(|c| c.type_ == "Available" && c.status == "True")
             });
 
-    let certificates_not_after = caches
-        .get::<Secret>(Some(&namespace), naming::SECRET_POSTGRES_TLS)
-        .and_then(|secret| secret.data)
-        .and_then(|data| data.get("tls.crt").cloned())
-        .and_then(|pem| String::from_utf8(pem.0).ok())
-        .and_then(|pem| crate::children::secrets::certificate_not_after(&pem));
+    // The earliest expiry among the tenant CA and every certificate it issued: the one that
+    // would break a connection first.
+    let certificates_not_after = crate::children::secrets::LEAF_CERTIFICATE_SECRETS
+        .iter()
+        .chain([&naming::SECRET_TENANT_CA])
+        .filter_map(|name| caches.get::<Secret>(Some(&namespace), name))
+        .filter_map(|secret| secret.data)
+        .filter_map(|data| data.get("tls.crt").cloned())
+        .filter_map(|pem| String::from_utf8(pem.0).ok())
+        .filter_map(|pem| crate::children::secrets::certificate_not_after(&pem))
+        .min();
 
     let backup_pods = caches.in_namespace::<Pod>(
         &namespace,

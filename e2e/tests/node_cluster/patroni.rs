@@ -122,7 +122,70 @@ async fn spec_changes_reach_running_members_and_a_lost_synchronous_standby_degra
         back.elapsed().as_secs_f64()
     );
 
-    connections_are_tls13_per_role_and_patroni_changes_need_credentials(&leader_pod(NAMESPACE));
+    let leader = leader_pod(NAMESPACE);
+    connections_are_tls13_per_role_and_patroni_changes_need_credentials(&leader);
+    replication_needs_a_tenant_certificate_and_the_superuser_stays_local(&leader);
+    pgaudit_logs_ddl_writes_and_role_changes(&leader).await;
+    area_rows_and_pii_stay_sealed_in_raw_sql(&client, &leader).await;
+}
+
+/// As the application role in raw SQL, bypassing the API: a session set to one area reads none
+/// of another area's persons, and the national id column holds ciphertext only.
+async fn area_rows_and_pii_stay_sealed_in_raw_sql(client: &kube::Client, leader: &str) {
+    superuser_sql(
+        NAMESPACE,
+        leader,
+        "INSERT INTO areas (code, parent_code, name, level) VALUES ('CK', NULL, 'Cook Islands', 0), ('WS-01', 'CK', 'Rarotonga', 1), ('CK-02', 'CK', 'Aitutaki', 1) ON CONFLICT DO NOTHING",
+    );
+    let username = format!("rls-{}", dfr_e2e::testing::unique_suffix());
+    super::create_user(NAMESPACE, &username, "supervisor", "WS-01");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let base = super::backups::api_base(client, NAMESPACE).await;
+    let bearer = super::backups::token(&http, &base, &username).await;
+    let number = 4242;
+    super::backups::create_person(&http, &base, &bearer, number).await;
+    let plaintext_id = format!("BKP{number:08}");
+
+    let as_app = |settings: &str, sql: &str| {
+        let output = member_psql(
+            leader,
+            "",
+            "DFR_DB_APP_PASSWORD",
+            "user=dfr_app dbname=dfr sslmode=require",
+            &format!("BEGIN; {settings} {sql}; COMMIT"),
+        );
+        output.lines().last().unwrap_or_default().to_string()
+    };
+    let in_area = |areas: &str| {
+        format!(
+            "SELECT set_config('dfr.role', 'supervisor', true), set_config('dfr.areas', '{areas}', true);"
+        )
+    };
+    let count = "SELECT count(*) FROM persons";
+    let own: u64 = as_app(&in_area("WS-01"), count).parse().unwrap();
+    let other = as_app(&in_area("CK-02"), count);
+    let unset = as_app("", count);
+    assert!(own >= 1, "the person is in its own area");
+    assert_eq!(
+        other, "0",
+        "another area's session reads none of its persons"
+    );
+    assert_eq!(unset, "0", "a session with no role reads nothing");
+    let national = "SELECT set_config('dfr.role', 'national_admin', true);";
+    let cipher = as_app(
+        national,
+        &format!("SELECT national_id_cipher FROM persons WHERE family_name = 'Record {number}'"),
+    );
+    assert!(
+        cipher.len() > plaintext_id.len() && !cipher.contains(&plaintext_id),
+        "the national id is stored sealed: {cipher}"
+    );
+    println!(
+        "security: raw SQL as dfr_app: {own} rows in its area, {other} in another, {unset} with no role; national_id_cipher holds ciphertext"
+    );
 }
 
 /// psql as the registry's application role from inside member `pod` to the read-write Service,
@@ -143,6 +206,154 @@ fn app_psql(pod: &str, options: &str, sql: &str) -> String {
         ),
     ]);
     String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+/// psql from inside member `pod` to the read-write Service with the connection string
+/// `conninfo` and `password_env` (a variable of the container) as the password: its output, or
+/// the error it printed. `prelude` runs first in the same shell.
+fn member_psql(pod: &str, prelude: &str, password_env: &str, conninfo: &str, sql: &str) -> String {
+    let output = dfr_e2e::testing::kubectl(&[
+        "-n",
+        NAMESPACE,
+        "exec",
+        pod,
+        "-c",
+        "postgres",
+        "--",
+        "sh",
+        "-c",
+        &format!(
+            "{prelude} PGPASSWORD=\"${password_env}\" psql -qAt \"host=postgres-rw port=5432 {conninfo}\" -c \"{sql}\" 2>&1"
+        ),
+    ]);
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+/// A CA no one in this tenant trusts and a replication certificate from it, as another
+/// tenant's operator would issue them.
+fn foreign_replication_certificate() -> (String, String) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.distinguished_name
+        .push(DnType::CommonName, "dfr dfr-wsm-prod CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut leaf = CertificateParams::new(Vec::<String>::new()).unwrap();
+    leaf.distinguished_name
+        .push(DnType::CommonName, "replicator");
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let certificate = leaf.signed_by(&key, &issuer).unwrap();
+    (certificate.pem(), key.serialize_pem())
+}
+
+/// Replication takes the tenant's client certificate for its role and nothing less; the
+/// superuser cannot log in over the network at all.
+fn replication_needs_a_tenant_certificate_and_the_superuser_stays_local(pod: &str) {
+    let replication = "user=replicator dbname=replication replication=true sslmode=verify-ca sslrootcert=/etc/dfr/tls/ca.crt";
+    let own = member_psql(
+        pod,
+        "",
+        "PATRONI_REPLICATION_PASSWORD",
+        &format!(
+            "{replication} sslcert=/etc/dfr/client-tls/replication.crt sslkey=/etc/dfr/client-tls/replication.key"
+        ),
+        "IDENTIFY_SYSTEM",
+    );
+    assert!(
+        own.split('|')
+            .next()
+            .is_some_and(|id| id.parse::<u64>().is_ok()),
+        "replication with the tenant's certificate works: {own}"
+    );
+    let without = member_psql(
+        pod,
+        "",
+        "PATRONI_REPLICATION_PASSWORD",
+        &format!("{replication} sslcert=/nonexistent sslkey=/nonexistent"),
+        "IDENTIFY_SYSTEM",
+    );
+    assert!(
+        without.contains("certificate"),
+        "replication without a client certificate is refused: {without}"
+    );
+    let (certificate, key) = foreign_replication_certificate();
+    let b64 = |text: &str| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, text);
+    let foreign = member_psql(
+        pod,
+        &format!(
+            "umask 077; echo {} | base64 -d > /tmp/foreign.crt; echo {} | base64 -d > /tmp/foreign.key;",
+            b64(&certificate),
+            b64(&key)
+        ),
+        "PATRONI_REPLICATION_PASSWORD",
+        &format!("{replication} sslcert=/tmp/foreign.crt sslkey=/tmp/foreign.key"),
+        "IDENTIFY_SYSTEM",
+    );
+    assert!(
+        foreign
+            .split('|')
+            .next()
+            .is_none_or(|id| id.parse::<u64>().is_err())
+            && (foreign.contains("certificate") || foreign.contains("alert")),
+        "replication with another CA's certificate is refused: {foreign}"
+    );
+    let superuser = member_psql(
+        pod,
+        "",
+        "PATRONI_SUPERUSER_PASSWORD",
+        "user=postgres dbname=postgres sslmode=require",
+        "SELECT 1",
+    );
+    assert!(
+        superuser.contains("no pg_hba.conf entry"),
+        "a remote superuser login is refused: {superuser}"
+    );
+    println!(
+        "security: replication with the tenant's client certificate works; without one: {without}; with another CA's: {foreign}; remote superuser: refused"
+    );
+}
+
+/// pgAudit writes a DDL statement, a write to a registry table and a role change to the server
+/// log (the container's output).
+async fn pgaudit_logs_ddl_writes_and_role_changes(leader: &str) {
+    let marker = format!("audit_probe_{}", std::process::id());
+    superuser_sql(
+        NAMESPACE,
+        leader,
+        &format!(
+            "CREATE TABLE {marker} (id int); UPDATE persons SET version = version WHERE false; ALTER ROLE dfr_app CONNECTION LIMIT -1; DROP TABLE {marker};"
+        ),
+    );
+    eventually(
+        "pgAudit lines in the log",
+        Duration::from_secs(30),
+        || async {
+            let log = run_kubectl(&[
+                "-n",
+                NAMESPACE,
+                "logs",
+                leader,
+                "-c",
+                "postgres",
+                "--since=5m",
+            ]);
+            let audit: Vec<&str> = log
+                .lines()
+                .filter(|line| line.contains("AUDIT: SESSION"))
+                .collect();
+            let has = |needle: &str| audit.iter().any(|line| line.contains(needle));
+            (has(&format!("CREATE TABLE {marker}"))
+                && has("UPDATE persons")
+                && has("ALTER ROLE dfr_app"))
+            .then_some(())
+        },
+    )
+    .await;
+    println!("security: pgAudit logged CREATE TABLE, UPDATE persons and ALTER ROLE");
 }
 
 /// Over the network: TLS 1.3 only, no plaintext, each role to its own database; Patroni's REST

@@ -47,6 +47,10 @@ pub struct SecretMaterial {
     pub ca: Pem,
     pub postgres_tls: Pem,
     pub api_tls: Pem,
+    pub rewind_password: String,
+    /// Client certificates of the replication and rewind roles (CN = the role).
+    pub replication_tls: Pem,
+    pub rewind_tls: Pem,
     pub bootstrap_admin_password: String,
     /// Base32, as authenticator apps take it.
     pub bootstrap_admin_totp_secret: String,
@@ -126,10 +130,51 @@ fn leaf(
     })
 }
 
-/// The DNS names a TLS Secret's certificate is for.
+/// A certificate that authenticates a database role: PostgreSQL's `clientcert=verify-full`
+/// compares its common name with the role.
+fn client_leaf(
+    issuer: &Issuer<'_, KeyPair>,
+    role: &str,
+    lifetime: std::time::Duration,
+) -> Result<Pem, SecretsError> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name = DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, role);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    validity(&mut params, lifetime);
+    let certificate = params.signed_by(&key, issuer)?;
+    Ok(Pem {
+        certificate: certificate.pem(),
+        key: key.serialize_pem(),
+    })
+}
+
+/// Every Secret holding a certificate the tenant CA issued, renewed by the same rules.
+pub const LEAF_CERTIFICATE_SECRETS: &[&str] = &[
+    naming::SECRET_POSTGRES_TLS,
+    naming::SECRET_API_TLS,
+    naming::SECRET_REPLICATION_TLS,
+    naming::SECRET_REWIND_TLS,
+];
+
+/// The database role a client-certificate Secret authenticates, if it is one.
+pub fn client_role(secret: &str) -> Option<&'static str> {
+    match secret {
+        naming::SECRET_REPLICATION_TLS => Some(naming::REPLICATION_USER),
+        naming::SECRET_REWIND_TLS => Some(naming::REWIND_USER),
+        _ => None,
+    }
+}
+
+/// The DNS names a TLS Secret's certificate is for (none for a client certificate).
 pub fn tls_names(tenant: &Tenant, settings: &Settings, secret: &str) -> Vec<String> {
     let namespace = tenant.namespace.clone();
     let domain = &settings.cluster_domain;
+    if client_role(secret).is_some() {
+        return Vec::new();
+    }
     if secret == naming::SECRET_API_TLS {
         return service_names(naming::API, &namespace, domain);
     }
@@ -177,6 +222,9 @@ pub fn reissue(
     let lifetime = tenant.tls.duration;
     let ca_key = KeyPair::from_pem(&ca.key)?;
     let issuer = Issuer::from_ca_cert_pem(&ca.certificate, ca_key)?;
+    if let Some(role) = client_role(secret) {
+        return client_leaf(&issuer, role, lifetime);
+    }
     let common_name = if secret == naming::SECRET_API_TLS {
         naming::API
     } else {
@@ -224,6 +272,8 @@ impl SecretMaterial {
             tls_names(tenant, settings, naming::SECRET_API_TLS),
             lifetime,
         )?;
+        let replication_tls = client_leaf(&issuer, naming::REPLICATION_USER, lifetime)?;
+        let rewind_tls = client_leaf(&issuer, naming::REWIND_USER, lifetime)?;
 
         Ok(Self {
             superuser_password: password(),
@@ -236,8 +286,30 @@ impl SecretMaterial {
             ca,
             postgres_tls,
             api_tls,
+            rewind_password: password(),
+            replication_tls,
+            rewind_tls,
             bootstrap_admin_password: password(),
             bootstrap_admin_totp_secret: totp_secret(),
+        })
+    }
+
+    /// The same material with every certificate issued by the tenant's existing CA instead: a
+    /// Secret added by a newer operator must chain to the CA the members already trust.
+    pub fn under_ca(
+        self,
+        tenant: &Tenant,
+        settings: &Settings,
+        ca: Pem,
+    ) -> Result<Self, SecretsError> {
+        let issue = |secret: &str| reissue(tenant, settings, secret, &ca);
+        Ok(Self {
+            postgres_tls: issue(naming::SECRET_POSTGRES_TLS)?,
+            api_tls: issue(naming::SECRET_API_TLS)?,
+            replication_tls: issue(naming::SECRET_REPLICATION_TLS)?,
+            rewind_tls: issue(naming::SECRET_REWIND_TLS)?,
+            ca,
+            ..self
         })
     }
 }
@@ -289,6 +361,13 @@ pub fn desired_secrets(tenant: &Tenant, material: &SecretMaterial) -> Vec<Secret
             naming::REPLICATION_USER,
             &material.replication_password,
         ),
+        login(
+            naming::SECRET_POSTGRES_REWIND,
+            naming::REWIND_USER,
+            &material.rewind_password,
+        ),
+        tls(naming::SECRET_REPLICATION_TLS, &material.replication_tls),
+        tls(naming::SECRET_REWIND_TLS, &material.rewind_tls),
         login(
             naming::SECRET_PATRONI_API,
             naming::PATRONI_API_USER,
@@ -436,6 +515,51 @@ mod tests {
             names.contains("*.postgres-headless.dfr-ton-prod.svc.cluster.local"),
             "{names}"
         );
+    }
+
+    #[test]
+    fn role_certificates_name_their_role_and_serve_no_host() {
+        let material = material();
+        let (_, ca) = x509_parser::pem::parse_x509_pem(material.ca.certificate.as_bytes()).unwrap();
+        let ca = ca.parse_x509().unwrap();
+        for (pem, role) in [
+            (&material.replication_tls, naming::REPLICATION_USER),
+            (&material.rewind_tls, naming::REWIND_USER),
+        ] {
+            let (_, leaf) = x509_parser::pem::parse_x509_pem(pem.certificate.as_bytes()).unwrap();
+            let leaf = leaf.parse_x509().unwrap();
+            leaf.verify_signature(Some(ca.public_key())).unwrap();
+            let common_name = leaf.subject().iter_common_name().next().unwrap();
+            assert_eq!(common_name.as_str().unwrap(), role);
+            let usage = leaf.extended_key_usage().unwrap().unwrap().value;
+            assert!(usage.client_auth && !usage.server_auth);
+            assert!(leaf.subject_alternative_name().unwrap().is_none());
+        }
+    }
+
+    #[test]
+    fn material_under_an_existing_ca_chains_every_certificate_to_it() {
+        let tenant = sample("ton-prod.yaml");
+        let settings = Settings::default();
+        let existing = material();
+        let fresh = material()
+            .under_ca(&tenant, &settings, existing.ca.clone())
+            .unwrap();
+        assert_eq!(fresh.ca.certificate, existing.ca.certificate);
+        let (_, ca) = x509_parser::pem::parse_x509_pem(existing.ca.certificate.as_bytes()).unwrap();
+        let ca = ca.parse_x509().unwrap();
+        for pem in [
+            &fresh.postgres_tls,
+            &fresh.api_tls,
+            &fresh.replication_tls,
+            &fresh.rewind_tls,
+        ] {
+            let (_, leaf) = x509_parser::pem::parse_x509_pem(pem.certificate.as_bytes()).unwrap();
+            leaf.parse_x509()
+                .unwrap()
+                .verify_signature(Some(ca.public_key()))
+                .unwrap();
+        }
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub const PATRONI_CONFIG_KEY: &str = "patroni.yml";
 pub const CONFIG_DIR: &str = "/etc/patroni";
 pub const DATA_DIR: &str = "/var/lib/postgresql/data/pgdata";
 pub const TLS_DIR: &str = "/etc/dfr/tls";
+/// The replication and rewind roles' client certificates, as `<role kind>.crt` / `.key`.
+pub const CLIENT_TLS_DIR: &str = "/etc/dfr/client-tls";
 pub const SOCKET_DIR: &str = "/var/run/postgresql";
 /// How often Patroni runs its loop, and so renews the leader lock.
 pub const LOOP_WAIT_SECONDS: u32 = 5;
@@ -211,18 +213,24 @@ pub fn patroni_config(tenant: &Tenant) -> PatroniConfig {
     }
 }
 
-/// Who may connect to what. Inside the pod, over the socket: Patroni and the operator's tooling.
-/// Over the network, TLS and SCRAM only, each role to its own database: the replication role to
-/// replication, the registry's two roles to the registry, and the superuser, which pg_rewind
-/// needs on the new leader when a former leader rejoins. Anything else matches no line and is
-/// refused, a connection without TLS included.
+/// Who may connect to what. Inside the pod, over the socket: Patroni, pgBackRest and the
+/// operator's tooling, the superuser among them; the superuser has no network line. Over the
+/// network, TLS and SCRAM only, each role to its own database: the replication role to
+/// replication and the rewind role to `postgres` (pg_rewind's source connection when a former
+/// leader rejoins), each also with a client certificate from the tenant CA whose common name is
+/// the role (`clientcert=verify-full`); the registry's two roles to the registry. Anything else
+/// matches no line and is refused, a connection without TLS included.
 pub fn pg_hba() -> Vec<String> {
     let mut lines = vec!["local all all scram-sha-256".to_string()];
     for network in ["0.0.0.0/0", "::/0"] {
         lines.extend([
             format!(
-                "hostssl replication {} {network} scram-sha-256",
+                "hostssl replication {} {network} scram-sha-256 clientcert=verify-full",
                 naming::REPLICATION_USER
+            ),
+            format!(
+                "hostssl postgres {} {network} scram-sha-256 clientcert=verify-full",
+                naming::REWIND_USER
             ),
             format!(
                 "hostssl {} {},{} {network} scram-sha-256",
@@ -230,7 +238,6 @@ pub fn pg_hba() -> Vec<String> {
                 naming::DB_OWNER_USER,
                 naming::DB_APP_USER
             ),
-            format!("hostssl all {} {network} scram-sha-256", naming::SUPERUSER),
         ]);
     }
     lines
@@ -356,12 +363,36 @@ mod tests {
                 .all(|line| line.starts_with("local ") || line.starts_with("hostssl ")),
             "no plaintext line: {lines:?}"
         );
-        assert!(lines.iter().all(|line| line.ends_with("scram-sha-256")));
+        assert!(lines.iter().all(|line| line.contains(" scram-sha-256")));
         assert!(
-            !lines.iter().any(|line| line.starts_with("hostssl all all")),
-            "no line for any role to any database: {lines:?}"
+            !lines.iter().any(|line| line.starts_with("hostssl all ")),
+            "no line for any database: {lines:?}"
         );
         assert!(lines.contains(&"hostssl dfr dfr_owner,dfr_app 0.0.0.0/0 scram-sha-256".into()));
+    }
+
+    #[test]
+    fn the_superuser_stays_local_and_the_server_roles_need_their_certificates() {
+        let lines = pg_hba();
+        let network: Vec<&String> = lines.iter().filter(|l| l.starts_with("hostssl ")).collect();
+        assert!(
+            !network
+                .iter()
+                .any(|line| line.split_whitespace().nth(2) == Some(naming::SUPERUSER)),
+            "{network:?}"
+        );
+        for role in [naming::REPLICATION_USER, naming::REWIND_USER] {
+            let role_lines: Vec<_> = network
+                .iter()
+                .filter(|line| line.split_whitespace().nth(2) == Some(role))
+                .collect();
+            assert_eq!(role_lines.len(), 2, "IPv4 and IPv6: {role_lines:?}");
+            assert!(
+                role_lines
+                    .iter()
+                    .all(|line| line.ends_with("scram-sha-256 clientcert=verify-full"))
+            );
+        }
     }
 
     #[test]
@@ -382,7 +413,10 @@ mod tests {
         let hba: Vec<String> =
             serde_yaml::from_value(yaml["postgresql"]["pg_hba"].clone()).unwrap();
         for line in &hba {
-            assert!(line.ends_with("scram-sha-256"), "{line}");
+            assert!(
+                line.split_whitespace().any(|word| word == "scram-sha-256"),
+                "{line}"
+            );
             assert!(
                 line.starts_with("local ") || line.starts_with("hostssl "),
                 "{line}"

@@ -6,15 +6,16 @@ use crate::tenant::Tenant;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
 use k8s_openapi::api::core::v1::{
     Affinity, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction,
-    PersistentVolumeClaim, PodAffinityTerm, PodAntiAffinity, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SecretVolumeSource, Volume, WeightedPodAffinityTerm,
+    KeyToPath, PersistentVolumeClaim, PodAffinityTerm, PodAntiAffinity, PodSpec, PodTemplateSpec,
+    Probe, ProjectedVolumeSource, ResourceRequirements, SecretProjection, SecretVolumeSource,
+    Volume, VolumeProjection, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::config::{CONFIG_DIR, PATRONI_CONFIG_KEY, SOCKET_DIR, TLS_DIR};
+use super::config::{CLIENT_TLS_DIR, CONFIG_DIR, PATRONI_CONFIG_KEY, SOCKET_DIR, TLS_DIR};
 use super::{metadata_labels, selector};
 use crate::children::backup::{self, pgbackrest::MEMBER_CONFIG_KEY};
 use crate::children::child_meta;
@@ -108,6 +109,16 @@ fn container(tenant: &Tenant, settings: &Settings) -> Container {
                 naming::SECRET_POSTGRES_REPLICATION,
                 "password",
             ),
+            secret_env(
+                "PATRONI_REWIND_USERNAME",
+                naming::SECRET_POSTGRES_REWIND,
+                "username",
+            ),
+            secret_env(
+                "PATRONI_REWIND_PASSWORD",
+                naming::SECRET_POSTGRES_REWIND,
+                "password",
+            ),
             // Patroni asks for these on its REST API's unsafe calls and sends them on its own
             // (failsafe pings between members); patronictl in the container reads them too.
             secret_env(
@@ -128,6 +139,7 @@ fn container(tenant: &Tenant, settings: &Settings) -> Container {
             value_env("PGHOST", SOCKET_DIR),
         ])
         .map(|mut env| {
+            env.extend(role_certificate_env());
             // archive_command and the restore of a bootstrap run pgBackRest in this container.
             env.extend(backup::repository_env(
                 tenant,
@@ -158,6 +170,7 @@ fn container(tenant: &Tenant, settings: &Settings) -> Container {
             mount("data", "/var/lib/postgresql/data", false),
             mount("config", CONFIG_DIR, true),
             mount("tls", TLS_DIR, true),
+            mount("client-tls", CLIENT_TLS_DIR, true),
             mount("run", SOCKET_DIR, false),
             mount("tmp", "/tmp", false),
         ])
@@ -168,6 +181,68 @@ fn container(tenant: &Tenant, settings: &Settings) -> Container {
             mounts
         }),
         ..Container::default()
+    }
+}
+
+/// Which client certificate the replication and rewind connections present, and how they check
+/// the server: against the tenant CA (`verify-ca`). Not `verify-full`: members connect to each
+/// other by pod IP, which no certificate names, and the tenant CA issues only this tenant's own
+/// server certificates, so a server that passes holds one of them.
+fn role_certificate_env() -> Vec<k8s_openapi::api::core::v1::EnvVar> {
+    ["REPLICATION", "REWIND"]
+        .into_iter()
+        .flat_map(|role| {
+            let file = role.to_lowercase();
+            [
+                value_env(&format!("PATRONI_{role}_SSLMODE"), "verify-ca"),
+                value_env(
+                    &format!("PATRONI_{role}_SSLROOTCERT"),
+                    format!("{TLS_DIR}/ca.crt"),
+                ),
+                value_env(
+                    &format!("PATRONI_{role}_SSLCERT"),
+                    format!("{CLIENT_TLS_DIR}/{file}.crt"),
+                ),
+                value_env(
+                    &format!("PATRONI_{role}_SSLKEY"),
+                    format!("{CLIENT_TLS_DIR}/{file}.key"),
+                ),
+            ]
+        })
+        .collect()
+}
+
+fn role_certificates_volume() -> Volume {
+    let source = |secret: &str, file: &str| VolumeProjection {
+        secret: Some(SecretProjection {
+            name: secret.into(),
+            items: Some(vec![
+                KeyToPath {
+                    key: "tls.crt".into(),
+                    path: format!("{file}.crt"),
+                    mode: None,
+                },
+                KeyToPath {
+                    key: "tls.key".into(),
+                    path: format!("{file}.key"),
+                    mode: None,
+                },
+            ]),
+            optional: None,
+        }),
+        ..VolumeProjection::default()
+    };
+    Volume {
+        name: "client-tls".into(),
+        projected: Some(ProjectedVolumeSource {
+            sources: Some(vec![
+                source(naming::SECRET_REPLICATION_TLS, "replication"),
+                source(naming::SECRET_REWIND_TLS, "rewind"),
+            ]),
+            // libpq refuses a key others can read; group-readable via fsGroup.
+            default_mode: Some(0o440),
+        }),
+        ..Volume::default()
     }
 }
 
@@ -198,6 +273,7 @@ fn volumes(tenant: &Tenant) -> Vec<Volume> {
             }),
             ..Volume::default()
         },
+        role_certificates_volume(),
         empty("run"),
         empty("tmp"),
     ]
