@@ -301,6 +301,18 @@ fn replication_needs_a_tenant_certificate_and_the_superuser_stays_local(pod: &st
             && (foreign.contains("certificate") || foreign.contains("alert")),
         "replication with another CA's certificate is refused: {foreign}"
     );
+    // What pg_rewind does on the new leader when a former leader rejoins: list and read files.
+    let rewind = member_psql(
+        pod,
+        "",
+        "PATRONI_REWIND_PASSWORD",
+        "user=dfr_rewind dbname=postgres sslmode=verify-ca sslrootcert=/etc/dfr/tls/ca.crt sslcert=/etc/dfr/client-tls/rewind.crt sslkey=/etc/dfr/client-tls/rewind.key",
+        "SELECT count(*) > 0 FROM pg_ls_dir('global', false, false)",
+    );
+    assert_eq!(
+        rewind, "t",
+        "the rewind role logs in with its certificate: {rewind}"
+    );
     let superuser = member_psql(
         pod,
         "",

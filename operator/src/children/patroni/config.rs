@@ -108,6 +108,9 @@ pub struct Postgresql {
     pub basebackup: Vec<serde_yaml::Value>,
     pub pg_hba: Vec<String>,
     pub parameters: BTreeMap<String, String>,
+    /// Patroni's own connections as the superuser go over the socket: the superuser has no
+    /// network line in pg_hba, loopback included.
+    pub use_unix_socket: bool,
 }
 
 /// The leader lock's ttl in seconds (see the Dcs settings below).
@@ -209,6 +212,7 @@ pub fn patroni_config(tenant: &Tenant) -> PatroniConfig {
             basebackup: vec![yaml_pair("checkpoint", "fast")],
             pg_hba: pg_hba(),
             parameters: local_parameters,
+            use_unix_socket: true,
         },
     }
 }
@@ -424,6 +428,7 @@ mod tests {
         }
         let parameters = &yaml["postgresql"]["parameters"];
         // Quoted, so YAML 1.1 readers see the string `on`, not a boolean.
+        assert_eq!(yaml["postgresql"]["use_unix_socket"], true);
         assert_eq!(parameters["ssl"], "on");
         assert_eq!(parameters["shared_preload_libraries"], "pgaudit");
         assert_eq!(parameters["pgaudit.log"], "ddl, role, write");
