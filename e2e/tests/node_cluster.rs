@@ -262,12 +262,43 @@ fn superuser_sql(pod: &str, sql: &str) -> String {
     ])
 }
 
-async fn api_base(client: &Client) -> String {
-    let services: Api<Service> = Api::namespaced(client.clone(), NAMESPACE);
-    let api = services.get("dfr-api").await.unwrap();
-    let spec = api.spec.unwrap();
-    let port = spec.ports.unwrap()[0].port;
-    format!("http://{}:{port}", spec.cluster_ip.unwrap())
+/// An HTTPS client for a tenant's API and its base URL, as a client inside the cluster sees it:
+/// it trusts only the tenant CA and checks the Service's DNS name, which it resolves to the
+/// ClusterIP itself (this host has no cluster DNS). Requests time out after `timeout`.
+async fn api_endpoint_with_timeout(
+    client: &Client,
+    namespace: &str,
+    timeout: Duration,
+) -> (reqwest::Client, String) {
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+    let spec = services.get("dfr-api").await.unwrap().spec.unwrap();
+    let port = u16::try_from(spec.ports.unwrap()[0].port).unwrap();
+    let ip: std::net::IpAddr = spec.cluster_ip.unwrap().parse().unwrap();
+    let host = format!("dfr-api.{namespace}.svc");
+    let ca = secret_value_in(namespace, "dfr-api-tls", "ca.crt");
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in rustls_pki_types::CertificateDer::pem_slice_iter(ca.as_bytes()) {
+        roots.add(certificate.unwrap()).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let http = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .resolve(&host, std::net::SocketAddr::new(ip, port))
+        .timeout(timeout)
+        .build()
+        .unwrap();
+    (http, format!("https://{host}:{port}"))
+}
+
+async fn api_endpoint(client: &Client, namespace: &str) -> (reqwest::Client, String) {
+    api_endpoint_with_timeout(client, namespace, Duration::from_secs(30)).await
 }
 
 /// One key of a Secret in the test tenant, decoded.
@@ -606,8 +637,7 @@ async fn a_country_runs_fails_over_without_losing_writes_and_keeps_its_data() {
     assert!(row.contains(&leader), "Primary column: {row}");
     assert!(row.contains(" 2/2 "), "API column: {row}");
 
-    let http = reqwest::Client::new();
-    let base = api_base(&client).await;
+    let (http, base) = api_endpoint(&client, NAMESPACE).await;
     let health = http
         .get(format!("{base}/api/dfr/health/ready"))
         .send()
@@ -801,7 +831,7 @@ async fn a_country_runs_fails_over_without_losing_writes_and_keeps_its_data() {
         kept,
         "the re-applied country uses the same volumes"
     );
-    let base = api_base(&client).await;
+    let (_, base) = api_endpoint(&client, NAMESPACE).await;
     let username_token = token_after_reapply(&http, &base, &token).await;
     // Ready may come while the retained members restart under the new StatefulSet (reads then
     // fail for a moment): every acknowledged record must be readable again, soon.

@@ -228,7 +228,7 @@ pub fn desired_status(
         certificates_not_after: observed.certificates_not_after.map(Time),
         endpoints: Some(Endpoints {
             api: format!(
-                "http://{}:{}",
+                "https://{}:{}",
                 naming::cluster_dns(naming::API, namespace, domain),
                 naming::API_PORT
             ),

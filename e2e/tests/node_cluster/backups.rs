@@ -163,17 +163,6 @@ pub(super) fn superuser_sql(namespace: &str, pod: &str, sql: &str) -> String {
     ])
 }
 
-pub(super) async fn api_base(client: &Client, namespace: &str) -> String {
-    let services: Api<k8s_openapi::api::core::v1::Service> =
-        Api::namespaced(client.clone(), namespace);
-    let spec = services.get("dfr-api").await.unwrap().spec.unwrap();
-    format!(
-        "http://{}:{}",
-        spec.cluster_ip.unwrap(),
-        spec.ports.unwrap()[0].port
-    )
-}
-
 pub(super) async fn token(http: &reqwest::Client, base: &str, username: &str) -> String {
     eventually("a token", Duration::from_secs(60), || async {
         let response = http
@@ -310,8 +299,7 @@ async fn backups_are_encrypted_and_restore_to_a_point_in_time() {
     );
     let username = format!("bkp-{}", dfr_e2e::testing::unique_suffix());
     super::create_user(SOURCE_NAMESPACE, &username, "supervisor", AREA);
-    let http = reqwest::Client::new();
-    let base = api_base(&client, SOURCE_NAMESPACE).await;
+    let (http, base) = super::api_endpoint(&client, SOURCE_NAMESPACE).await;
     let source_token = token(&http, &base, &username).await;
     let mut before = Vec::new();
     for number in 0..10 {
@@ -493,18 +481,19 @@ async fn backups_are_encrypted_and_restore_to_a_point_in_time() {
         "figure: restored tenant Ready {:.1} s after apply (target {target})",
         restore_applied.elapsed().as_secs_f64()
     );
-    let restored_base = api_base(&client, RESTORED_NAMESPACE).await;
-    let restored_token = token(&http, &restored_base, &username).await;
+    // The restored tenant has a CA of its own.
+    let (restored_http, restored_base) = super::api_endpoint(&client, RESTORED_NAMESPACE).await;
+    let restored_token = token(&restored_http, &restored_base, &username).await;
     for id in &before {
         assert_eq!(
-            status_of(&http, &restored_base, &restored_token, id).await,
+            status_of(&restored_http, &restored_base, &restored_token, id).await,
             200,
             "{id} was acknowledged before T"
         );
     }
     for id in &after {
         assert_eq!(
-            status_of(&http, &restored_base, &restored_token, id).await,
+            status_of(&restored_http, &restored_base, &restored_token, id).await,
             404,
             "{id} was written after T"
         );

@@ -13,7 +13,7 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 
-use super::backups::{api_base, apply, superuser_sql, token, wait_ready};
+use super::backups::{apply, superuser_sql, token, wait_ready};
 use super::{Written, eventually, patronictl, run_kubectl, write_until};
 
 // A country no other scenario uses: the namespace is dfr-<country>-<environment>, so two
@@ -138,8 +138,7 @@ async fn every_fault_of_the_leader_loses_no_write_and_serves_no_stale_read() {
     );
     let username = format!("faults-{}", dfr_e2e::testing::unique_suffix());
     super::create_user(NAMESPACE, &username, "enumerator", "TO-01");
-    let http = reqwest::Client::new();
-    let base = api_base(&client, NAMESPACE).await;
+    let (http, base) = super::api_endpoint(&client, NAMESPACE).await;
     let bearer = token(&http, &base, &username).await;
 
     let mut figures = Vec::new();

@@ -12,7 +12,7 @@ use nix::unistd::Pid;
 use tokio::sync::Mutex;
 
 use super::backups::{
-    api_base, apply, create_person, leader_pod, person_body, superuser_sql, token, wait_ready,
+    apply, create_person, leader_pod, person_body, superuser_sql, token, wait_ready,
 };
 
 const NAME: &str = "slb-e2e-outage";
@@ -67,11 +67,8 @@ async fn the_registry_keeps_writing_while_the_kubernetes_api_is_away() {
     );
     let username = format!("outage-{}", dfr_e2e::testing::unique_suffix());
     super::create_user(NAMESPACE, &username, "supervisor", "WS-01");
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    let base = api_base(&client, NAMESPACE).await;
+    let (http, base) =
+        super::api_endpoint_with_timeout(&client, NAMESPACE, Duration::from_secs(5)).await;
     let bearer = token(&http, &base, &username).await;
     // A write to check that the path works before the load starts.
     create_person(&http, &base, &bearer, 0).await;

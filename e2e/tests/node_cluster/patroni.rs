@@ -139,11 +139,7 @@ async fn area_rows_and_pii_stay_sealed_in_raw_sql(client: &kube::Client, leader:
     );
     let username = format!("rls-{}", dfr_e2e::testing::unique_suffix());
     super::create_user(NAMESPACE, &username, "supervisor", "WS-01");
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
-    let base = super::backups::api_base(client, NAMESPACE).await;
+    let (http, base) = super::api_endpoint(client, NAMESPACE).await;
     let bearer = super::backups::token(&http, &base, &username).await;
     let number = 4242;
     super::backups::create_person(&http, &base, &bearer, number).await;

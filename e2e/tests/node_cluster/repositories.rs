@@ -10,8 +10,8 @@ use kube::{Api, Client};
 use serde_json::json;
 
 use super::backups::{
-    PASSPHRASE, api_base, apply, archived_up_to_now, create_person, leader_pod, restore_check,
-    set_secret, superuser_sql, token, wait_backup, wait_ready,
+    PASSPHRASE, apply, archived_up_to_now, create_person, leader_pod, restore_check, set_secret,
+    superuser_sql, token, wait_backup, wait_ready,
 };
 use super::{condition, eventually, repo, run_kubectl};
 
@@ -295,8 +295,7 @@ async fn the_repository_down_fails_backups_not_writes_and_heals_by_itself() {
         "INSERT INTO areas (code, parent_code, name, level) VALUES ('VU', NULL, 'Vanuatu', 0), ('WS-01', 'VU', 'Efate', 1) ON CONFLICT DO NOTHING",
     );
     super::create_user(NAMESPACE, &username, "supervisor", "WS-01");
-    let http = reqwest::Client::new();
-    let base = api_base(&client, NAMESPACE).await;
+    let (http, base) = super::api_endpoint(&client, NAMESPACE).await;
     let bearer = token(&http, &base, &username).await;
 
     // The server goes away: the next archiving check fails with the reason, and writes are

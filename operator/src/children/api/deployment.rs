@@ -28,6 +28,8 @@ pub const JWT_KEY_FILE: &str = "/etc/dfr/jwt/private.pem";
 pub const PII_KEYRING_FILE: &str = "/etc/dfr/pii/keyring.json";
 pub const DATABASE_CA_FILE: &str = "/etc/dfr/tls/ca.crt";
 const BOOTSTRAP_ADMIN_DIR: &str = "/etc/dfr/bootstrap-admin";
+/// The API's own certificate and key (Secret dfr-api-tls), for HTTPS.
+const API_TLS_DIR: &str = "/etc/dfr/api-tls";
 const PRE_STOP_SECONDS: i64 = 5;
 /// The pre-stop pause, the server's 20 s drain, and a margin before the kubelet's SIGKILL.
 const TERMINATION_GRACE_SECONDS: i64 = 35;
@@ -74,6 +76,10 @@ fn serving_environment(tenant: &Tenant, settings: &Settings) -> Vec<EnvVar> {
     let mut env = database_environment(tenant, settings);
     env.extend([
         value_env("DFR_LISTEN_ADDR", format!("0.0.0.0:{}", naming::API_PORT)),
+        // HTTPS with the certificate the operator issues and renews; the server reads the files
+        // again when the kubelet updates them, so a renewal needs no restart.
+        value_env("DFR_TLS_CERT_FILE", format!("{API_TLS_DIR}/tls.crt")),
+        value_env("DFR_TLS_KEY_FILE", format!("{API_TLS_DIR}/tls.key")),
         value_env(
             "DFR_METRICS_LISTEN_ADDR",
             format!("0.0.0.0:{}", naming::API_METRICS_PORT),
@@ -163,7 +169,8 @@ fn probe(path: &str, period: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
-            port: IntOrString::String("http".into()),
+            port: IntOrString::String("https".into()),
+            scheme: Some("HTTPS".into()),
             ..HTTPGetAction::default()
         }),
         period_seconds: Some(period),
@@ -200,7 +207,7 @@ pub fn desired_deployment(tenant: &Tenant, settings: &Settings) -> Deployment {
         image_pull_policy: Some(settings.image_pull_policy.clone()),
         ports: Some(vec![
             ContainerPort {
-                name: Some("http".into()),
+                name: Some("https".into()),
                 container_port: naming::API_PORT,
                 ..ContainerPort::default()
             },
@@ -231,6 +238,7 @@ pub fn desired_deployment(tenant: &Tenant, settings: &Settings) -> Deployment {
             mount("jwt", "/etc/dfr/jwt", true),
             mount("pii", "/etc/dfr/pii", true),
             mount("database-ca", "/etc/dfr/tls", true),
+            mount("api-tls", API_TLS_DIR, true),
             mount("bootstrap-admin", BOOTSTRAP_ADMIN_DIR, true),
             VolumeMount {
                 name: "tmp".into(),
@@ -293,6 +301,24 @@ pub fn desired_deployment(tenant: &Tenant, settings: &Settings) -> Deployment {
                             "keyring.json",
                         ),
                         database_ca_volume(),
+                        Volume {
+                            name: "api-tls".into(),
+                            secret: Some(SecretVolumeSource {
+                                secret_name: Some(naming::SECRET_API_TLS.into()),
+                                items: Some(
+                                    ["tls.crt", "tls.key"]
+                                        .map(|key| KeyToPath {
+                                            key: key.into(),
+                                            path: key.into(),
+                                            mode: None,
+                                        })
+                                        .into(),
+                                ),
+                                default_mode: Some(0o440),
+                                ..SecretVolumeSource::default()
+                            }),
+                            ..Volume::default()
+                        },
                         Volume {
                             name: "bootstrap-admin".into(),
                             secret: Some(SecretVolumeSource {
@@ -358,6 +384,44 @@ mod tests {
         let step = names(migrate);
         assert!(step.contains(&"DFR_MIGRATION_DATABASE_PASSWORD".to_string()));
         assert!(!step.contains(&"DFR_JWT_SIGNING_KEY_FILE".to_string()));
+    }
+
+    #[test]
+    fn serves_https_with_the_tenant_certificate_and_probes_over_https() {
+        let deployment = desired_deployment(&sample("ton-prod.yaml"), &Settings::default());
+        let pod = deployment.spec.unwrap().template.spec.unwrap();
+        let api = &pod.containers[0];
+        let env = api.env.as_ref().unwrap();
+        let value = |name: &str| {
+            env.iter()
+                .find(|e| e.name == name)
+                .and_then(|e| e.value.clone())
+                .unwrap()
+        };
+        assert_eq!(value("DFR_TLS_CERT_FILE"), "/etc/dfr/api-tls/tls.crt");
+        assert_eq!(value("DFR_TLS_KEY_FILE"), "/etc/dfr/api-tls/tls.key");
+        let mount = api
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.mount_path == API_TLS_DIR)
+            .unwrap();
+        let volume = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == mount.name)
+            .unwrap();
+        assert_eq!(
+            volume.secret.as_ref().unwrap().secret_name.as_deref(),
+            Some(naming::SECRET_API_TLS)
+        );
+        for probe in [&api.readiness_probe, &api.liveness_probe] {
+            let get = probe.as_ref().unwrap().http_get.as_ref().unwrap();
+            assert_eq!(get.scheme.as_deref(), Some("HTTPS"));
+        }
     }
 
     #[test]

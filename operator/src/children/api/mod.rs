@@ -56,9 +56,9 @@ pub fn desired_service(tenant: &Tenant) -> Service {
         spec: Some(ServiceSpec {
             selector: Some(selector(tenant)),
             ports: Some(vec![ServicePort {
-                name: Some("http".into()),
+                name: Some("https".into()),
                 port: naming::API_PORT,
-                target_port: Some(IntOrString::String("http".into())),
+                target_port: Some(IntOrString::String("https".into())),
                 protocol: Some("TCP".into()),
                 ..ServicePort::default()
             }]),
