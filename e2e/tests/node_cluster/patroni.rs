@@ -126,12 +126,119 @@ async fn spec_changes_reach_running_members_and_a_lost_synchronous_standby_degra
     connections_are_tls13_per_role_and_patroni_changes_need_credentials(&leader);
     replication_needs_a_tenant_certificate_and_the_superuser_stays_local(&leader);
     pgaudit_logs_ddl_writes_and_role_changes(&leader).await;
-    area_rows_and_pii_stay_sealed_in_raw_sql(&client, &leader).await;
+    let (http, base, bearer) = area_rows_and_pii_stay_sealed_in_raw_sql(&client, &leader).await;
+    the_api_rolls_under_load_without_a_failed_request(&client, http, base, bearer).await;
+}
+
+/// Four clients read the registry without pause while a spec change rolls the API pods
+/// (a new pod first, then the old one drained): no request fails.
+async fn the_api_rolls_under_load_without_a_failed_request(
+    client: &kube::Client,
+    http: reqwest::Client,
+    base: String,
+    bearer: String,
+) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
+    let (served, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (http, base, bearer) = (http.clone(), base.clone(), bearer.clone());
+        let (stop, served, failed, failures) = (
+            stop.clone(),
+            served.clone(),
+            failed.clone(),
+            failures.clone(),
+        );
+        clients.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let outcome = http
+                    .get(format!("{base}/api/dfr/persons?limit=5"))
+                    .bearer_auth(&bearer)
+                    .send()
+                    .await;
+                match outcome {
+                    Ok(response) if response.status().is_success() => {
+                        served.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(response) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("{}", response.status()));
+                    }
+                    Err(error) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        failures.lock().unwrap().push(format!("{error:?}"));
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(client.clone(), NAMESPACE);
+    let before = deployments.get("dfr-api").await.unwrap();
+    let generation = before.metadata.generation.unwrap();
+    let started = Instant::now();
+    Api::<DfrCountry>::all(client.clone())
+        .patch(
+            NAME,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"api": {"resources": {
+                "requests": {"cpu": "30m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}}}}})),
+        )
+        .await
+        .unwrap();
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    eventually("the API rolled", Duration::from_secs(300), || async {
+        let deployment = deployments.get("dfr-api").await.ok()?;
+        let status = deployment.status?;
+        let wanted = deployment.spec?.replicas.unwrap_or(1);
+        let api_pods = pods
+            .list(&kube::api::ListParams::default().labels("app.kubernetes.io/name=dfr-api"))
+            .await
+            .ok()?;
+        (deployment.metadata.generation? > generation
+            && status.observed_generation? > generation
+            && status.updated_replicas == Some(wanted)
+            && status.available_replicas == Some(wanted)
+            && api_pods.items.len() == usize::try_from(wanted).ok()?)
+        .then_some(())
+    })
+    .await;
+    let rolled = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in clients {
+        task.await.unwrap();
+    }
+    let (served, failed) = (
+        served.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+    );
+    println!(
+        "figure: API rolled in {:.1} s under load: {served} requests served, {failed} failed",
+        rolled.as_secs_f64()
+    );
+    assert_eq!(
+        failed,
+        0,
+        "no request fails while the API rolls: {:?}",
+        failures.lock().unwrap()
+    );
+    assert!(served > 0);
 }
 
 /// As the application role in raw SQL, bypassing the API: a session set to one area reads none
 /// of another area's persons, and the national id column holds ciphertext only.
-async fn area_rows_and_pii_stay_sealed_in_raw_sql(client: &kube::Client, leader: &str) {
+async fn area_rows_and_pii_stay_sealed_in_raw_sql(
+    client: &kube::Client,
+    leader: &str,
+) -> (reqwest::Client, String, String) {
     superuser_sql(
         NAMESPACE,
         leader,
@@ -182,6 +289,7 @@ async fn area_rows_and_pii_stay_sealed_in_raw_sql(client: &kube::Client, leader:
     println!(
         "security: raw SQL as dfr_app: {own} rows in its area, {other} in another, {unset} with no role; national_id_cipher holds ciphertext"
     );
+    (http, base, bearer)
 }
 
 /// psql as the registry's application role from inside member `pod` to the read-write Service,
