@@ -94,12 +94,32 @@ fn cut_network(pid: i32, action: &str) -> bool {
     ok
 }
 
+/// The pod's uid, or None when it does not exist (any more).
+fn current_uid(pod: &str) -> Option<String> {
+    if pod.is_empty() {
+        return None;
+    }
+    let output = dfr_e2e::testing::kubectl(&[
+        "-n",
+        NAMESPACE,
+        "get",
+        "pod",
+        pod,
+        "-o",
+        "jsonpath={.metadata.uid}",
+    ]);
+    let uid = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    (output.status.success() && !uid.is_empty()).then_some(uid)
+}
+
 async fn new_leader_after(old_uid: &str, timeout: Duration) -> String {
     eventually("a new leader", timeout, || async {
         // The pod that carried the fault may keep its label for a moment; a leader counts once
         // it is another pod.
+        // It may also be deleted between the two reads (the operator fences it): ask again.
         let leader = super::backups::leader_pod(NAMESPACE);
-        (!leader.is_empty() && pod_uid(&leader) != old_uid).then_some(leader)
+        let uid = current_uid(&leader)?;
+        (uid != old_uid).then_some(leader)
     })
     .await
 }
