@@ -831,7 +831,8 @@ async fn a_country_runs_fails_over_without_losing_writes_and_keeps_its_data() {
         kept,
         "the re-applied country uses the same volumes"
     );
-    let (_, base) = api_endpoint(&client, NAMESPACE).await;
+    // The re-applied tenant's Service has a new ClusterIP: a new client resolves to it.
+    let (http, base) = api_endpoint(&client, NAMESPACE).await;
     let username_token = token_after_reapply(&http, &base, &token).await;
     // Ready may come while the retained members restart under the new StatefulSet (reads then
     // fail for a moment): every acknowledged record must be readable again, soon.
