@@ -105,8 +105,16 @@ pub struct Postgresql {
     /// Options for pg_basebackup when a replica clones the leader.
     pub basebackup: Vec<serde_yaml::Value>,
     pub pg_hba: Vec<String>,
+    /// Maps the pod's OS user to the exporter's role for the `peer` line of pg_hba.
+    pub pg_ident: Vec<String>,
+    /// Scripts Patroni runs on events (action, role, scope as arguments).
+    pub callbacks: BTreeMap<String, String>,
     pub parameters: BTreeMap<String, String>,
 }
+
+/// The pg_ident map that lets the pod's OS user (uid 999, `postgres`) log in as the exporter's
+/// role over the socket.
+pub const MONITOR_IDENT_MAP: &str = "dfr-monitor";
 
 /// The leader lock's ttl in seconds (see the Dcs settings below).
 pub fn lock_ttl_seconds(synchronous_mode: SynchronousMode) -> u32 {
@@ -206,18 +214,39 @@ pub fn patroni_config(tenant: &Tenant) -> PatroniConfig {
             // checkpoint_timeout, 5 minutes) before a new replica starts copying.
             basebackup: vec![yaml_pair("checkpoint", "fast")],
             pg_hba: pg_hba(),
+            pg_ident: vec![format!(
+                "{MONITOR_IDENT_MAP} postgres {}",
+                naming::MONITOR_USER
+            )],
+            callbacks: ["on_start", "on_role_change"]
+                .into_iter()
+                .map(|event| {
+                    (
+                        event.to_string(),
+                        format!("{CONFIG_DIR}/{}", super::bootstrap::MONITOR_ROLE_SCRIPT_KEY),
+                    )
+                })
+                .collect(),
             parameters: local_parameters,
         },
     }
 }
 
-/// Who may connect to what. Inside the pod, over the socket: Patroni and the operator's tooling.
+/// Who may connect to what. Inside the pod, over the socket: the exporter's role by peer (the
+/// pod's OS user, no password; it has no other line, so never over the network), then Patroni
+/// and the operator's tooling with passwords.
 /// Over the network, TLS and SCRAM only, each role to its own database: the replication role to
 /// replication, the registry's two roles to the registry, and the superuser, which pg_rewind
 /// needs on the new leader when a former leader rejoins. Anything else matches no line and is
 /// refused, a connection without TLS included.
 pub fn pg_hba() -> Vec<String> {
-    let mut lines = vec!["local all all scram-sha-256".to_string()];
+    let mut lines = vec![
+        format!(
+            "local all {} peer map={MONITOR_IDENT_MAP}",
+            naming::MONITOR_USER
+        ),
+        "local all all scram-sha-256".to_string(),
+    ];
     for network in ["0.0.0.0/0", "::/0"] {
         lines.extend([
             format!(
@@ -314,6 +343,10 @@ pub fn desired_config_map(tenant: &Tenant, _settings: &Settings) -> ConfigMap {
                 super::bootstrap::SCRIPT_KEY.to_string(),
                 super::bootstrap::POST_BOOTSTRAP_SCRIPT.to_string(),
             ),
+            (
+                super::bootstrap::MONITOR_ROLE_SCRIPT_KEY.to_string(),
+                super::bootstrap::MONITOR_ROLE_SCRIPT.to_string(),
+            ),
         ])),
         ..ConfigMap::default()
     }
@@ -356,7 +389,16 @@ mod tests {
                 .all(|line| line.starts_with("local ") || line.starts_with("hostssl ")),
             "no plaintext line: {lines:?}"
         );
-        assert!(lines.iter().all(|line| line.ends_with("scram-sha-256")));
+        let (peer, passwords): (Vec<&String>, Vec<&String>) =
+            lines.iter().partition(|line| line.contains(" peer "));
+        assert!(passwords.iter().all(|line| line.ends_with("scram-sha-256")));
+        // Only the exporter's role logs in without a password, and only over the socket.
+        assert_eq!(peer, ["local all dfr_monitor peer map=dfr-monitor"]);
+        assert!(
+            !lines
+                .iter()
+                .any(|l| l.starts_with("hostssl") && l.contains("dfr_monitor"))
+        );
         assert!(
             !lines.iter().any(|line| line.starts_with("hostssl all all")),
             "no line for any role to any database: {lines:?}"
