@@ -424,12 +424,30 @@ mod tests {
         let hba: Vec<String> =
             serde_yaml::from_value(yaml["postgresql"]["pg_hba"].clone()).unwrap();
         for line in &hba {
-            assert!(line.ends_with("scram-sha-256"), "{line}");
+            assert!(
+                line.ends_with("scram-sha-256") || line.starts_with("local all dfr_monitor peer"),
+                "{line}"
+            );
             assert!(
                 line.starts_with("local ") || line.starts_with("hostssl "),
                 "{line}"
             );
         }
+        // The exporter's peer login maps the pod's OS user to its role, and its role is made on
+        // the leader by a callback.
+        assert_eq!(
+            yaml["postgresql"]["pg_ident"][0],
+            "dfr-monitor postgres dfr_monitor"
+        );
+        for event in ["on_start", "on_role_change"] {
+            assert_eq!(
+                yaml["postgresql"]["callbacks"][event],
+                "/etc/patroni/monitor-role.sh"
+            );
+        }
+        let map = desired_config_map(&sample("ton-prod.yaml"), &Settings::default());
+        let script = &map.data.unwrap()[super::super::bootstrap::MONITOR_ROLE_SCRIPT_KEY];
+        assert!(script.contains("GRANT pg_monitor"), "{script}");
         let parameters = &yaml["postgresql"]["parameters"];
         // Quoted, so YAML 1.1 readers see the string `on`, not a boolean.
         assert_eq!(parameters["ssl"], "on");

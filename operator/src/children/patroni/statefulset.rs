@@ -176,7 +176,9 @@ pub const EXPORTER_RESOURCES: backup::Resources = backup::Resources {
     cpu_request: "10m",
     memory_request: "32Mi",
     cpu_limit: "200m",
-    memory_limit: "64Mi",
+    // Generous: an exporter killed for memory would take its member out of the Services while it
+    // restarts (a container that is not running is not ready).
+    memory_limit: "128Mi",
 };
 
 /// prometheus-postgres-exporter (Debian's, in the PostgreSQL image) beside each member, on port
