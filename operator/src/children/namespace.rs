@@ -219,7 +219,11 @@ mod tests {
         };
         let members = crate::children::patroni::desired_statefulset(&tenant, &settings);
         let member = members.spec.unwrap().template.spec.unwrap();
-        assert_eq!(member.containers.len(), 2, "postgres and pgbackrest");
+        assert_eq!(
+            member.containers.len(),
+            3,
+            "postgres, the exporter and pgbackrest"
+        );
         let api = crate::children::api::desired_deployments(&tenant, &settings).remove(0);
         let api_pod = api.spec.unwrap().template.spec.unwrap();
         let run = crate::children::backup::desired_cron_jobs(&tenant, &settings)
