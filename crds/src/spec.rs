@@ -44,6 +44,20 @@ pub const CRON_PATTERN: &str =
         description = "API pods ready/desired"
     ),
     printcolumn(
+        name = "HPA Current",
+        type_ = "integer",
+        json_path = ".status.api.autoscaler.currentReplicas",
+        description = "API pods the autoscaler last counted",
+        priority = 1
+    ),
+    printcolumn(
+        name = "HPA Desired",
+        type_ = "integer",
+        json_path = ".status.api.autoscaler.desiredReplicas",
+        description = "API pods the autoscaler last asked for",
+        priority = 1
+    ),
+    printcolumn(
         name = "Last Backup",
         type_ = "date",
         json_path = ".status.lastBackup.time"
@@ -63,6 +77,12 @@ pub const CRON_PATTERN: &str =
 #[x_kube(validation = Rule::new("self.environment != 'prod' || self.postgres.synchronousMode != 'off'")
     .message("environment prod requires postgres.synchronousMode on or strict so that failover loses no acknowledged write")
     .field_path(".postgres.synchronousMode"))]
+#[x_kube(validation = Rule::new("self.environment != 'prod' || !has(self.api) || !has(self.api.autoscaling) || !has(self.api.autoscaling.enabled) || self.api.autoscaling.enabled")
+    .message("environment prod scales the API on CPU and p95 latency: api.autoscaling.enabled cannot be false (leave it out)")
+    .field_path(".api.autoscaling.enabled"))]
+#[x_kube(validation = Rule::new("!(self.environment in ['dev', 'test']) || !has(self.api) || !has(self.api.autoscaling) || !has(self.api.autoscaling.enabled) || !self.api.autoscaling.enabled")
+    .message(Message::Expression("'environment ' + self.environment + ' runs a fixed number of API pods (api.minReplicas): api.autoscaling.enabled true is allowed only in prod, dr and staging'".into()))
+    .field_path(".api.autoscaling.enabled"))]
 #[x_kube(validation = Rule::new("self.dataPolicy != 'live' || self.environment in ['prod', 'dr']")
     .message(Message::Expression("'dataPolicy live (real farmer data) is allowed only in environments prod and dr, not ' + self.environment + '; use masked or synthetic'".into()))
     .field_path(".dataPolicy"))]
@@ -141,6 +161,12 @@ pub enum Environment {
 }
 
 impl Environment {
+    /// Whether the API autoscales when the spec does not say: production and its standby site
+    /// follow their load; staging, dev and test run a fixed size.
+    pub fn autoscales_by_default(self) -> bool {
+        matches!(self, Environment::Prod | Environment::Dr)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Environment::Dev => "dev",
@@ -168,7 +194,9 @@ pub enum DeletionPolicy {
     Delete,
 }
 
-/// The DFR API Deployment and its autoscaling.
+/// The DFR API Deployment and its autoscaling. With autoscaling on, a HorizontalPodAutoscaler
+/// keeps between minReplicas and maxReplicas pods; with it off, the Deployment runs minReplicas
+/// pods and maxReplicas is not used.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas")
     .message("api.minReplicas must not exceed api.maxReplicas")
@@ -212,6 +240,11 @@ fn default_max_replicas() -> i32 {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AutoscalingSpec {
+    /// Whether a HorizontalPodAutoscaler scales the API. Left out: on in prod and dr, off
+    /// (api.minReplicas pods) in staging, dev and test. prod cannot turn it off; dev and test
+    /// cannot turn it on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
     /// Average CPU utilisation of the API pods the HPA aims for, in percent of requests.
     #[serde(default = "default_cpu_target", rename = "targetCPUUtilizationPercent")]
     #[schemars(range(min = 10, max = 100))]
@@ -229,6 +262,7 @@ pub struct AutoscalingSpec {
 impl Default for AutoscalingSpec {
     fn default() -> Self {
         Self {
+            enabled: None,
             target_cpu_utilization_percent: default_cpu_target(),
             target_p95_latency_ms: default_latency_target(),
             stabilization_window_seconds: default_stabilization_window(),
@@ -546,6 +580,16 @@ pub enum Weekday {
     Fri,
     Sat,
     Sun,
+}
+
+impl DfrCountrySpec {
+    /// Whether a HorizontalPodAutoscaler owns the API's replica count.
+    pub fn api_autoscaled(&self) -> bool {
+        self.api
+            .autoscaling
+            .enabled
+            .unwrap_or_else(|| self.environment.autoscales_by_default())
+    }
 }
 
 /// Labels every object of a tenant carries.

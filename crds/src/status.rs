@@ -68,6 +68,23 @@ pub struct ApiStatus {
     pub desired: i32,
     /// "ready/desired", for the printer column.
     pub replicas: String,
+    /// What the HorizontalPodAutoscaler reports; absent while autoscaling is off (the
+    /// Deployment then runs api.minReplicas pods) or before the autoscaler has run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaler: Option<AutoscalerStatus>,
+}
+
+/// The API's HorizontalPodAutoscaler, as it last reported itself.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalerStatus {
+    /// API pods the autoscaler last counted.
+    pub current_replicas: i32,
+    /// API pods the autoscaler last asked for.
+    pub desired_replicas: i32,
+    /// When it last changed the number of pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<Time>,
 }
 
 /// The newest backup run, scheduled or started by hand.

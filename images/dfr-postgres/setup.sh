@@ -56,3 +56,4 @@ grep -qx "create_main_cluster = false" /etc/postgresql-common/createcluster.conf
 test ! -e /etc/postgresql/15/main
 /usr/lib/postgresql/15/bin/postgres --version
 patroni --version
+prometheus-postgres-exporter --version

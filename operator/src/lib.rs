@@ -1,6 +1,7 @@
 //! dfr-operator: reconciles each DfrCountry into an isolated tenant namespace.
 
 pub mod apply;
+pub mod autoscaling;
 pub mod backup;
 pub mod cache;
 pub mod children;

@@ -86,12 +86,16 @@ pub const DB_APP_USER: &str = "dfr_app";
 pub const REPLICATION_USER: &str = "replicator";
 pub const REWIND_USER: &str = "dfr_rewind";
 pub const SUPERUSER: &str = "postgres";
+/// The PostgreSQL exporter's role: pg_monitor only, and only over the pod's own socket.
+pub const MONITOR_USER: &str = "dfr_monitor";
 
 pub const POSTGRES_PORT: i32 = 5432;
 pub const PATRONI_PORT: i32 = 8008;
 pub const API_PORT: i32 = 8080;
 /// The API's /metrics, on a listener of its own that only monitoring may reach.
 pub const API_METRICS_PORT: i32 = 9090;
+/// The PostgreSQL exporter beside each member (container port `exporter`).
+pub const EXPORTER_PORT: i32 = 9187;
 
 /// Finalizer that lets the operator apply the deletionPolicy before a DfrCountry goes away.
 pub const FINALIZER: &str = "dfr.io/cleanup";

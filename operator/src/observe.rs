@@ -2,6 +2,7 @@
 
 use crate::tenant::Tenant;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 
 use crate::backup::Repository;
@@ -79,6 +80,14 @@ pub async fn observe(caches: &Caches, tenant: &Tenant, settings: &Settings) -> R
         &members,
     );
 
+    // An autoscaler left from before autoscaling was switched off is deleted this reconcile.
+    let autoscaler = crate::autoscaling::observe(
+        caches
+            .get::<HorizontalPodAutoscaler>(Some(&namespace), naming::API)
+            .filter(|_| tenant.spec.api_autoscaled())
+            .as_ref(),
+    );
+
     Ok(Observed {
         generation: tenant.generation,
         namespace,
@@ -96,6 +105,7 @@ pub async fn observe(caches: &Caches, tenant: &Tenant, settings: &Settings) -> R
             .and_then(|s| s.replicas)
             .unwrap_or(tenant.spec.api.min_replicas),
         api_deployment_available,
+        autoscaler,
         certificates_not_after,
         problem: None,
         risk,

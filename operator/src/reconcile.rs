@@ -257,6 +257,8 @@ async fn apply_children(tenant: &Tenant, desired: &Desired, ctx: &Context) -> Re
         if stage == Stage::Workload {
             // A restore runs once, when the first member starts: it must have what it needs.
             lifecycle::check_restore_target(client, caches, tenant).await?;
+            // Before the Deployment is applied without `replicas`.
+            changes.extend(crate::autoscaling::hand_over_replicas(client, caches, tenant).await?);
         }
         changes.extend(sync_stage(stage, client, caches, tenant, desired).await?);
     }
@@ -455,6 +457,10 @@ fn observed_from_status(country: &DfrCountry, settings: &Settings) -> Observed {
             .conditions
             .iter()
             .any(|c| c.type_ == ct::API_READY && c.status == "True"),
+        autoscaler: crate::autoscaling::Observation {
+            status: status.api.as_ref().and_then(|a| a.autoscaler.clone()),
+            problem: None,
+        },
         certificates_not_after: status.certificates_not_after.map(|t| t.0),
         problem: None,
         risk: None,

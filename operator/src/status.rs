@@ -22,6 +22,8 @@ pub struct Observed {
     pub api_desired: i32,
     /// The Deployment's Available condition is True.
     pub api_deployment_available: bool,
+    /// What the API's HorizontalPodAutoscaler reports, where autoscaling is on.
+    pub autoscaler: crate::autoscaling::Observation,
     pub certificates_not_after: Option<Timestamp>,
     /// A problem that needs a person: (reason, message).
     pub problem: Option<(String, String)>,
@@ -112,16 +114,28 @@ pub fn desired_status(
         )
     };
 
-    let (degraded, degraded_reason, degraded_message) = match (&observed.problem, &observed.risk) {
-        (Some((reason, message)), _) | (None, Some((reason, message))) => {
-            (true, reason.as_str(), message.clone())
-        }
-        (None, None) => (
-            false,
-            "NoProblems",
-            "no problem needs attention".to_string(),
-        ),
-    };
+    // A problem stops the reconcile; a replication risk threatens acknowledged writes; an
+    // autoscaler that cannot scale only leaves the API at its size. The first names the reason,
+    // the message lists every one.
+    let autoscaler_problem = observed.autoscaler.problem.as_ref();
+    let (degraded, degraded_reason, degraded_message) =
+        match (&observed.problem, &observed.risk, autoscaler_problem) {
+            (Some((reason, message)), _, _) => (true, reason.as_str(), message.clone()),
+            (None, Some((reason, message)), autoscaler) => (
+                true,
+                reason.as_str(),
+                match autoscaler {
+                    Some((_, also)) => format!("{message}; {also}"),
+                    None => message.clone(),
+                },
+            ),
+            (None, None, Some((reason, message))) => (true, reason.as_str(), message.clone()),
+            (None, None, None) => (
+                false,
+                "NoProblems",
+                "no problem needs attention".to_string(),
+            ),
+        };
 
     let certificates =
         certificates_condition(observed.renew_before, observed.certificates_not_after, now);
@@ -221,6 +235,7 @@ pub fn desired_status(
             ready: observed.api_available,
             desired: observed.api_desired,
             replicas: format!("{}/{}", observed.api_available, observed.api_desired),
+            autoscaler: observed.autoscaler.status.clone(),
         }),
         last_backup,
         backups,
@@ -267,11 +282,17 @@ fn database_condition(observed: &Observed) -> (bool, &'static str, String) {
     }
 }
 
+/// Ready by the pods that serve; an autoscaler that cannot scale does not stop the API serving,
+/// so it is named in the message (and makes the tenant Degraded) without making it unready.
 fn api_condition(observed: &Observed) -> (bool, &'static str, String) {
-    let counts = format!(
+    let mut counts = format!(
         "{}/{} API pods available",
         observed.api_available, observed.api_desired
     );
+    if let Some((_, message)) = &observed.autoscaler.problem {
+        counts.push_str("; ");
+        counts.push_str(message);
+    }
     if observed.api_deployment_available && observed.api_available > 0 {
         (true, "MinimumReplicasAvailable", counts)
     } else {
@@ -450,6 +471,55 @@ mod tests {
         assert_eq!(
             find(&third, ct::DATABASE_READY).last_transition_time,
             Time(later)
+        );
+    }
+
+    #[test]
+    fn an_autoscaler_without_metrics_degrades_the_tenant_but_the_api_stays_ready() {
+        let mut observed = waiting();
+        observed.primary = Some("postgres-0".into());
+        observed.api_available = 2;
+        observed.api_deployment_available = true;
+        observed.autoscaler = crate::autoscaling::Observation {
+            status: Some(dfr_crds::AutoscalerStatus {
+                current_replicas: 2,
+                desired_replicas: 2,
+                last_scale_time: None,
+            }),
+            problem: Some((
+                "FailedGetResourceMetric".into(),
+                "HorizontalPodAutoscaler dfr-api cannot read its metrics".into(),
+            )),
+        };
+        let status = desired_status(&observed, None, Timestamp::UNIX_EPOCH);
+        let degraded = find(&status, ct::DEGRADED);
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", "FailedGetResourceMetric")
+        );
+        let api = find(&status, ct::API_READY);
+        assert_eq!(api.status, "True");
+        assert!(
+            api.message.contains("cannot read its metrics"),
+            "{}",
+            api.message
+        );
+        assert_eq!(find(&status, ct::READY).status, "True");
+        let autoscaler = status.api.unwrap().autoscaler.unwrap();
+        assert_eq!(
+            (autoscaler.current_replicas, autoscaler.desired_replicas),
+            (2, 2)
+        );
+
+        // A replication risk names the reason; the message keeps both.
+        observed.risk = Some(("SynchronousStandbyLost".into(), "no standby".into()));
+        let both = desired_status(&observed, None, Timestamp::UNIX_EPOCH);
+        let degraded = find(&both, ct::DEGRADED);
+        assert_eq!(degraded.reason, "SynchronousStandbyLost");
+        assert!(
+            degraded
+                .message
+                .contains("no standby; HorizontalPodAutoscaler")
         );
     }
 

@@ -187,6 +187,35 @@ async fn min_replicas_may_not_exceed_max_replicas() {
 }
 
 #[tokio::test]
+async fn autoscaling_follows_the_environment() {
+    let admin = setup().await;
+    let message = rejection(
+        &admin,
+        "ton-prod.yaml",
+        json!({"spec": {"api": {"autoscaling": {"enabled": false}}}}),
+    )
+    .await;
+    assert!(
+        message.contains("spec.api.autoscaling.enabled"),
+        "{message}"
+    );
+    assert!(
+        message.contains("environment prod scales the API on CPU and p95 latency"),
+        "{message}"
+    );
+    let message = rejection(
+        &admin,
+        "vut-test.yaml",
+        json!({"spec": {"api": {"autoscaling": {"enabled": true}}}}),
+    )
+    .await;
+    assert!(
+        message.contains("environment test runs a fixed number of API pods"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
 async fn backup_schedule_must_be_a_five_field_cron() {
     let admin = setup().await;
     for bad in ["every night", "0 2 * *", "0 2 * * * *", "@daily"] {

@@ -144,7 +144,11 @@ async fn monitoring_objects_follow_the_kinds_the_cluster_serves() {
         .await
         .unwrap()
         .uid();
-    for monitor_name in [monitoring::API_MONITOR, monitoring::PATRONI_MONITOR] {
+    for monitor_name in [
+        monitoring::API_MONITOR,
+        monitoring::PATRONI_MONITOR,
+        monitoring::EXPORTER_MONITOR,
+    ] {
         let monitor = wait_for(&monitors, monitor_name).await;
         assert_eq!(
             monitor.owner_references()[0].uid,

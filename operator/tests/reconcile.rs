@@ -219,10 +219,17 @@ async fn a_sample_becomes_a_tenant_with_every_child_and_honest_status() {
     );
 
     assert_owned_and_labelled(&t.wait_for::<StatefulSet>(naming::POSTGRES).await, &country);
-    assert_owned_and_labelled(&t.wait_for::<Deployment>(naming::API).await, &country);
-    assert_owned_and_labelled(
-        &t.wait_for::<HorizontalPodAutoscaler>(naming::API).await,
-        &country,
+    let deployment = t.wait_for::<Deployment>(naming::API).await;
+    assert_owned_and_labelled(&deployment, &country);
+    // dev runs a fixed number of API pods: the Deployment holds it and no autoscaler is made
+    // (both are applied in the same stage, so one would be there by now).
+    assert_eq!(deployment.spec.unwrap().replicas, Some(1));
+    assert!(
+        t.api::<HorizontalPodAutoscaler>()
+            .get_opt(naming::API)
+            .await
+            .unwrap()
+            .is_none()
     );
     assert_owned_and_labelled(
         &t.wait_for::<ConfigMap>(naming::POSTGRES_CONFIG).await,
@@ -357,7 +364,7 @@ async fn spec_changes_reach_the_children_and_deleted_children_come_back() {
             &PatchParams::default(),
             &Patch::Merge(json!({"spec": {
                 "postgres": {"instances": 3},
-                "api": {"maxReplicas": 9, "autoscaling": {"targetCPUUtilizationPercent": 55}}
+                "api": {"maxReplicas": 9, "autoscaling": {"enabled": true, "targetCPUUtilizationPercent": 55}}
             }})),
         )
         .await
@@ -437,7 +444,7 @@ async fn reconciling_an_unchanged_tenant_writes_nothing() {
     apply_country(&t.admin, &t.country).await;
     t.wait_for_condition("Ready", "False", "WaitingForPrimary")
         .await;
-    t.wait_for::<HorizontalPodAutoscaler>(naming::API).await;
+    t.wait_for::<Deployment>(naming::API).await;
     // Let the first operator settle (its last status write and Events), then replace it.
     tokio::time::sleep(Duration::from_secs(2)).await;
     first.stop().await;

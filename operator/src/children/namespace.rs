@@ -107,19 +107,29 @@ pub fn desired_resource_quota(tenant: &Tenant) -> ResourceQuota {
         (instances + repository_host) * value(pick(&SERVER_RESOURCES))
             + f64::from(CONCURRENT_RUNS) * value(pick(&RUN_RESOURCES))
     };
-    let cpu_requests =
-        sum("requests", "cpu", DEFAULT_POSTGRES_CPU, DEFAULT_API_CPU) + backups(|r| r.cpu_request);
+    // The PostgreSQL exporter beside each member.
+    let exporters = |pick: fn(&crate::children::backup::Resources) -> &'static str| {
+        use crate::children::patroni::EXPORTER_RESOURCES;
+        instances * quantity::parse(pick(&EXPORTER_RESOURCES)).unwrap_or(0.0)
+    };
+    let cpu_requests = sum("requests", "cpu", DEFAULT_POSTGRES_CPU, DEFAULT_API_CPU)
+        + backups(|r| r.cpu_request)
+        + exporters(|r| r.cpu_request);
     let memory_requests = sum(
         "requests",
         "memory",
         DEFAULT_POSTGRES_MEMORY,
         DEFAULT_API_MEMORY,
-    ) + backups(|r| r.memory_request);
+    ) + backups(|r| r.memory_request)
+        + exporters(|r| r.memory_request);
     // Limits default to twice the requests when the spec gives none.
     let cpu_limits =
-        (sum("limits", "cpu", "1", "500m") + backups(|r| r.cpu_limit)).max(cpu_requests);
-    let memory_limits = (sum("limits", "memory", "2Gi", "512Mi") + backups(|r| r.memory_limit))
-        .max(memory_requests);
+        (sum("limits", "cpu", "1", "500m") + backups(|r| r.cpu_limit) + exporters(|r| r.cpu_limit))
+            .max(cpu_requests);
+    let memory_limits = (sum("limits", "memory", "2Gi", "512Mi")
+        + backups(|r| r.memory_limit)
+        + exporters(|r| r.memory_limit))
+    .max(memory_requests);
     let data = quantity::parse(&spec.postgres.storage.size.0).unwrap_or(0.0) * instances;
     let backup = spec
         .backup
@@ -209,7 +219,11 @@ mod tests {
         };
         let members = crate::children::patroni::desired_statefulset(&tenant, &settings);
         let member = members.spec.unwrap().template.spec.unwrap();
-        assert_eq!(member.containers.len(), 2, "postgres and pgbackrest");
+        assert_eq!(
+            member.containers.len(),
+            3,
+            "postgres, the exporter and pgbackrest"
+        );
         let api = crate::children::api::desired_deployments(&tenant, &settings).remove(0);
         let api_pod = api.spec.unwrap().template.spec.unwrap();
         let run = crate::children::backup::desired_cron_jobs(&tenant, &settings)

@@ -249,9 +249,14 @@ pub fn desired_network_policies(tenant: &Tenant, settings: &Settings) -> Vec<Net
         ));
     }
     if let Some(monitoring) = &network.monitoring_namespace_selector {
-        for (name, target, port) in [
-            ("api-metrics", api.clone(), naming::API_METRICS_PORT),
-            ("postgres-metrics", postgres, naming::PATRONI_PORT),
+        // Patroni's /metrics and the PostgreSQL exporter on the members.
+        for (name, target, ports) in [
+            ("api-metrics", api.clone(), vec![naming::API_METRICS_PORT]),
+            (
+                "postgres-metrics",
+                postgres,
+                vec![naming::PATRONI_PORT, naming::EXPORTER_PORT],
+            ),
         ] {
             policies.push(policy(
                 tenant,
@@ -259,7 +264,7 @@ pub fn desired_network_policies(tenant: &Tenant, settings: &Settings) -> Vec<Net
                 selecting(target),
                 Some(vec![NetworkPolicyIngressRule {
                     from: Some(vec![namespaces(monitoring)]),
-                    ports: Some(vec![tcp(port)]),
+                    ports: Some(ports.into_iter().map(tcp).collect()),
                 }]),
                 None,
             ));
@@ -426,7 +431,21 @@ mod tests {
             .collect();
         assert_eq!(egress.len(), 2);
         assert!(named(&policies, "api-ingress").ingress.is_some());
-        assert!(named(&policies, "postgres-metrics").ingress.is_some());
+        let metrics = named(&policies, "postgres-metrics")
+            .ingress
+            .clone()
+            .unwrap();
+        let ports: Vec<IntOrString> = metrics[0]
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|p| p.port.clone())
+            .collect();
+        assert_eq!(
+            ports,
+            [IntOrString::Int(8008), IntOrString::Int(9187)],
+            "Patroni's /metrics and the exporter"
+        );
     }
 
     #[test]

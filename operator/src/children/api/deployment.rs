@@ -1,5 +1,6 @@
-//! The API pods. No `replicas` field: the HorizontalPodAutoscaler owns the count, and a
-//! server-side apply that set it would fight the autoscaler on every reconcile.
+//! The API pods. With autoscaling on there is no `replicas` field: the HorizontalPodAutoscaler
+//! owns the count, and a server-side apply that set it would fight the autoscaler on every
+//! reconcile. With it off the Deployment runs `api.minReplicas` pods.
 
 use std::collections::BTreeMap;
 
@@ -16,7 +17,9 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{metadata_labels, selector};
+use super::{
+    REPLICAS_BY_AUTOSCALER, REPLICAS_BY_OPERATOR, REPLICAS_OWNER, metadata_labels, selector,
+};
 use crate::children::child_meta;
 use crate::children::namespace::{DEFAULT_API_CPU, DEFAULT_API_MEMORY};
 use crate::children::pod::{mount, restricted_container, restricted_pod, secret_env, value_env};
@@ -248,9 +251,21 @@ pub fn desired_deployment(tenant: &Tenant, settings: &Settings) -> Deployment {
         ]),
         ..Container::default()
     };
+    let autoscaled = tenant.spec.api_autoscaled();
+    let mut metadata = child_meta(tenant, naming::API, labels.clone());
+    metadata.annotations = Some(BTreeMap::from([(
+        REPLICAS_OWNER.to_string(),
+        if autoscaled {
+            REPLICAS_BY_AUTOSCALER
+        } else {
+            REPLICAS_BY_OPERATOR
+        }
+        .to_string(),
+    )]));
     Deployment {
-        metadata: child_meta(tenant, naming::API, labels.clone()),
+        metadata,
         spec: Some(DeploymentSpec {
+            replicas: (!autoscaled).then_some(tenant.spec.api.min_replicas),
             selector: LabelSelector {
                 match_labels: Some(selector(tenant)),
                 ..LabelSelector::default()
@@ -425,9 +440,24 @@ mod tests {
     }
 
     #[test]
-    fn the_autoscaler_owns_the_replica_count() {
-        let deployment = desired_deployment(&sample("ton-prod.yaml"), &Settings::default());
-        assert_eq!(deployment.spec.unwrap().replicas, None);
+    fn the_autoscaler_owns_the_replica_count_in_prod_and_the_spec_elsewhere() {
+        let owner = |deployment: &Deployment| {
+            deployment.metadata.annotations.as_ref().unwrap()[REPLICAS_OWNER].clone()
+        };
+        let prod = desired_deployment(&sample("ton-prod.yaml"), &Settings::default());
+        assert_eq!(prod.spec.as_ref().unwrap().replicas, None);
+        assert_eq!(owner(&prod), "autoscaler");
+
+        let mut staging = sample("wsm-staging.yaml");
+        let fixed = desired_deployment(&staging, &Settings::default());
+        assert_eq!(fixed.spec.as_ref().unwrap().replicas, Some(2));
+        assert_eq!(owner(&fixed), "operator");
+        staging.spec.api.autoscaling.enabled = Some(true);
+        let scaled = desired_deployment(&staging, &Settings::default());
+        assert_eq!(scaled.spec.as_ref().unwrap().replicas, None);
+
+        let dev = desired_deployment(&sample("ton-dev.yaml"), &Settings::default());
+        assert_eq!(dev.spec.unwrap().replicas, Some(1));
     }
 
     #[test]

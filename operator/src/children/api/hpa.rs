@@ -1,12 +1,15 @@
-//! Scales the API on CPU and on p95 latency.
+//! Scales the API on CPU and on p95 latency, where autoscaling is on (prod and dr by default,
+//! staging when the spec asks; see `DfrCountrySpec::api_autoscaled`).
 //!
-//! The latency metric reaches the custom metrics API like this: every API pod serves the
-//! histogram `dfr_http_request_duration_seconds` on /metrics (port 8080, annotated for
-//! scraping); Prometheus scrapes it; prometheus-adapter exposes, per pod, the Pods metric named
-//! by `Settings::latency_metric_name` (default `dfr_http_request_duration_p95_milliseconds`)
-//! with the rule
-//! `histogram_quantile(0.95, sum by (pod, le) (rate(dfr_http_request_duration_seconds_bucket[5m]))) * 1000`.
-//! The 5-minute rate window matches the spec's 300 s stabilization windows.
+//! CPU comes from the resource metrics API (metrics-server). The latency metric reaches the
+//! custom metrics API like this: every API pod serves the histogram
+//! `dfr_http_request_duration_seconds` on /metrics (port 9090, container port `metrics`, which
+//! the `dfr-api` PodMonitor scrapes); Prometheus scrapes it; prometheus-adapter exposes, per pod,
+//! the Pods metric named by `Settings::latency_metric_name` (default
+//! `dfr_http_request_duration_p95_milliseconds`) from the p95 of that histogram's buckets over a
+//! 1-minute rate window, times 1000. The spec's stabilization windows (300 s by default) make the
+//! latency "sustained": the autoscaler acts on the lowest (scale-up) or highest (scale-down)
+//! recommendation of the whole window, so a single slow minute does not add pods.
 
 use crate::tenant::Tenant;
 use k8s_openapi::api::autoscaling::v2::{
@@ -84,6 +87,27 @@ pub fn desired_hpa(tenant: &Tenant, settings: &Settings) -> HorizontalPodAutosca
 mod tests {
     use super::*;
     use crate::children::tests::sample;
+
+    #[test]
+    fn only_autoscaled_environments_get_an_autoscaler() {
+        let settings = Settings::default();
+        assert_eq!(
+            super::super::desired_autoscalers(&sample("ton-prod.yaml"), &settings).len(),
+            1
+        );
+        for fixed in ["wsm-staging.yaml", "ton-dev.yaml", "vut-test.yaml"] {
+            assert!(
+                super::super::desired_autoscalers(&sample(fixed), &settings).is_empty(),
+                "{fixed}"
+            );
+        }
+        let mut staging = sample("wsm-staging.yaml");
+        staging.spec.api.autoscaling.enabled = Some(true);
+        assert_eq!(
+            super::super::desired_autoscalers(&staging, &settings).len(),
+            1
+        );
+    }
 
     #[test]
     fn scales_on_cpu_and_p95_latency_with_the_spec_windows() {

@@ -25,9 +25,22 @@ pub fn desired_deployments(tenant: &Tenant, settings: &Settings) -> Vec<Deployme
     vec![desired_deployment(tenant, settings)]
 }
 
+/// The autoscaler where the spec (or the environment's default) asks for one; none otherwise,
+/// and the staged apply removes one made earlier.
 pub fn desired_autoscalers(tenant: &Tenant, settings: &Settings) -> Vec<HorizontalPodAutoscaler> {
-    vec![desired_hpa(tenant, settings)]
+    if tenant.spec.api_autoscaled() {
+        vec![desired_hpa(tenant, settings)]
+    } else {
+        Vec::new()
+    }
 }
+
+/// On the API Deployment: who owns its `replicas`, [`REPLICAS_BY_AUTOSCALER`] or
+/// [`REPLICAS_BY_OPERATOR`]. The reconcile reads it to see the switch to autoscaling coming
+/// (crate::autoscaling::hand_over_replicas), since the watch caches drop managedFields.
+pub const REPLICAS_OWNER: &str = "dfr.io/replicas-owner";
+pub const REPLICAS_BY_AUTOSCALER: &str = "autoscaler";
+pub const REPLICAS_BY_OPERATOR: &str = "operator";
 
 pub const COMPONENT: &str = "api";
 

@@ -1,6 +1,7 @@
 //! The metric names the rules and dashboards may use, and where each comes from. A test holds
 //! every expression the builders make to this list, and the list to the sources that define
-//! the names (ours are read from the code; Patroni's and the kubelet's are upstream's).
+//! the names (ours are read from the code; Patroni's, the PostgreSQL exporter's and the kubelet's
+//! are upstream's).
 
 /// Where a metric comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -11,6 +12,9 @@ pub enum Source {
     Operator,
     /// Patroni 4.1.5's REST API /metrics (patroni/api.py, `do_GET_metrics`), as in dfr-postgres.
     Patroni,
+    /// prometheus-postgres-exporter 0.11.1 (Debian bookworm, in dfr-postgres) with its default
+    /// metrics, beside each member; names as its `--dumpmaps` lists them.
+    PostgresExporter,
     /// The kubelet's cAdvisor endpoint (/metrics/cadvisor); no kube-state-metrics is assumed.
     Cadvisor,
     /// Made by Prometheus itself for every target.
@@ -52,6 +56,13 @@ pub const METRICS: &[(&str, Source)] = &[
     ("patroni_postgres_timeline", Source::Patroni),
     ("patroni_pending_restart", Source::Patroni),
     ("patroni_postmaster_start_time", Source::Patroni),
+    ("pg_up", Source::PostgresExporter),
+    ("pg_stat_database_blks_hit", Source::PostgresExporter),
+    ("pg_stat_database_blks_read", Source::PostgresExporter),
+    ("pg_stat_database_numbackends", Source::PostgresExporter),
+    ("pg_stat_activity_count", Source::PostgresExporter),
+    ("pg_stat_activity_max_tx_duration", Source::PostgresExporter),
+    ("pg_settings_max_connections", Source::PostgresExporter),
     ("container_cpu_usage_seconds_total", Source::Cadvisor),
     ("up", Source::Prometheus),
 ];

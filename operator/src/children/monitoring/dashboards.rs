@@ -1,5 +1,7 @@
 //! Grafana dashboards of one tenant, as JSON: operations (API latency, throughput, errors),
-//! database (Patroni members, roles, lag, timeline, the API's connections), backups and
+//! database (Patroni members, roles, lag, timeline, the API's connections; from the PostgreSQL
+//! exporter cache hit ratio, connections by state and database, the longest active
+//! transaction), backups and
 //! certificates, business (registrations, consent changes). Queries read the metrics in
 //! [`super::catalog`] and the recording rules of [`super::rules`]; a test parses every query
 //! with promtool and holds its metric names to the catalogue.
@@ -166,6 +168,56 @@ fn boards(tenant: &Tenant, _settings: &Settings) -> Vec<(&'static str, &'static 
             "Members waiting for a restart",
             "short",
             vec![(format!("patroni_pending_restart{{{ns}}} == 1"), "{{pod}}")],
+        ),
+        // The rest from the PostgreSQL exporter beside each member (its own member's view).
+        panel(
+            "Exporter connected to PostgreSQL",
+            "short",
+            vec![(format!("pg_up{{{ns}}}"), "{{pod}}")],
+        ),
+        panel(
+            "Cache hit ratio (registry database)",
+            "percentunit",
+            vec![(
+                format!(
+                    "sum by (pod) (rate(pg_stat_database_blks_hit{{{ns},datname=\"dfr\"}}[5m])) / (sum by (pod) (rate(pg_stat_database_blks_hit{{{ns},datname=\"dfr\"}}[5m])) + sum by (pod) (rate(pg_stat_database_blks_read{{{ns},datname=\"dfr\"}}[5m])))"
+                ),
+                "{{pod}}",
+            )],
+        ),
+        panel(
+            "Connections by state",
+            "short",
+            vec![
+                (
+                    format!("sum by (pod, state) (pg_stat_activity_count{{{ns}}}) > 0"),
+                    "{{pod}} {{state}}",
+                ),
+                (
+                    format!("max by (pod) (pg_settings_max_connections{{{ns}}})"),
+                    "{{pod}} max_connections",
+                ),
+            ],
+        ),
+        panel(
+            "Connections per database",
+            "short",
+            vec![(
+                format!("pg_stat_database_numbackends{{{ns},datname!=\"\"}}"),
+                "{{pod}} {{datname}}",
+            )],
+        ),
+        // No pg_stat_statements is loaded: slow queries show as the age of the oldest
+        // transaction that is running a statement.
+        panel(
+            "Slow queries: longest active transaction",
+            "s",
+            vec![(
+                format!(
+                    "max by (pod, datname) (pg_stat_activity_max_tx_duration{{{ns},state=\"active\"}})"
+                ),
+                "{{pod}} {{datname}}",
+            )],
         ),
     ];
     let backups = vec![

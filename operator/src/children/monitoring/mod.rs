@@ -34,6 +34,7 @@ pub const COMPONENT: &str = "monitoring";
 pub const RULES: &str = "dfr-alerts";
 pub const API_MONITOR: &str = "dfr-api";
 pub const PATRONI_MONITOR: &str = "postgres-patroni";
+pub const EXPORTER_MONITOR: &str = "postgres-exporter";
 /// The label kube-prometheus-stack's Grafana sidecar looks for on dashboard ConfigMaps.
 pub const GRAFANA_DASHBOARD_LABEL: &str = "grafana_dashboard";
 pub const SCRAPE_INTERVAL: &str = "30s";
@@ -93,6 +94,18 @@ pub fn desired_pod_monitors(tenant: &Tenant, _settings: &Settings) -> Vec<PodMon
                     },
                     server_name: format!("{}.{}.svc", naming::POSTGRES_HEADLESS, tenant.namespace),
                 }),
+            },
+        ),
+        // The PostgreSQL exporter beside each member: plain HTTP inside the tenant's policies.
+        monitor(
+            EXPORTER_MONITOR,
+            patroni::selector(tenant),
+            PodMetricsEndpoint {
+                port: "exporter".into(),
+                path: "/metrics".into(),
+                scheme: None,
+                interval: SCRAPE_INTERVAL.into(),
+                tls_config: None,
             },
         ),
     ]
@@ -168,7 +181,11 @@ mod tests {
         };
         let api_template = deployment.spec.as_ref().map(|s| &s.template);
         let db_template = statefulset.spec.as_ref().map(|s| &s.template);
-        for (monitor, template) in monitors.iter().zip([api_template, db_template]) {
+        assert_eq!(monitors.len(), 3);
+        for (monitor, template) in monitors
+            .iter()
+            .zip([api_template, db_template, db_template])
+        {
             let wanted = monitor.spec.selector.match_labels.clone().unwrap();
             let have = template_labels(template);
             for (key, value) in &wanted {

@@ -107,11 +107,19 @@ pub struct Postgresql {
     /// Options for pg_basebackup when a replica clones the leader.
     pub basebackup: Vec<serde_yaml::Value>,
     pub pg_hba: Vec<String>,
+    /// Maps the pod's OS user to the exporter's role for the `peer` line of pg_hba.
+    pub pg_ident: Vec<String>,
+    /// Scripts Patroni runs on events (action, role, scope as arguments).
+    pub callbacks: BTreeMap<String, String>,
     pub parameters: BTreeMap<String, String>,
     /// Patroni's own connections as the superuser go over the socket: the superuser has no
     /// network line in pg_hba, loopback included.
     pub use_unix_socket: bool,
 }
+
+/// The pg_ident map that lets the pod's OS user (uid 999, `postgres`) log in as the exporter's
+/// role over the socket.
+pub const MONITOR_IDENT_MAP: &str = "dfr-monitor";
 
 /// The leader lock's ttl in seconds (see the Dcs settings below).
 pub fn lock_ttl_seconds(synchronous_mode: SynchronousMode) -> u32 {
@@ -211,21 +219,41 @@ pub fn patroni_config(tenant: &Tenant) -> PatroniConfig {
             // checkpoint_timeout, 5 minutes) before a new replica starts copying.
             basebackup: vec![yaml_pair("checkpoint", "fast")],
             pg_hba: pg_hba(),
+            pg_ident: vec![format!(
+                "{MONITOR_IDENT_MAP} postgres {}",
+                naming::MONITOR_USER
+            )],
+            callbacks: ["on_start", "on_role_change"]
+                .into_iter()
+                .map(|event| {
+                    (
+                        event.to_string(),
+                        format!("{CONFIG_DIR}/{}", super::bootstrap::MONITOR_ROLE_SCRIPT_KEY),
+                    )
+                })
+                .collect(),
             parameters: local_parameters,
             use_unix_socket: true,
         },
     }
 }
 
-/// Who may connect to what. Inside the pod, over the socket: Patroni, pgBackRest and the
-/// operator's tooling, the superuser among them; the superuser has no network line. Over the
-/// network, TLS and SCRAM only, each role to its own database: the replication role to
-/// replication and the rewind role to `postgres` (pg_rewind's source connection when a former
-/// leader rejoins), each also with a client certificate from the tenant CA whose common name is
-/// the role (`clientcert=verify-full`); the registry's two roles to the registry. Anything else
-/// matches no line and is refused, a connection without TLS included.
+/// Who may connect to what. Inside the pod, over the socket: the exporter's role by peer (the
+/// pod's OS user, no password; it has no other line, so never over the network), then Patroni,
+/// pgBackRest and the operator's tooling with passwords, the superuser among them; the superuser
+/// has no network line. Over the network, TLS and SCRAM only, each role to its own database: the
+/// replication role to replication and the rewind role to `postgres` (pg_rewind's source
+/// connection when a former leader rejoins), each also with a client certificate from the tenant
+/// CA whose common name is the role (`clientcert=verify-full`); the registry's two roles to the
+/// registry. Anything else matches no line and is refused, a connection without TLS included.
 pub fn pg_hba() -> Vec<String> {
-    let mut lines = vec!["local all all scram-sha-256".to_string()];
+    let mut lines = vec![
+        format!(
+            "local all {} peer map={MONITOR_IDENT_MAP}",
+            naming::MONITOR_USER
+        ),
+        "local all all scram-sha-256".to_string(),
+    ];
     for network in ["0.0.0.0/0", "::/0"] {
         lines.extend([
             format!(
@@ -325,6 +353,10 @@ pub fn desired_config_map(tenant: &Tenant, _settings: &Settings) -> ConfigMap {
                 super::bootstrap::SCRIPT_KEY.to_string(),
                 super::bootstrap::POST_BOOTSTRAP_SCRIPT.to_string(),
             ),
+            (
+                super::bootstrap::MONITOR_ROLE_SCRIPT_KEY.to_string(),
+                super::bootstrap::MONITOR_ROLE_SCRIPT.to_string(),
+            ),
         ])),
         ..ConfigMap::default()
     }
@@ -367,7 +399,16 @@ mod tests {
                 .all(|line| line.starts_with("local ") || line.starts_with("hostssl ")),
             "no plaintext line: {lines:?}"
         );
-        assert!(lines.iter().all(|line| line.contains(" scram-sha-256")));
+        let (peer, passwords): (Vec<&String>, Vec<&String>) =
+            lines.iter().partition(|line| line.contains(" peer "));
+        assert!(passwords.iter().all(|line| line.contains(" scram-sha-256")));
+        // Only the exporter's role logs in without a password, and only over the socket.
+        assert_eq!(peer, ["local all dfr_monitor peer map=dfr-monitor"]);
+        assert!(
+            !lines
+                .iter()
+                .any(|l| l.starts_with("hostssl") && l.contains("dfr_monitor"))
+        );
         assert!(
             !lines.iter().any(|line| line.starts_with("hostssl all ")),
             "no line for any database: {lines:?}"
@@ -418,7 +459,8 @@ mod tests {
             serde_yaml::from_value(yaml["postgresql"]["pg_hba"].clone()).unwrap();
         for line in &hba {
             assert!(
-                line.split_whitespace().any(|word| word == "scram-sha-256"),
+                line.split_whitespace().any(|word| word == "scram-sha-256")
+                    || line.starts_with("local all dfr_monitor peer"),
                 "{line}"
             );
             assert!(
@@ -426,6 +468,21 @@ mod tests {
                 "{line}"
             );
         }
+        // The exporter's peer login maps the pod's OS user to its role, and its role is made on
+        // the leader by a callback.
+        assert_eq!(
+            yaml["postgresql"]["pg_ident"][0],
+            "dfr-monitor postgres dfr_monitor"
+        );
+        for event in ["on_start", "on_role_change"] {
+            assert_eq!(
+                yaml["postgresql"]["callbacks"][event],
+                "/etc/patroni/monitor-role.sh"
+            );
+        }
+        let map = desired_config_map(&sample("ton-prod.yaml"), &Settings::default());
+        let script = &map.data.unwrap()[super::super::bootstrap::MONITOR_ROLE_SCRIPT_KEY];
+        assert!(script.contains("GRANT pg_monitor"), "{script}");
         let parameters = &yaml["postgresql"]["parameters"];
         // Quoted, so YAML 1.1 readers see the string `on`, not a boolean.
         assert_eq!(yaml["postgresql"]["use_unix_socket"], true);

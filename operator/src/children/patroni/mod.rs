@@ -14,7 +14,7 @@ pub use config::{
 };
 pub use rbac::{desired_role, desired_role_binding, desired_service_account};
 pub use services::{desired_headless_service, desired_ro_service, desired_rw_service};
-pub use statefulset::{POSTGRES_UID, desired_pdb, desired_statefulset};
+pub use statefulset::{EXPORTER_RESOURCES, POSTGRES_UID, desired_pdb, desired_statefulset};
 
 use std::collections::BTreeMap;
 

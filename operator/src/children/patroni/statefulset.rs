@@ -246,6 +246,52 @@ fn role_certificates_volume() -> Volume {
     }
 }
 
+/// What the exporter beside each member asks for: it answers one scrape every 30 s.
+pub const EXPORTER_RESOURCES: backup::Resources = backup::Resources {
+    cpu_request: "10m",
+    memory_request: "32Mi",
+    cpu_limit: "200m",
+    // Generous: an exporter killed for memory would take its member out of the Services while it
+    // restarts (a container that is not running is not ready).
+    memory_limit: "128Mi",
+};
+
+/// prometheus-postgres-exporter (Debian's, in the PostgreSQL image) beside each member, on port
+/// 9187. It logs in as the monitoring role over the member's own socket, by peer: it holds no
+/// password, and the role has no network login. It reads its own member (leader or replica);
+/// the PodMonitor `postgres-exporter` scrapes it.
+fn exporter_container(tenant: &Tenant, settings: &Settings) -> Container {
+    Container {
+        name: "exporter".into(),
+        image: Some(settings.postgres_image_for(tenant.spec.postgres.version)),
+        image_pull_policy: Some(settings.image_pull_policy.clone()),
+        command: Some(vec![
+            "prometheus-postgres-exporter".into(),
+            format!("--web.listen-address=:{}", naming::EXPORTER_PORT),
+            "--log.level=warn".into(),
+        ]),
+        env: Some(vec![value_env(
+            "DATA_SOURCE_NAME",
+            format!(
+                "host={SOCKET_DIR} port={} user={} dbname=postgres sslmode=disable",
+                naming::POSTGRES_PORT,
+                naming::MONITOR_USER
+            ),
+        )]),
+        ports: Some(vec![ContainerPort {
+            name: Some("exporter".into()),
+            container_port: naming::EXPORTER_PORT,
+            ..ContainerPort::default()
+        }]),
+        // No readiness probe: a member must not leave its Services because its exporter cannot
+        // log in (the role is made on the leader after the first start).
+        resources: Some(EXPORTER_RESOURCES.requirements()),
+        security_context: Some(restricted_container()),
+        volume_mounts: Some(vec![mount("run", SOCKET_DIR, true)]),
+        ..Container::default()
+    }
+}
+
 fn volumes(tenant: &Tenant) -> Vec<Volume> {
     let empty = |name: &str| Volume {
         name: name.into(),
@@ -355,12 +401,16 @@ pub fn desired_statefulset(tenant: &Tenant, settings: &Settings) -> StatefulSet 
                         }),
                         ..Affinity::default()
                     }),
-                    containers: std::iter::once(container(tenant, settings))
-                        .chain(
-                            backup::has_repository(tenant)
-                                .then(|| backup::server_container(tenant, settings)),
-                        )
-                        .collect(),
+                    containers: [
+                        container(tenant, settings),
+                        exporter_container(tenant, settings),
+                    ]
+                    .into_iter()
+                    .chain(
+                        backup::has_repository(tenant)
+                            .then(|| backup::server_container(tenant, settings)),
+                    )
+                    .collect(),
                     volumes: Some(volumes(tenant)),
                     ..PodSpec::default()
                 }),
@@ -492,6 +542,42 @@ mod tests {
         assert!(
             env.contains(&"PATRONI_SUPERUSER_PASSWORD")
                 && env.contains(&"PATRONI_KUBERNETES_POD_IP")
+        );
+    }
+
+    #[test]
+    fn the_exporter_reads_its_member_over_the_socket_without_a_password() {
+        let spec = desired_statefulset(&sample("ton-dev.yaml"), &Settings::default())
+            .spec
+            .unwrap();
+        let pod = spec.template.spec.unwrap();
+        let exporter = pod
+            .containers
+            .iter()
+            .find(|c| c.name == "exporter")
+            .unwrap();
+        let port = &exporter.ports.as_ref().unwrap()[0];
+        assert_eq!(
+            (port.name.as_deref(), port.container_port),
+            (Some("exporter"), 9187)
+        );
+        let env = exporter.env.as_ref().unwrap();
+        assert_eq!(env.len(), 1, "a DSN and nothing else: {env:?}");
+        let dsn = env[0].value.as_deref().unwrap();
+        assert!(dsn.contains("host=/var/run/postgresql"), "{dsn}");
+        assert!(dsn.contains("user=dfr_monitor"), "{dsn}");
+        assert!(!dsn.contains("password"), "{dsn}");
+        let mounts = exporter.volume_mounts.as_ref().unwrap();
+        assert_eq!(mounts.len(), 1);
+        assert_eq!(mounts[0].read_only, Some(true));
+        assert!(exporter.readiness_probe.is_none());
+        assert_eq!(
+            exporter
+                .security_context
+                .as_ref()
+                .unwrap()
+                .read_only_root_filesystem,
+            Some(true)
         );
     }
 
