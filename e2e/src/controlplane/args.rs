@@ -187,7 +187,11 @@ mod tests {
         // A control plane alone has no node address: its metrics APIs (if started) are behind
         // ExternalName Services, which only ClusterIP routing resolves.
         let loopback = apiserver_args(Path::new("/s"), ports(), IpAddr::from([127, 0, 0, 1]));
-        assert!(!loopback.iter().any(|a| a.starts_with("--enable-aggregator-routing")));
+        assert!(
+            !loopback
+                .iter()
+                .any(|a| a.starts_with("--enable-aggregator-routing"))
+        );
         let node = apiserver_args(Path::new("/s"), ports(), IpAddr::from([10, 234, 0, 1]));
         assert!(node.contains(&"--enable-aggregator-routing=true".to_string()));
     }

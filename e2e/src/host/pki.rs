@@ -319,7 +319,11 @@ impl Pki {
                 &self.front_proxy_client.cert_pem,
                 false,
             ),
-            ("front-proxy-client.key", &self.front_proxy_client.key_pem, true),
+            (
+                "front-proxy-client.key",
+                &self.front_proxy_client.key_pem,
+                true,
+            ),
             ("metrics-server.crt", &self.metrics_server.cert_pem, false),
             ("metrics-server.key", &self.metrics_server.key_pem, true),
             (
@@ -337,7 +341,11 @@ impl Pki {
                 &self.prometheus_adapter.cert_pem,
                 false,
             ),
-            ("prometheus-adapter.key", &self.prometheus_adapter.key_pem, true),
+            (
+                "prometheus-adapter.key",
+                &self.prometheus_adapter.key_pem,
+                true,
+            ),
             (
                 "prometheus-adapter-serving.crt",
                 &self.prometheus_adapter_serving.cert_pem,

@@ -18,9 +18,12 @@ use super::objects::labels;
 use super::{LATENCY_METRIC, PROMETHEUS_ADAPTER};
 
 /// The histogram every API pod serves on /metrics (port `metrics`, 9090), with the labels
-/// `route`, `method` and `status`. /metrics itself is served by a router that does not record
-/// into it, so nothing needs excluding.
+/// `route`, `method` and `status`.
 pub const HISTOGRAM: &str = "dfr_http_request_duration_seconds";
+/// Scrapes are not API traffic. Today /metrics is served on its own port by a router that does
+/// not record into the histogram, so this excludes nothing; it keeps the HPA's figure the one
+/// the tenants' DfrApiLatencyHigh alert computes (`route!="/metrics"`) should that change.
+const NOT_SCRAPES: &str = "route!=\"/metrics\"";
 
 /// What the Prometheus Operator's governing Service `prometheus-operated` selects: every
 /// Prometheus pod it runs. Used when the named Service does not exist yet.
@@ -81,7 +84,7 @@ pub fn config() -> AdapterConfig {
             },
             metrics_query: format!(
                 "histogram_quantile(0.95, sum by (namespace, pod, le) \
-                 (rate({bucket}{{<<.LabelMatchers>>}}[1m]))) * 1000"
+                 (rate({bucket}{{<<.LabelMatchers>>,{NOT_SCRAPES}}}[1m]))) * 1000"
             ),
         }],
     }
@@ -145,14 +148,12 @@ pub fn twin_name(url: &ServiceUrl) -> String {
 /// exist yet), forwarding `url.port` to the port `original` forwards it to.
 pub fn clusterip_twin(url: &ServiceUrl, original: Option<&Service>) -> Service {
     let spec = original.and_then(|s| s.spec.as_ref());
-    let selector = spec
-        .and_then(|s| s.selector.clone())
-        .unwrap_or_else(|| {
-            BTreeMap::from([(
-                OPERATOR_PROMETHEUS_SELECTOR.0.to_string(),
-                OPERATOR_PROMETHEUS_SELECTOR.1.to_string(),
-            )])
-        });
+    let selector = spec.and_then(|s| s.selector.clone()).unwrap_or_else(|| {
+        BTreeMap::from([(
+            OPERATOR_PROMETHEUS_SELECTOR.0.to_string(),
+            OPERATOR_PROMETHEUS_SELECTOR.1.to_string(),
+        )])
+    });
     let port = i32::from(url.port);
     let target_port = spec
         .and_then(|s| s.ports.as_ref())
@@ -202,7 +203,8 @@ mod tests {
         assert_eq!(
             rule.metrics_query,
             "histogram_quantile(0.95, sum by (namespace, pod, le) \
-             (rate(dfr_http_request_duration_seconds_bucket{<<.LabelMatchers>>}[1m]))) * 1000"
+             (rate(dfr_http_request_duration_seconds_bucket{<<.LabelMatchers>>,route!=\"/metrics\"}[1m]))) \
+             * 1000"
         );
         assert_eq!(rule.resources.overrides["pod"].resource, "pod");
         assert_eq!(rule.resources.overrides["namespace"].resource, "namespace");
@@ -222,7 +224,10 @@ mod tests {
         let long = parse_service_url("https://p.mon.svc.cluster.local/prefix").unwrap();
         assert_eq!((long.port, long.rest.as_str()), (443, "/prefix"));
         assert_eq!(parse_service_url("http://10.234.0.1:9090"), None);
-        assert_eq!(parse_service_url("http://prometheus.example.org:9090"), None);
+        assert_eq!(
+            parse_service_url("http://prometheus.example.org:9090"),
+            None
+        );
     }
 
     #[test]
@@ -254,6 +259,9 @@ mod tests {
         assert_eq!(port.target_port, Some(IntOrString::String("web".into())));
         // Before the stack exists: the Operator's own selector.
         let early = clusterip_twin(&url, None).spec.unwrap();
-        assert_eq!(early.selector.unwrap()["app.kubernetes.io/name"], "prometheus");
+        assert_eq!(
+            early.selector.unwrap()["app.kubernetes.io/name"],
+            "prometheus"
+        );
     }
 }

@@ -268,13 +268,21 @@ pub async fn start(
         what: "parsing the metrics APIs' placement".into(),
         source: std::io::Error::other(e),
     })?;
-    apply(kube::Api::<Namespace>::all(client.clone()), &objects::namespace()).await?;
+    apply(
+        kube::Api::<Namespace>::all(client.clone()),
+        &objects::namespace(),
+    )
+    .await?;
     let rbac = objects::rbac(pki::METRICS_SERVER_USER, pki::PROMETHEUS_ADAPTER_USER);
     for role in &rbac.cluster_roles {
         apply(kube::Api::<ClusterRole>::all(client.clone()), role).await?;
     }
     for binding in &rbac.cluster_role_bindings {
-        apply(kube::Api::<ClusterRoleBinding>::all(client.clone()), binding).await?;
+        apply(
+            kube::Api::<ClusterRoleBinding>::all(client.clone()),
+            binding,
+        )
+        .await?;
     }
     for binding in &rbac.role_bindings {
         let api = kube::Api::<RoleBinding>::namespaced(client.clone(), "kube-system");
@@ -385,7 +393,10 @@ mod tests {
         assert!(args.contains(&"--bind-address=10.234.0.1".to_string()));
         assert!(args.contains(&"--secure-port=4443".to_string()));
         // Every path under the state dir: how `stop` recognises the process.
-        assert!(args.iter().any(|a| a.contains("/s/metrics-apis/metrics-server.kubeconfig")));
+        assert!(
+            args.iter()
+                .any(|a| a.contains("/s/metrics-apis/metrics-server.kubeconfig"))
+        );
     }
 
     #[test]
@@ -399,20 +410,23 @@ mod tests {
         assert!(args.contains(&"--prometheus-url=http://10.96.7.7:9090".to_string()));
         assert!(args.contains(&"--config=/s/metrics-apis/adapter-config.yaml".to_string()));
         assert!(args.contains(&"--secure-port=4444".to_string()));
-        assert!(
-            args.contains(
-                &"--lister-kubeconfig=/s/metrics-apis/prometheus-adapter.kubeconfig".to_string()
-            )
-        );
+        assert!(args.contains(
+            &"--lister-kubeconfig=/s/metrics-apis/prometheus-adapter.kubeconfig".to_string()
+        ));
     }
 
     #[test]
     fn prepare_writes_what_the_servers_read() {
         let state = std::env::temp_dir().join(format!("dfr-metrics-apis-{}", std::process::id()));
         let placement = Placement::loopback().unwrap();
-        prepare(&state, "https://127.0.0.1:6443", &state.join("pki"), &placement).unwrap();
-        let kubeconfig =
-            std::fs::read_to_string(kubeconfig_path(&state, METRICS_SERVER)).unwrap();
+        prepare(
+            &state,
+            "https://127.0.0.1:6443",
+            &state.join("pki"),
+            &placement,
+        )
+        .unwrap();
+        let kubeconfig = std::fs::read_to_string(kubeconfig_path(&state, METRICS_SERVER)).unwrap();
         assert!(kubeconfig.contains("metrics-server.crt"));
         let config = std::fs::read_to_string(adapter_config_path(&state)).unwrap();
         assert!(config.contains(LATENCY_METRIC));

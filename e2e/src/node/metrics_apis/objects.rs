@@ -361,11 +361,11 @@ mod tests {
             .find(|r| r.metadata.name.as_deref() == Some("system:metrics-server"))
             .unwrap();
         assert!(
-            metrics_server
-                .rules
+            metrics_server.rules.iter().flatten().any(|r| r
+                .resources
                 .iter()
                 .flatten()
-                .any(|r| r.resources.iter().flatten().any(|x| x == "nodes/metrics"))
+                .any(|x| x == "nodes/metrics"))
         );
     }
 }
