@@ -318,7 +318,7 @@ pub async fn start(
         .await?;
     }
     let prometheus = host_reachable_prometheus(client, PROMETHEUS_URL).await?;
-    let mut started = vec![
+    let mut started = [
         process::spawn_program(
             metrics_server,
             METRICS_SERVER,
