@@ -32,10 +32,15 @@ struct UpArgs {
     #[command(flatten)]
     target: Target,
     /// Also run a real node: containerd, kubelet, kube-scheduler, kube-proxy, CoreDNS, local
-    /// volumes and an S3 server (versitygw, TLS) on 10.234.0.1:9000, with the pause, dfr-postgres, dfr-api and dfr-operator images built and loaded.
+    /// volumes, an S3 server (versitygw, TLS) on 10.234.0.1:9000 and the metrics APIs
+    /// (metrics-server, prometheus-adapter) behind the aggregation layer, with the pause, dfr-postgres, dfr-api and dfr-operator images built and loaded.
     /// One node cluster per machine.
     #[arg(long)]
     node: bool,
+    /// Without --node: also run metrics-server and prometheus-adapter on loopback behind the
+    /// aggregation layer (to check it without a node; they have no kubelet or Prometheus).
+    #[arg(long, conflicts_with = "node")]
+    metrics_apis: bool,
 }
 
 #[derive(Subcommand)]
@@ -69,11 +74,17 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> Result<(), dfr_e2e::cluster::Error> {
     match command {
-        Command::Up(UpArgs { target, node }) => {
+        Command::Up(UpArgs {
+            target,
+            node,
+            metrics_apis,
+        }) => {
             let cluster = Cluster::new(&target.name, target.state_dir)?;
             let timings = if node {
                 let images = dfr_e2e::cluster::build_node_images()?;
                 cluster.up_with_node(&images).await?
+            } else if metrics_apis {
+                cluster.up_with_metrics_apis().await?
             } else {
                 cluster.up().await?
             };
@@ -94,7 +105,9 @@ async fn run(command: Command) -> Result<(), dfr_e2e::cluster::Error> {
                     cluster.name,
                     timings.start_to_ready.as_secs_f64(),
                     if node {
-                        "etcd, kube-apiserver, kube-controller-manager, kube-scheduler, containerd, kubelet, kube-proxy, CoreDNS, versitygw (S3)"
+                        "etcd, kube-apiserver, kube-controller-manager, kube-scheduler, containerd, kubelet, kube-proxy, CoreDNS, versitygw (S3), metrics-server, prometheus-adapter"
+                    } else if metrics_apis {
+                        "etcd, kube-apiserver, kube-controller-manager, metrics-server, prometheus-adapter"
                     } else {
                         "etcd, kube-apiserver, kube-controller-manager"
                     }

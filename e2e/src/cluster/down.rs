@@ -12,6 +12,9 @@ impl Cluster {
         // Processes started against this cluster (the demo's operator) stop first, then the
         // controllers, so nothing makes new pods while the node drains.
         let mut stopped = process::stop_all(&self.state_dir, &["dfr-operator"])?;
+        // The metrics APIs of a control plane alone (`up --metrics-apis`); a node's stop them
+        // again, harmlessly.
+        stopped.extend(node::metrics_apis::stop(&self.state_dir)?);
         stopped.extend(controlplane::stop_controllers(&self.state_dir)?);
         let mut problems = Vec::new();
         if let Some(record) = node::read_record(&self.state_dir) {

@@ -1,5 +1,5 @@
 //! Bringing a cluster up: the control plane, then (for a node cluster) the scheduler, the
-//! node and the S3 server. Everything `down` must undo is recorded before it is changed.
+//! node, the S3 server and the metrics APIs. Everything `down` must undo is recorded before it is changed.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
@@ -13,16 +13,23 @@ use crate::node::{self, NodeLayout};
 
 impl Cluster {
     pub async fn up(&self) -> Result<Timings> {
-        self.start(None).await
+        self.start(None, false).await
+    }
+
+    /// A control plane alone with the metrics APIs (metrics-server, prometheus-adapter) behind
+    /// its aggregation layer, on loopback: checks the aggregation without a node. metrics-server
+    /// then has no kubelet to read, and the adapter no Prometheus to ask.
+    pub async fn up_with_metrics_apis(&self) -> Result<Timings> {
+        self.start(None, true).await
     }
 
     /// The control plane plus a real node (containerd, kubelet, kube-proxy, CoreDNS, local
     /// volumes) with `images` (docker-archive tars) loaded into its containerd.
     pub async fn up_with_node(&self, images: &[PathBuf]) -> Result<Timings> {
-        self.start(Some(images)).await
+        self.start(Some(images), true).await
     }
 
-    async fn start(&self, node_images: Option<&[PathBuf]>) -> Result<Timings> {
+    async fn start(&self, node_images: Option<&[PathBuf]>, metrics_apis: bool) -> Result<Timings> {
         if self.is_ready().await {
             if node_images.is_some() && !self.has_node() {
                 return Err(Error::RunningWithoutNode(self.name.clone()));
@@ -42,6 +49,14 @@ impl Cluster {
             Some(_) => Some(binaries::ensure_versitygw()?),
             None => None,
         };
+        let metrics_binaries = if metrics_apis {
+            Some((
+                binaries::ensure_metrics_server()?,
+                binaries::ensure_prometheus_adapter()?,
+            ))
+        } else {
+            None
+        };
         let started = Instant::now();
         let ports = Ports::free()?;
         let state = &self.state_dir;
@@ -52,7 +67,16 @@ impl Cluster {
             None => IpAddr::from(Ipv4Addr::LOCALHOST),
         };
         let node_name = node::node_name(&self.name);
-        controlplane::prepare(state, ports, advertise, &node_name)?;
+        let placement = match node_images {
+            Some(_) => node::metrics_apis::Placement::node(),
+            None => node::metrics_apis::Placement::loopback()?,
+        };
+        controlplane::prepare(state, ports, advertise, &node_name, &placement.serving())?;
+        let pki_dir = controlplane::pki_dir(state);
+        if metrics_binaries.is_some() {
+            let server = controlplane::server_url(advertise, ports);
+            node::metrics_apis::prepare(state, &server, &pki_dir, &placement)?;
+        }
         let node = match node_images {
             Some(images) => {
                 let layout = NodeLayout {
@@ -65,7 +89,7 @@ impl Cluster {
                     proxy_metrics_port: free_port()?,
                 };
                 let server = controlplane::server_url(advertise, ports);
-                node::prepare(&layout, &server, &controlplane::pki_dir(state))?;
+                node::prepare(&layout, &server, &pki_dir)?;
                 Some((layout, images))
             }
             None => None,
@@ -78,6 +102,9 @@ impl Cluster {
                 let endpoint = node::s3::prepare(state)?;
                 node::s3::start(state, &binary, &endpoint).await?;
             }
+        }
+        if let Some((metrics_server, adapter)) = metrics_binaries {
+            node::metrics_apis::start(state, &pki_dir, &client, &metrics_server, &adapter).await?;
         }
         Ok(Timings {
             build,

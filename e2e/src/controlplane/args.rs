@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use super::{CONTROLLER_MANAGER_KUBECONFIG, Ports, SCHEDULER_KUBECONFIG, SERVICE_CIDR, pki_dir};
+use crate::host::pki::FRONT_PROXY_CLIENT;
 
 pub fn etcd_args(state: &Path, ports: Ports) -> Vec<String> {
     let client = format!("http://127.0.0.1:{}", ports.etcd_client);
@@ -48,6 +49,7 @@ pub fn apiserver_args(state: &Path, ports: Ports, advertise: IpAddr) -> Vec<Stri
         "--allow-privileged=true".into(),
         "--profiling=false".into(),
     ];
+    args.extend(aggregation_args(&pki));
     if with_node {
         args.extend([
             format!(
@@ -56,12 +58,34 @@ pub fn apiserver_args(state: &Path, ports: Ports, advertise: IpAddr) -> Vec<Stri
             ),
             format!("--kubelet-client-key={}", p("apiserver-kubelet-client.key")),
             "--kubelet-preferred-address-types=InternalIP".into(),
+            // The metrics APIs run as host processes on the host interface, behind selectorless
+            // Services whose EndpointSlices name that address. With this flag the aggregator
+            // connects to the endpoint itself; without it, to the Service's ClusterIP, which
+            // the API server (a host process) reaches only through kube-proxy's rules.
+            "--enable-aggregator-routing=true".into(),
         ]);
     } else {
         // Without a node nothing could serve the `kubernetes` Service's endpoints.
         args.push("--endpoint-reconciler-type=none".into());
     }
     args
+}
+
+/// The aggregation layer: the API server proxies /apis/metrics.k8s.io and
+/// /apis/custom.metrics.k8s.io to the metrics APIs as `front-proxy-client`, asserting the
+/// caller in X-Remote-* headers, which they trust only from a certificate the front-proxy CA
+/// issued under that name. It costs nothing until an APIService exists, so it is always on.
+pub fn aggregation_args(pki: &Path) -> Vec<String> {
+    let p = |name: &str| pki.join(name).display().to_string();
+    vec![
+        format!("--requestheader-client-ca-file={}", p("front-proxy-ca.crt")),
+        format!("--requestheader-allowed-names={FRONT_PROXY_CLIENT}"),
+        "--requestheader-username-headers=X-Remote-User".into(),
+        "--requestheader-group-headers=X-Remote-Group".into(),
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-".into(),
+        format!("--proxy-client-cert-file={}", p("front-proxy-client.crt")),
+        format!("--proxy-client-key-file={}", p("front-proxy-client.key")),
+    ]
 }
 
 pub fn scheduler_args(state: &Path, port: u16) -> Vec<String> {
@@ -141,5 +165,34 @@ mod tests {
         let cm = controller_manager_args(Path::new("/s"), ports()).join(" ");
         assert!(cm.contains("--service-account-private-key-file=/s/pki/service-account.key"));
         assert!(cm.contains("--root-ca-file=/s/pki/ca.crt"));
+    }
+
+    #[test]
+    fn the_aggregation_layer_trusts_only_the_front_proxy_ca() {
+        let loopback =
+            apiserver_args(Path::new("/s"), ports(), IpAddr::from([127, 0, 0, 1])).join(" ");
+        assert!(loopback.contains("--requestheader-client-ca-file=/s/pki/front-proxy-ca.crt"));
+        assert!(loopback.contains("--requestheader-allowed-names=front-proxy-client"));
+        assert!(loopback.contains("--requestheader-username-headers=X-Remote-User"));
+        assert!(loopback.contains("--requestheader-group-headers=X-Remote-Group"));
+        assert!(loopback.contains("--requestheader-extra-headers-prefix=X-Remote-Extra-"));
+        assert!(loopback.contains("--proxy-client-cert-file=/s/pki/front-proxy-client.crt"));
+        assert!(loopback.contains("--proxy-client-key-file=/s/pki/front-proxy-client.key"));
+        // The client CA stays the cluster CA: a front-proxy certificate is no login.
+        assert!(loopback.contains("--client-ca-file=/s/pki/ca.crt"));
+    }
+
+    #[test]
+    fn only_a_node_cluster_routes_to_endpoints() {
+        // A control plane alone has no node address: its metrics APIs (if started) are behind
+        // ExternalName Services, which only ClusterIP routing resolves.
+        let loopback = apiserver_args(Path::new("/s"), ports(), IpAddr::from([127, 0, 0, 1]));
+        assert!(
+            !loopback
+                .iter()
+                .any(|a| a.starts_with("--enable-aggregator-routing"))
+        );
+        let node = apiserver_args(Path::new("/s"), ports(), IpAddr::from([10, 234, 0, 1]));
+        assert!(node.contains(&"--enable-aggregator-routing=true".to_string()));
     }
 }

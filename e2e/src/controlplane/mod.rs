@@ -60,11 +60,18 @@ pub fn server_url(advertise: IpAddr, ports: Ports) -> String {
     format!("https://{advertise}:{}", ports.apiserver)
 }
 
-/// Generates the cluster's certificates (with the node's, named `node_name`) and writes them
-/// and the kubeconfigs of the admin, the controller-manager and the scheduler.
-pub fn prepare(state: &Path, ports: Ports, advertise: IpAddr, node_name: &str) -> Result<()> {
+/// Generates the cluster's certificates (with the node's, named `node_name`, and the metrics
+/// APIs' serving certificates named by `metrics_apis`) and writes them and the kubeconfigs of
+/// the admin, the controller-manager and the scheduler.
+pub fn prepare(
+    state: &Path,
+    ports: Ports,
+    advertise: IpAddr,
+    node_name: &str,
+    metrics_apis: &pki::MetricsApisServing<'_>,
+) -> Result<()> {
     let pki_dir = pki_dir(state);
-    pki::generate(advertise, SERVICE_IP, node_name)?.write(&pki_dir)?;
+    pki::generate(advertise, SERVICE_IP, node_name, metrics_apis)?.write(&pki_dir)?;
     let server = server_url(advertise, ports);
     let write = |path: PathBuf, content: String| {
         std::fs::write(&path, content).map_err(Error::io(format!("writing {}", path.display())))

@@ -1,7 +1,9 @@
 //! The upstream Kubernetes components and etcd, built from their Go modules by the recipe in
 //! e2e/kube-build into one multi-call binary, cached outside the repository by version and by
 //! the recipe's content, so a recipe change rebuilds and anything else reuses the binary. CoreDNS
-//! (e2e/coredns-build) and the S3 server versitygw (e2e/versitygw-build) are cached the same way.
+//! (e2e/coredns-build), the S3 server versitygw (e2e/versitygw-build), metrics-server
+//! (e2e/metrics-server-build) and prometheus-adapter (e2e/prometheus-adapter-build) are cached
+//! the same way.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -156,6 +158,83 @@ fn versitygw_build_args(output: &Path) -> Vec<String> {
     ]
 }
 
+pub const METRICS_SERVER_VERSION: &str = "v0.8.0";
+const METRICS_SERVER_PACKAGE: &str = "sigs.k8s.io/metrics-server/cmd/metrics-server";
+pub const PROMETHEUS_ADAPTER_VERSION: &str = "v0.12.0";
+const PROMETHEUS_ADAPTER_PACKAGE: &str = "sigs.k8s.io/prometheus-adapter/cmd/adapter";
+
+pub fn metrics_server_recipe_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("metrics-server-build")
+}
+
+pub fn prometheus_adapter_recipe_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("prometheus-adapter-build")
+}
+
+/// metrics-server (metrics.k8s.io), from e2e/metrics-server-build, cached like versitygw.
+pub fn ensure_metrics_server() -> Result<PathBuf> {
+    ensure_tool(
+        &metrics_server_recipe_dir(),
+        &format!("metrics-server-{METRICS_SERVER_VERSION}"),
+        "metrics-server",
+        "metrics-server (metrics.k8s.io)",
+        metrics_server_build_args,
+    )
+}
+
+/// prometheus-adapter (custom.metrics.k8s.io), from e2e/prometheus-adapter-build. Its own
+/// recipe: it pins k8s.io/* v0.30 and metrics-server v0.7.1, metrics-server v0.8.0 pins v0.33.
+pub fn ensure_prometheus_adapter() -> Result<PathBuf> {
+    ensure_tool(
+        &prometheus_adapter_recipe_dir(),
+        &format!("prometheus-adapter-{PROMETHEUS_ADAPTER_VERSION}"),
+        "prometheus-adapter",
+        "prometheus-adapter (custom.metrics.k8s.io)",
+        prometheus_adapter_build_args,
+    )
+}
+
+fn ensure_tool(
+    dir: &Path,
+    prefix: &str,
+    name: &str,
+    what: &str,
+    args: fn(&Path) -> Vec<String>,
+) -> Result<PathBuf> {
+    let recipe = read_recipe_files(dir, TOOL_RECIPE_FILES)?;
+    let binary = cache_root()?
+        .join(keyed_by_recipe(prefix, &recipe))
+        .join(name);
+    if !binary.exists() {
+        build_binary(dir, &binary, what, args)?;
+    }
+    Ok(binary)
+}
+
+/// Upstream's Makefile stamps client-go's version package; without it metrics-server reports
+/// v0.0.0-master in its logs and User-Agent.
+fn metrics_server_build_args(output: &Path) -> Vec<String> {
+    vec![
+        "build".into(),
+        "-ldflags".into(),
+        format!("-s -w -X k8s.io/client-go/pkg/version.gitVersion={METRICS_SERVER_VERSION}"),
+        "-o".into(),
+        output.display().to_string(),
+        METRICS_SERVER_PACKAGE.into(),
+    ]
+}
+
+fn prometheus_adapter_build_args(output: &Path) -> Vec<String> {
+    vec![
+        "build".into(),
+        "-ldflags".into(),
+        "-s -w".into(),
+        "-o".into(),
+        output.display().to_string(),
+        PROMETHEUS_ADAPTER_PACKAGE.into(),
+    ]
+}
+
 /// Builds `binary` from `recipe` under a temporary name and renames it into place, so an
 /// interrupted or failed build never leaves a cache entry behind.
 fn build_binary(
@@ -263,6 +342,33 @@ mod tests {
         assert!(go_mod.contains(&format!("tool {VERSITYGW_PACKAGE}")));
         let args = versitygw_build_args(Path::new("/tmp/out"));
         assert_eq!(args.last().map(String::as_str), Some(VERSITYGW_PACKAGE));
+    }
+
+    #[test]
+    fn the_metrics_api_recipes_pin_the_versions_they_build() {
+        for (dir, module, version, package, args) in [
+            (
+                metrics_server_recipe_dir(),
+                "sigs.k8s.io/metrics-server",
+                METRICS_SERVER_VERSION,
+                METRICS_SERVER_PACKAGE,
+                metrics_server_build_args as fn(&Path) -> Vec<String>,
+            ),
+            (
+                prometheus_adapter_recipe_dir(),
+                "sigs.k8s.io/prometheus-adapter",
+                PROMETHEUS_ADAPTER_VERSION,
+                PROMETHEUS_ADAPTER_PACKAGE,
+                prometheus_adapter_build_args,
+            ),
+        ] {
+            let go_mod = std::fs::read_to_string(dir.join("go.mod")).expect("go.mod");
+            assert!(go_mod.contains(&format!("{module} {version}")), "{module}");
+            assert!(go_mod.contains(&format!("tool {package}")), "{package}");
+            let args = args(Path::new("/tmp/out"));
+            assert_eq!(args.last().map(String::as_str), Some(package));
+            assert!(args.contains(&"/tmp/out".to_string()));
+        }
     }
 
     #[test]

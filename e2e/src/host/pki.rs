@@ -29,6 +29,18 @@ pub struct Pki {
     pub kubelet_serving: CertifiedKey,
     pub apiserver_kubelet_client: CertifiedKey,
     pub kube_proxy: CertifiedKey,
+    /// The aggregation layer: a CA of its own for requestheader authentication (extension API
+    /// servers trust only it for the X-Remote-* headers, so no other client certificate can
+    /// assert a user that way) and the API server's proxy client certificate it issued.
+    pub front_proxy_ca: CertifiedKey,
+    pub front_proxy_client: CertifiedKey,
+    /// The metrics APIs' client identities (towards the API server and the kubelet) and their
+    /// serving certificates, issued by the cluster CA for their Services' DNS names, which the
+    /// aggregator verifies, and the address they listen on.
+    pub metrics_server: CertifiedKey,
+    pub metrics_server_serving: CertifiedKey,
+    pub prometheus_adapter: CertifiedKey,
+    pub prometheus_adapter_serving: CertifiedKey,
     pub service_account_private_pem: String,
     pub service_account_public_pem: String,
 }
@@ -129,8 +141,53 @@ pub fn write_file(path: &Path, content: &str, private: bool) -> Result<()> {
         .map_err(Error::io(format!("setting the mode of {}", path.display())))
 }
 
-pub fn generate(advertise: IpAddr, service_ip: IpAddr, node_name: &str) -> Result<Pki> {
+/// The client certificate's common name the API server presents to extension API servers, and
+/// the only name they accept (`--requestheader-allowed-names`).
+pub const FRONT_PROXY_CLIENT: &str = "front-proxy-client";
+
+/// The identities of the metrics APIs, as RBAC names them (`User` subjects).
+pub const METRICS_SERVER_USER: &str = "dfr-cluster:metrics-server";
+pub const PROMETHEUS_ADAPTER_USER: &str = "dfr-cluster:prometheus-adapter";
+
+/// What a metrics API's serving certificate names: `<service>.<namespace>.svc` (the name the
+/// aggregator checks) and the address it listens on.
+pub struct ServingNames<'a> {
+    pub service_dns: &'a str,
+    pub ip: IpAddr,
+}
+
+fn serving(
+    issuer: &Issuer<'_, KeyPair>,
+    common_name: &str,
+    names: &ServingNames<'_>,
+) -> Result<CertifiedKey> {
+    leaf(
+        issuer,
+        common_name,
+        None,
+        &[
+            SanType::DnsName(names.service_dns.try_into()?),
+            SanType::IpAddress(names.ip),
+        ],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    )
+}
+
+/// The serving certificates of the metrics APIs behind the aggregation layer.
+pub struct MetricsApisServing<'a> {
+    pub metrics_server: ServingNames<'a>,
+    pub prometheus_adapter: ServingNames<'a>,
+}
+
+/// `metrics_apis` names the metrics APIs' serving certificates.
+pub fn generate(
+    advertise: IpAddr,
+    service_ip: IpAddr,
+    node_name: &str,
+    metrics_apis: &MetricsApisServing<'_>,
+) -> Result<Pki> {
     let (ca, issuer) = new_ca("dfr-cluster-ca")?;
+    let (front_proxy_ca, front_proxy_issuer) = new_ca("dfr-front-proxy-ca")?;
 
     let mut names: Vec<SanType> = [
         "localhost",
@@ -191,7 +248,23 @@ pub fn generate(advertise: IpAddr, service_ip: IpAddr, node_name: &str) -> Resul
             &[],
             client.clone(),
         )?,
-        kube_proxy: leaf(&issuer, "system:kube-proxy", None, &[], client)?,
+        kube_proxy: leaf(&issuer, "system:kube-proxy", None, &[], client.clone())?,
+        front_proxy_client: leaf(
+            &front_proxy_issuer,
+            FRONT_PROXY_CLIENT,
+            None,
+            &[],
+            client.clone(),
+        )?,
+        front_proxy_ca,
+        metrics_server: leaf(&issuer, METRICS_SERVER_USER, None, &[], client.clone())?,
+        metrics_server_serving: serving(&issuer, "metrics-server", &metrics_apis.metrics_server)?,
+        prometheus_adapter: leaf(&issuer, PROMETHEUS_ADAPTER_USER, None, &[], client)?,
+        prometheus_adapter_serving: serving(
+            &issuer,
+            "prometheus-adapter",
+            &metrics_apis.prometheus_adapter,
+        )?,
         service_account_private_pem: service_account.serialize_pem(),
         service_account_public_pem: service_account.public_key_pem(),
         ca,
@@ -203,7 +276,7 @@ impl Pki {
     pub fn write(&self, dir: &Path) -> Result<()> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
-        let files: [(&str, &str, bool); 20] = [
+        let files: [(&str, &str, bool); 32] = [
             ("ca.crt", &self.ca.cert_pem, false),
             ("ca.key", &self.ca.key_pem, true),
             ("apiserver.crt", &self.apiserver.cert_pem, false),
@@ -238,6 +311,51 @@ impl Pki {
             ),
             ("kube-proxy.crt", &self.kube_proxy.cert_pem, false),
             ("kube-proxy.key", &self.kube_proxy.key_pem, true),
+            ("front-proxy-ca.crt", &self.front_proxy_ca.cert_pem, false),
+            // Not needed after `up` (nothing else is issued from it), but kept like ca.key.
+            ("front-proxy-ca.key", &self.front_proxy_ca.key_pem, true),
+            (
+                "front-proxy-client.crt",
+                &self.front_proxy_client.cert_pem,
+                false,
+            ),
+            (
+                "front-proxy-client.key",
+                &self.front_proxy_client.key_pem,
+                true,
+            ),
+            ("metrics-server.crt", &self.metrics_server.cert_pem, false),
+            ("metrics-server.key", &self.metrics_server.key_pem, true),
+            (
+                "metrics-server-serving.crt",
+                &self.metrics_server_serving.cert_pem,
+                false,
+            ),
+            (
+                "metrics-server-serving.key",
+                &self.metrics_server_serving.key_pem,
+                true,
+            ),
+            (
+                "prometheus-adapter.crt",
+                &self.prometheus_adapter.cert_pem,
+                false,
+            ),
+            (
+                "prometheus-adapter.key",
+                &self.prometheus_adapter.key_pem,
+                true,
+            ),
+            (
+                "prometheus-adapter-serving.crt",
+                &self.prometheus_adapter_serving.cert_pem,
+                false,
+            ),
+            (
+                "prometheus-adapter-serving.key",
+                &self.prometheus_adapter_serving.key_pem,
+                true,
+            ),
             (
                 "service-account.key",
                 &self.service_account_private_pem,
@@ -272,6 +390,16 @@ mod tests {
             IpAddr::from([127, 0, 0, 1]),
             IpAddr::from([10, 96, 0, 1]),
             "dfr-node",
+            &MetricsApisServing {
+                metrics_server: ServingNames {
+                    service_dns: "metrics-server.dfr-monitoring.svc",
+                    ip: IpAddr::from([127, 0, 0, 1]),
+                },
+                prometheus_adapter: ServingNames {
+                    service_dns: "prometheus-adapter.dfr-monitoring.svc",
+                    ip: IpAddr::from([127, 0, 0, 1]),
+                },
+            },
         )
         .unwrap();
         let certs = [
@@ -284,12 +412,21 @@ mod tests {
             &pki.kubelet_serving,
             &pki.apiserver_kubelet_client,
             &pki.kube_proxy,
+            &pki.front_proxy_ca,
+            &pki.front_proxy_client,
+            &pki.metrics_server,
+            &pki.metrics_server_serving,
+            &pki.prometheus_adapter,
+            &pki.prometheus_adapter_serving,
         ];
         for cert in certs {
             assert!(cert.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
             assert!(cert.key_pem.contains("PRIVATE KEY"));
         }
         assert_ne!(pki.ca.key_pem, pki.apiserver.key_pem);
+        // The requestheader CA must not be the client CA: any client certificate the cluster CA
+        // issued could otherwise assert another user through X-Remote-User.
+        assert_ne!(pki.front_proxy_ca.cert_pem, pki.ca.cert_pem);
         assert!(pki.service_account_public_pem.contains("PUBLIC KEY"));
     }
 

@@ -1,5 +1,5 @@
 //! A real node for the local cluster: containerd with the CNI bridge, the kubelet, kube-proxy,
-//! local volumes, in-cluster DNS and an S3 server on the host interface. `prepare` and `start`
+//! local volumes, in-cluster DNS, an S3 server and the metrics APIs on the host interface. `prepare` and `start`
 //! bring it up next to a running control plane; `drain` and `stop` take it down and put the
 //! machine back as it was. It knows the control plane only through the API server's address,
 //! its certificates and a client.
@@ -9,6 +9,7 @@ pub mod config;
 pub mod drain;
 pub mod footprint;
 pub mod images;
+pub mod metrics_apis;
 pub mod network;
 pub mod pod_cgroups;
 pub mod s3;
@@ -184,8 +185,13 @@ async fn node_ready(nodes: &kube::Api<Node>, name: &str) -> bool {
 pub fn stop(record: &NodeRecord) -> Result<(Vec<String>, Vec<String>)> {
     let layout = &record.layout;
     let state = &layout.state_dir;
-    // The S3 server first: it listens on the host interface, which `restore` removes.
-    let stopped = process::stop_all(state, &[s3::COMPONENT, "kube-proxy", "kubelet"])?;
+    // The metrics APIs and the S3 server first: they listen on the host interface, which
+    // `restore` removes.
+    let mut stopped = metrics_apis::stop(state)?;
+    stopped.extend(process::stop_all(
+        state,
+        &[s3::COMPONENT, "kube-proxy", "kubelet"],
+    )?);
     // A frozen process cannot die; a test that froze a pod and failed may have left one.
     pod_cgroups::thaw();
     for pid in pod_cgroups::processes() {
@@ -194,7 +200,6 @@ pub fn stop(record: &NodeRecord) -> Result<(Vec<String>, Vec<String>)> {
             nix::sys::signal::Signal::SIGKILL,
         );
     }
-    let mut stopped = stopped;
     stopped.extend(process::stop_all(state, &["containerd"])?);
     // Shims exit with their last container; give them a moment before cgroups are removed.
     let deadline = Instant::now() + Duration::from_secs(10);
