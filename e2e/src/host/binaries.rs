@@ -162,7 +162,10 @@ const PROMETHEUS_OPERATOR_MODULE: &str = "github.com/prometheus-operator/prometh
 /// The two commands of e2e/prometheus-operator-build: the binary's name and upstream's package.
 const PROMETHEUS_OPERATOR_COMMANDS: [(&str, &str); 2] = [
     ("prometheus-operator", "cmd/operator"),
-    ("prometheus-config-reloader", "cmd/prometheus-config-reloader"),
+    (
+        "prometheus-config-reloader",
+        "cmd/prometheus-config-reloader",
+    ),
 ];
 
 pub fn prometheus_operator_recipe_dir() -> PathBuf {

@@ -47,7 +47,11 @@ pub fn alertmanager_config() -> ImageConfig {
 }
 
 pub fn build_prometheus() -> Result<BuiltImage> {
-    build_packaged("dfr-prometheus", &prometheus_reference(), prometheus_config())
+    build_packaged(
+        "dfr-prometheus",
+        &prometheus_reference(),
+        prometheus_config(),
+    )
 }
 
 pub fn build_alertmanager() -> Result<BuiltImage> {

@@ -1,8 +1,7 @@
 //! A real node for the local cluster: containerd with the CNI bridge, the kubelet, kube-proxy,
-//! local volumes, in-cluster DNS, an S3 server on the host interface and the monitoring pipeline
-//! (the Prometheus Operator as a host process, Prometheus and Alertmanager as pods). `prepare`
-//! and `start` bring it up next to a running control plane; `drain` and `stop` take it down and
-//! put the machine back as it was. It knows the control plane only through the API server's address,
+//! local volumes, in-cluster DNS and an S3 server on the host interface. `prepare` and `start`
+//! bring it up next to a running control plane; `drain` and `stop` take it down and put the
+//! machine back as it was. It knows the control plane only through the API server's address,
 //! its certificates and a client.
 
 pub mod addons;
@@ -165,9 +164,7 @@ pub async fn start(
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     addons::install(client, layout).await?;
-    addons::dns_check::wait_for_dns(client, NODE_READY_TIMEOUT).await?;
-    let monitoring = crate::host::binaries::ensure_prometheus_operator()?;
-    addons::monitoring::install(client, layout, &monitoring).await
+    addons::dns_check::wait_for_dns(client, NODE_READY_TIMEOUT).await
 }
 
 async fn node_ready(nodes: &kube::Api<Node>, name: &str) -> bool {
@@ -188,15 +185,7 @@ pub fn stop(record: &NodeRecord) -> Result<(Vec<String>, Vec<String>)> {
     let layout = &record.layout;
     let state = &layout.state_dir;
     // The S3 server first: it listens on the host interface, which `restore` removes.
-    let stopped = process::stop_all(
-        state,
-        &[
-            addons::monitoring_operator::COMPONENT,
-            s3::COMPONENT,
-            "kube-proxy",
-            "kubelet",
-        ],
-    )?;
+    let stopped = process::stop_all(state, &[s3::COMPONENT, "kube-proxy", "kubelet"])?;
     // A frozen process cannot die; a test that froze a pod and failed may have left one.
     pod_cgroups::thaw();
     for pid in pod_cgroups::processes() {

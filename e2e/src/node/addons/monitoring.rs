@@ -10,6 +10,12 @@
 //! `container_cpu_usage_seconds_total`) and the DFR operator's `/metrics` in `dfr-system` (the
 //! backup, certificate, PII key and reconcile alerts read it). Services with stable names:
 //! `PROMETHEUS_URL` and `ALERTMANAGER_URL`.
+//!
+//! Not installed by `up --node` yet: dfr-prometheus is Debian's Prometheus 2.42, which Debian
+//! builds without Kubernetes service discovery, so it refuses the configuration the operator
+//! generates (every job uses `kubernetes_sd_configs`; e2e/tests/monitoring_operator.rs holds
+//! this). `install` is what `node::start` is to call, after DNS answers, once the image is a
+//! Prometheus with Kubernetes discovery.
 
 use std::collections::BTreeMap;
 
@@ -26,8 +32,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::monitoring_kinds::{
     AlertingSpec, Alertmanager, AlertmanagerEndpoints, AlertmanagerSpec, Endpoint,
-    NamespaceSelector, PodMetricsEndpoint, PodMonitor, PodMonitorSpec, Prometheus,
-    PrometheusSpec, RelabelConfig, ServiceMonitor, ServiceMonitorSpec, TlsConfig,
+    NamespaceSelector, PodMetricsEndpoint, PodMonitor, PodMonitorSpec, Prometheus, PrometheusSpec,
+    RelabelConfig, ServiceMonitor, ServiceMonitorSpec, TlsConfig,
 };
 use super::{apply, meta, monitoring_operator};
 use crate::host::binaries::PrometheusOperatorBinaries;
@@ -424,7 +430,11 @@ pub async fn apply_objects(client: &kube::Client, layout: &NodeLayout) -> Result
     let (kubelet_service, kubelet_slice) = kubelet_endpoints(layout);
     apply(Api::namespaced(client.clone(), NAMESPACE), &kubelet_service).await?;
     apply(Api::namespaced(client.clone(), NAMESPACE), &kubelet_slice).await?;
-    apply(Api::namespaced(client.clone(), NAMESPACE), &kubelet_monitor()).await?;
+    apply(
+        Api::namespaced(client.clone(), NAMESPACE),
+        &kubelet_monitor(),
+    )
+    .await?;
     apply(
         Api::namespaced(client.clone(), NAMESPACE),
         &dfr_operator_monitor(),

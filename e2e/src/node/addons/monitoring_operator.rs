@@ -41,12 +41,11 @@ pub fn parse_crds(yaml: &str) -> Result<Vec<CustomResourceDefinition>> {
     let mut crds = Vec::new();
     for document in serde_yaml::Deserializer::from_str(yaml) {
         // An empty document (a leading or trailing `---`) reads as None.
-        let crd = Option::<CustomResourceDefinition>::deserialize(document).map_err(|e| {
-            Error::Io {
+        let crd =
+            Option::<CustomResourceDefinition>::deserialize(document).map_err(|e| Error::Io {
                 what: "reading the Prometheus Operator's CRDs".into(),
                 source: std::io::Error::other(e),
-            }
-        })?;
+            })?;
         let Some(crd) = crd else {
             continue;
         };
@@ -141,7 +140,10 @@ pub fn api_access(kubeconfig: &Path) -> Result<ApiAccess> {
             source: std::io::Error::other("no server or certificate-authority"),
         });
     };
-    let pki = Path::new(&ca).parent().unwrap_or(Path::new("/")).to_path_buf();
+    let pki = Path::new(&ca)
+        .parent()
+        .unwrap_or(Path::new("/"))
+        .to_path_buf();
     Ok(ApiAccess {
         server,
         ca_file: PathBuf::from(&ca),
