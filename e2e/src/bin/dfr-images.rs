@@ -29,6 +29,14 @@ struct Build {
     operator_binary: Option<PathBuf>,
     #[arg(long, default_value = "dev")]
     operator_tag: String,
+    /// Also build dfr-prometheus and dfr-alertmanager (Debian's packages), which node clusters
+    /// run under the Prometheus Operator.
+    #[arg(long)]
+    monitoring: bool,
+    /// A prometheus-config-reloader binary (dfr-cluster builds it from
+    /// e2e/prometheus-operator-build) to build dfr-prometheus-config-reloader around.
+    #[arg(long)]
+    config_reloader_binary: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -87,6 +95,16 @@ fn build_all(build: &Build) -> Result<Vec<BuiltImage>, images::Error> {
             "dfr-operator",
             binary,
             &build.operator_tag,
+        )?);
+    }
+    if build.monitoring {
+        built.push(images::monitoring::build_prometheus()?);
+        built.push(images::monitoring::build_alertmanager()?);
+    }
+    if let Some(binary) = &build.config_reloader_binary {
+        built.push(images::monitoring::build_config_reloader(
+            binary,
+            dfr_e2e::host::binaries::PROMETHEUS_OPERATOR_VERSION,
         )?);
     }
     for image in &built {

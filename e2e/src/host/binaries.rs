@@ -2,8 +2,8 @@
 //! e2e/kube-build into one multi-call binary, cached outside the repository by version and by
 //! the recipe's content, so a recipe change rebuilds and anything else reuses the binary. CoreDNS
 //! (e2e/coredns-build), the S3 server versitygw (e2e/versitygw-build), metrics-server
-//! (e2e/metrics-server-build) and prometheus-adapter (e2e/prometheus-adapter-build) are cached
-//! the same way.
+//! (e2e/metrics-server-build), prometheus-adapter (e2e/prometheus-adapter-build) and the
+//! Prometheus Operator (e2e/prometheus-operator-build) are cached the same way.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -235,6 +235,66 @@ fn prometheus_adapter_build_args(output: &Path) -> Vec<String> {
     ]
 }
 
+pub const PROMETHEUS_OPERATOR_VERSION: &str = "v0.93.0";
+const PROMETHEUS_OPERATOR_MODULE: &str = "github.com/prometheus-operator/prometheus-operator";
+/// The two commands of e2e/prometheus-operator-build: the binary's name and upstream's package.
+const PROMETHEUS_OPERATOR_COMMANDS: [(&str, &str); 2] = [
+    ("prometheus-operator", "cmd/operator"),
+    (
+        "prometheus-config-reloader",
+        "cmd/prometheus-config-reloader",
+    ),
+];
+
+pub fn prometheus_operator_recipe_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("prometheus-operator-build")
+}
+
+/// The Prometheus Operator and the config reloader it runs beside each Prometheus, from
+/// e2e/prometheus-operator-build, cached like CoreDNS.
+#[derive(Clone, Debug)]
+pub struct PrometheusOperatorBinaries {
+    pub operator: PathBuf,
+    pub config_reloader: PathBuf,
+}
+
+pub fn ensure_prometheus_operator() -> Result<PrometheusOperatorBinaries> {
+    let dir = prometheus_operator_recipe_dir();
+    let recipe = read_recipe_files(&dir, TOOL_RECIPE_FILES)?;
+    let key = keyed_by_recipe(
+        &format!("prometheus-operator-{PROMETHEUS_OPERATOR_VERSION}"),
+        &recipe,
+    );
+    let cache = cache_root()?.join(key);
+    for (name, package) in PROMETHEUS_OPERATOR_COMMANDS {
+        let binary = cache.join(name);
+        if !binary.exists() {
+            let what = format!("{name} {PROMETHEUS_OPERATOR_VERSION}");
+            build_binary(&dir, &binary, &what, |output| {
+                prometheus_operator_build_args(output, package)
+            })?;
+        }
+    }
+    Ok(PrometheusOperatorBinaries {
+        operator: cache.join(PROMETHEUS_OPERATOR_COMMANDS[0].0),
+        config_reloader: cache.join(PROMETHEUS_OPERATOR_COMMANDS[1].0),
+    })
+}
+
+/// Upstream stamps its version into prometheus/common's version package; the operator logs it
+/// and writes it into the annotations of what it creates.
+fn prometheus_operator_build_args(output: &Path, package: &str) -> Vec<String> {
+    let version = PROMETHEUS_OPERATOR_VERSION.trim_start_matches('v');
+    vec![
+        "build".into(),
+        "-ldflags".into(),
+        format!("-s -w -X github.com/prometheus/common/version.Version={version}"),
+        "-o".into(),
+        output.display().to_string(),
+        format!("{PROMETHEUS_OPERATOR_MODULE}/{package}"),
+    ]
+}
+
 /// Builds `binary` from `recipe` under a temporary name and renames it into place, so an
 /// interrupted or failed build never leaves a cache entry behind.
 fn build_binary(
@@ -368,6 +428,22 @@ mod tests {
             let args = args(Path::new("/tmp/out"));
             assert_eq!(args.last().map(String::as_str), Some(package));
             assert!(args.contains(&"/tmp/out".to_string()));
+        }
+    }
+
+    #[test]
+    fn the_prometheus_operator_recipe_pins_the_version_it_builds() {
+        let go_mod = std::fs::read_to_string(prometheus_operator_recipe_dir().join("go.mod"))
+            .expect("go.mod");
+        assert!(go_mod.contains(&format!(
+            "{PROMETHEUS_OPERATOR_MODULE} {PROMETHEUS_OPERATOR_VERSION}"
+        )));
+        for (_, package) in PROMETHEUS_OPERATOR_COMMANDS {
+            let full = format!("{PROMETHEUS_OPERATOR_MODULE}/{package}");
+            assert!(go_mod.contains(&format!("\t{full}\n")), "tool {full}");
+            let args = prometheus_operator_build_args(Path::new("/tmp/out"), package);
+            assert_eq!(args.last(), Some(&full));
+            assert!(args[2].contains("version.Version=0.93.0"));
         }
     }
 

@@ -6,6 +6,7 @@ pub mod archive;
 pub mod cache;
 pub mod error;
 pub mod layer;
+pub mod monitoring;
 pub mod mounts;
 pub mod recipe;
 pub mod rootfs;

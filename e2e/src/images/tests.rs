@@ -238,3 +238,31 @@ fn binary_images_are_only_ours_and_tags_follow_docker() {
         assert!(check_tag(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn the_monitoring_dockerfiles_run_the_local_recipes_with_the_same_config() {
+    use monitoring::*;
+    for (image, config) in [
+        ("dfr-prometheus", prometheus_config()),
+        ("dfr-alertmanager", alertmanager_config()),
+    ] {
+        let context = images_dir().join(image);
+        assert_same_recipe(image, &context, image, PACKAGED_FILES, &config);
+    }
+    let image = "dfr-prometheus-config-reloader";
+    assert_same_recipe(
+        image,
+        &images_dir().join(".."),
+        RUNTIME_RECIPE,
+        BINARY_FILES,
+        &binary_config(CONFIG_RELOADER_PATH),
+    );
+    let text = dockerfile(image);
+    let stage = last_stage(&text);
+    assert!(stage.contains(&format!(
+        "COPY --from=build /prometheus-config-reloader {CONFIG_RELOADER_PATH}"
+    )));
+    assert!(text.contains("COPY e2e/prometheus-operator-build/ ./"));
+    let version = crate::host::binaries::PROMETHEUS_OPERATOR_VERSION.trim_start_matches('v');
+    assert!(text.contains(&format!("version.Version={version}")));
+}

@@ -1,9 +1,13 @@
 //! What every cluster needs beyond its nodes: a default StorageClass with local volumes (there is
 //! no cloud to provision disks) and CoreDNS as the cluster DNS, applied server-side as
-//! `dfr-cluster`; and the check that DNS answers.
+//! `dfr-cluster`; and the check that DNS answers. The monitoring pipeline (`monitoring`) is
+//! built but not installed by `install`: see that module for why.
 
 pub mod coredns;
 pub mod dns_check;
+pub mod monitoring;
+pub mod monitoring_kinds;
+pub mod monitoring_operator;
 pub mod storage;
 
 use std::collections::BTreeMap;
