@@ -18,6 +18,8 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 
+#[path = "node_cluster/autoscaling.rs"]
+mod autoscaling;
 #[path = "node_cluster/backups.rs"]
 mod backups;
 #[path = "node_cluster/faults.rs"]
