@@ -129,6 +129,17 @@ async fn apply_country(client: &Client) {
         .unwrap();
 }
 
+/// A condition of the DfrCountry as (status, reason, message).
+fn condition_details(country: &DfrCountry, kind: &str) -> Option<(String, String, String)> {
+    country
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == kind)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
 fn condition(country: &DfrCountry, kind: &str) -> Option<String> {
     country
         .status

@@ -46,13 +46,7 @@ fn cpu_utilization(hpa: &HorizontalPodAutoscaler) -> Option<i32> {
 }
 
 fn degraded(country: &DfrCountry) -> Option<(String, String, String)> {
-    country
-        .status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Degraded")
-        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    super::condition_details(country, "Degraded")
 }
 
 #[tokio::test(flavor = "multi_thread")]

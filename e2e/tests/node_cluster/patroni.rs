@@ -17,13 +17,7 @@ const NAME: &str = "cok-e2e-patroni";
 const NAMESPACE: &str = "dfr-cok-test";
 
 fn degraded(country: &DfrCountry) -> Option<(String, String, String)> {
-    country
-        .status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Degraded")
-        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    super::condition_details(country, "Degraded")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -295,21 +289,13 @@ async fn area_rows_and_pii_stay_sealed_in_raw_sql(
 /// psql as the registry's application role from inside member `pod` to the read-write Service,
 /// with `options` added to the connection string: its output, or the error it printed.
 fn app_psql(pod: &str, options: &str, sql: &str) -> String {
-    let output = dfr_e2e::testing::kubectl(&[
-        "-n",
-        NAMESPACE,
-        "exec",
+    member_psql(
         pod,
-        "-c",
-        "postgres",
-        "--",
-        "sh",
-        "-c",
-        &format!(
-            "PGPASSWORD=\"$DFR_DB_APP_PASSWORD\" psql -qAt \"host=postgres-rw port=5432 user=$DFR_DB_APP_USER {options}\" -c \"{sql}\" 2>&1"
-        ),
-    ]);
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
+        "",
+        "DFR_DB_APP_PASSWORD",
+        &format!("user=$DFR_DB_APP_USER {options}"),
+        sql,
+    )
 }
 
 /// psql from inside member `pod` to the read-write Service with the connection string

@@ -212,6 +212,7 @@ pub async fn install(client: &kube::Client) -> Result<()> {
         &dns_service(),
     )
     .await
+    .map(|_| ())
 }
 
 #[cfg(test)]

@@ -18,9 +18,10 @@ use kube::api::{Patch, PatchParams};
 use super::config::NodeLayout;
 use crate::host::{Error, Result};
 
-const FIELD_MANAGER: &str = "dfr-cluster";
+/// The field manager of everything dfr-cluster applies to a cluster.
+pub const FIELD_MANAGER: &str = "dfr-cluster";
 
-fn labels(name: &str) -> BTreeMap<String, String> {
+pub fn labels(name: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/name".to_string(), name.to_string()),
         (
@@ -30,7 +31,7 @@ fn labels(name: &str) -> BTreeMap<String, String> {
     ])
 }
 
-fn meta(name: &str, namespace: Option<&str>, app: &str) -> ObjectMeta {
+pub fn meta(name: &str, namespace: Option<&str>, app: &str) -> ObjectMeta {
     ObjectMeta {
         name: Some(name.to_string()),
         namespace: namespace.map(str::to_string),
@@ -39,7 +40,8 @@ fn meta(name: &str, namespace: Option<&str>, app: &str) -> ObjectMeta {
     }
 }
 
-async fn apply<K>(api: kube::Api<K>, object: &K) -> Result<()>
+/// Server-side apply under [`FIELD_MANAGER`], forced: these objects are dfr-cluster's alone.
+pub async fn apply<K>(api: kube::Api<K>, object: &K) -> Result<K>
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -54,7 +56,6 @@ where
         &Patch::Apply(object),
     )
     .await
-    .map(|_| ())
     .map_err(|e| Error::Io {
         what: format!("applying {} {name}", K::kind(&())),
         source: std::io::Error::other(e),

@@ -441,7 +441,9 @@ pub async fn apply_objects(client: &kube::Client, layout: &NodeLayout) -> Result
     )
     .await?;
     apply(Api::namespaced(client.clone(), NAMESPACE), &alertmanager()).await?;
-    apply(Api::namespaced(client.clone(), NAMESPACE), &prometheus()).await
+    apply(Api::namespaced(client.clone(), NAMESPACE), &prometheus())
+        .await
+        .map(|_| ())
 }
 
 #[cfg(test)]

@@ -27,9 +27,9 @@ use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
 use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
-use kube::api::{Patch, PatchParams};
 use serde::{Deserialize, Serialize};
 
+use super::addons::apply;
 use super::config::HOST_IP;
 use crate::host::ports::free_port;
 use crate::host::{Error, Result, kubeconfig, pki, process};
@@ -45,7 +45,6 @@ pub const METRICS_SERVER: &str = "metrics-server";
 pub const PROMETHEUS_ADAPTER: &str = "prometheus-adapter";
 /// As `process::stop_all` stops them.
 pub const COMPONENTS: &[&str] = &[PROMETHEUS_ADAPTER, METRICS_SERVER];
-const FIELD_MANAGER: &str = "dfr-cluster";
 /// On the host interface, which only the one node cluster of a machine has.
 const NODE_METRICS_SERVER_PORT: u16 = 4443;
 const NODE_ADAPTER_PORT: u16 = 4444;
@@ -197,27 +196,6 @@ pub fn adapter_args(
         // late.
         "--metrics-relist-interval=1m".into(),
     ]
-}
-
-async fn apply<K>(api: kube::Api<K>, object: &K) -> Result<K>
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::Serialize
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-{
-    let name = object.meta().name.clone().unwrap_or_default();
-    api.patch(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(object),
-    )
-    .await
-    .map_err(|e| Error::Io {
-        what: format!("applying {} {name}", K::kind(&())),
-        source: std::io::Error::other(e),
-    })
 }
 
 fn kube_error(what: &str) -> impl FnOnce(kube::Error) -> Error + '_ {

@@ -3,7 +3,6 @@
 //! rather than to ServiceAccounts, since the servers are host processes), the Services that
 //! front them and the APIServices.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use k8s_openapi::ByteString;
@@ -18,32 +17,16 @@ use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::{
     APIService, APIServiceSpec, ServiceReference,
 };
 
-use super::{FIELD_MANAGER, NAMESPACE, Placement};
+pub use crate::node::addons::labels;
+use crate::node::addons::{FIELD_MANAGER, meta};
+
+use super::{NAMESPACE, Placement};
 
 pub const METRICS_GROUP: &str = "metrics.k8s.io";
 pub const CUSTOM_METRICS_GROUP: &str = "custom.metrics.k8s.io";
 pub const VERSION: &str = "v1beta1";
 const PORT_NAME: &str = "https";
 const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
-
-pub fn labels(app: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        ("app.kubernetes.io/name".to_string(), app.to_string()),
-        (
-            "app.kubernetes.io/managed-by".to_string(),
-            FIELD_MANAGER.to_string(),
-        ),
-    ])
-}
-
-fn meta(name: &str, namespace: Option<&str>, app: &str) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name.to_string()),
-        namespace: namespace.map(str::to_string),
-        labels: Some(labels(app)),
-        ..ObjectMeta::default()
-    }
-}
 
 /// Shared with the Prometheus stack, which another part of the harness installs there too:
 /// both apply it, so neither depends on the other's order.
