@@ -214,6 +214,41 @@ async fn shutdown_lets_the_request_in_flight_finish() {
     );
 }
 
+/// Reads one response (head and a body of the given length) from a kept-alive connection.
+async fn response_on(stream: &mut TcpStream, body_length: usize) -> String {
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    while !answer.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).await.unwrap();
+        answer.push(byte[0]);
+    }
+    let mut body = vec![0u8; body_length];
+    stream.read_exact(&mut body).await.unwrap();
+    answer.extend(body);
+    String::from_utf8(answer).unwrap()
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_is_told_to_close_before_it_is_closed() {
+    let (addr, stop, served) = start(Duration::from_secs(10)).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let keep_alive = b"GET /hello HTTP/1.1\r\nhost: localhost\r\n\r\n";
+    stream.write_all(keep_alive).await.unwrap();
+    let first = response_on(&mut stream, "hello".len()).await.to_lowercase();
+    assert!(!first.contains("connection: close"), "{first}");
+    stop.send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The client reuses its pooled connection after the shutdown began: it gets an answer,
+    // and the answer says not to reuse the connection again.
+    stream.write_all(keep_alive).await.unwrap();
+    let second = response_on(&mut stream, "hello".len()).await.to_lowercase();
+    assert!(
+        second.starts_with("http/1.1 200") && second.contains("connection: close"),
+        "{second}"
+    );
+    assert_eq!(served.await.unwrap().unwrap(), Drained::Complete);
+}
+
 #[tokio::test]
 async fn the_drain_is_bounded_by_the_grace_period() {
     let (addr, stop, served) = start(Duration::from_millis(200)).await;

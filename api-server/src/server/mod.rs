@@ -1,12 +1,16 @@
 //! The listeners of `dfr-api serve`: the API over HTTP/1.1, in TLS when a certificate is given
 //! (`tls`), and /metrics on a port of its own. `serve` drains on shutdown: it stops accepting,
-//! lets each connection finish the request it is in (idle keep-alive connections close at
-//! once) and returns when all have, or when the grace period is over, whichever is first.
+//! then for [`CLOSE_NOTICE`] keeps serving the open connections with `Connection: close` on
+//! every response, so a client with a pooled connection learns from an answer, not from a
+//! closed socket, that it must not reuse it; then it lets each connection finish the request it
+//! is in (idle keep-alive connections close at once) and returns when all have, or when the
+//! grace period is over, whichever is first.
 
 pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -17,6 +21,11 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use self::tls::ReloadingCert;
+
+/// How long connections keep being served, each response closing its connection, before the
+/// idle ones are closed. Closing an idle keep-alive connection races with a client sending its
+/// next request on it (the client then sees the connection drop mid-request).
+pub const CLOSE_NOTICE: Duration = Duration::from_secs(2);
 
 /// A client that opens a connection and sends no handshake does not hold a task for long.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -45,6 +54,22 @@ pub async fn serve(
         None => None,
     };
     let graceful = GracefulShutdown::new();
+    let draining = Arc::new(AtomicBool::new(false));
+    let app = app.layer(axum::middleware::map_response({
+        let draining = draining.clone();
+        move |mut response: axum::response::Response| {
+            let draining = draining.load(Ordering::Relaxed);
+            async move {
+                if draining {
+                    response.headers_mut().insert(
+                        axum::http::header::CONNECTION,
+                        axum::http::HeaderValue::from_static("close"),
+                    );
+                }
+                response
+            }
+        }
+    }));
     tokio::pin!(shutdown);
     loop {
         let (stream, _peer) = tokio::select! {
@@ -96,13 +121,16 @@ pub async fn serve(
         });
     }
     drop(listener);
+    draining.store(true, Ordering::Relaxed);
+    let notice = CLOSE_NOTICE.min(grace);
+    tokio::time::sleep(notice).await;
     let open = graceful.count();
     tracing::info!(
         open,
         grace_seconds = grace.as_secs(),
         "draining connections"
     );
-    let drained = tokio::time::timeout(grace, graceful.shutdown()).await;
+    let drained = tokio::time::timeout(grace - notice, graceful.shutdown()).await;
     match drained {
         Ok(()) => Ok(Drained::Complete),
         Err(_) => Ok(Drained::TimedOut { open }),
