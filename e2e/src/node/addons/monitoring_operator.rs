@@ -21,7 +21,7 @@ use crate::images::monitoring::config_reloader_reference;
 
 pub const COMPONENT: &str = "prometheus-operator";
 const CRD_TIMEOUT: Duration = Duration::from_secs(60);
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The kinds the Prometheus and Alertmanager controllers watch. PrometheusAgent, ScrapeConfig
 /// and ThanosRuler are left out: the operator checks for them and runs without them, and each
