@@ -160,9 +160,12 @@ async fn the_api_scales_up_on_cpu_and_says_why_it_cannot_scale_down() {
         Duration::from_secs(240),
         || async {
             let country = countries.get(NAME).await.ok()?;
-            degraded(&country).filter(|(status, reason, _)| {
+            // Right after the scale-up the new pod has no CPU figure yet either
+            // (FailedGetResourceMetric for a minute); what stays is the missing latency metric.
+            degraded(&country).filter(|(status, reason, message)| {
                 status == "True"
                     && (reason.starts_with("FailedGet") || reason == "MetricUnavailable")
+                    && message.contains("dfr_http_request_duration_p95_milliseconds")
             })
         },
     )
@@ -170,10 +173,6 @@ async fn the_api_scales_up_on_cpu_and_says_why_it_cannot_scale_down() {
     println!(
         "figure: {:.1} s after the load stopped the tenant is Degraded: {reason}: {message}",
         waited.elapsed().as_secs_f64()
-    );
-    assert!(
-        message.contains("dfr_http_request_duration_p95_milliseconds"),
-        "the message names the metric it lacks: {message}"
     );
     let country = countries.get(NAME).await.unwrap();
     let autoscaler = country.status.unwrap().api.unwrap().autoscaler.unwrap();
