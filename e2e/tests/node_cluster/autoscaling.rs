@@ -174,9 +174,16 @@ async fn the_api_scales_up_on_cpu_and_says_why_it_cannot_scale_down() {
         "figure: {:.1} s after the load stopped the tenant is Degraded: {reason}: {message}",
         waited.elapsed().as_secs_f64()
     );
-    let country = countries.get(NAME).await.unwrap();
-    let autoscaler = country.status.unwrap().api.unwrap().autoscaler.unwrap();
-    assert_eq!(autoscaler.current_replicas, 2, "{autoscaler:?}");
+    eventually(
+        "the status to count the two pods",
+        Duration::from_secs(120),
+        || async {
+            let country = countries.get(NAME).await.ok()?;
+            let autoscaler = country.status?.api?.autoscaler?;
+            (autoscaler.current_replicas == 2 && autoscaler.desired_replicas == 2).then_some(())
+        },
+    )
+    .await;
     assert_eq!(
         super::condition(&countries.get(NAME).await.unwrap(), "Ready").as_deref(),
         Some("True"),
