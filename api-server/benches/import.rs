@@ -113,6 +113,7 @@ async fn import(
 
 #[tokio::main]
 async fn main() {
+    support::use_ring_for_tls();
     let app = TestApp::start().await;
     let admin = app.user("national_admin", &[], None, "").await;
     println!(

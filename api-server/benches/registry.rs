@@ -94,6 +94,7 @@ where
 
 #[tokio::main]
 async fn main() {
+    support::use_ring_for_tls();
     let app = Arc::new(TestApp::start().await);
     let ring = KeyRing::from_json(&app.keyring_json).unwrap();
     let seeded = seed::registry(&app.owner, &ring, mixed::PERSONS).await;

@@ -70,6 +70,7 @@ async fn pull_all(app: &TestApp, token: &str, limit: usize) -> (usize, usize, Du
 
 #[tokio::main]
 async fn main() {
+    support::use_ring_for_tls();
     let app = TestApp::start().await;
     let device = app.user("enumerator", &["TO-01"], None, "").await;
     let other_device = app.user("enumerator", &["TO-01"], None, "").await;

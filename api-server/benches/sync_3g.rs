@@ -453,6 +453,7 @@ fn on_device(netns: String, device: Device, meter: Meter) -> Vec<String> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    support::use_ring_for_tls();
     Link::remove_by_name();
     let link = match Link::make() {
         Ok(link) => link,

@@ -76,6 +76,7 @@ impl TestApp {
     }
 
     async fn start_on(server: &PgServer, keyring_json: String) -> TestApp {
+        use_ring_for_tls();
         ensure_roles(server).await;
         let database = format!("t_{}", Uuid::new_v4().simple());
         let admin = PgPool::connect(&server.url("postgres", "postgres"))
@@ -323,4 +324,11 @@ impl TestApp {
 /// A plot body for `person`.
 pub fn plot(person: &Value) -> Value {
     json!({"personId": person["id"], "geometry": {"type": "Point", "coordinates": [-175.2, -21.13]}, "tenure": "customary", "landUse": "cropland"})
+}
+
+/// Installs ring as the process's TLS crypto provider (once; later calls change nothing). In a
+/// workspace build reqwest is compiled with the e2e tests' `rustls-no-provider` feature too, and
+/// then panics on its first client unless a provider is installed, even for plain HTTP.
+pub fn use_ring_for_tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
