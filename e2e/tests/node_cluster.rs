@@ -141,13 +141,7 @@ fn condition_details(country: &DfrCountry, kind: &str) -> Option<(String, String
 }
 
 fn condition(country: &DfrCountry, kind: &str) -> Option<String> {
-    country
-        .status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == kind)
-        .map(|c| c.status.clone())
+    condition_details(country, kind).map(|(status, _, _)| status)
 }
 
 async fn wait_ready(client: &Client, timeout: Duration) -> DfrCountry {

@@ -30,15 +30,7 @@ fn stored(pod: &str, ids: &[String]) -> usize {
 }
 
 fn pod_uid(pod: &str) -> String {
-    run_kubectl(&[
-        "-n",
-        NAMESPACE,
-        "get",
-        "pod",
-        pod,
-        "-o",
-        "jsonpath={.metadata.uid}",
-    ])
+    current_uid(pod).unwrap_or_else(|| panic!("pod {pod} in {NAMESPACE} has no uid"))
 }
 
 /// The pod's cgroup directory in the freezer hierarchy (every process of the pod is in it).
