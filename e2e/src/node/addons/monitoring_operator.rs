@@ -100,7 +100,32 @@ pub async fn install_crds(client: &kube::Client, operator: &Path) -> Result<()> 
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+    // Established is not yet served by discovery, and the operator reads discovery once at
+    // start: seeing no Prometheus kind there, it exits ("no controller can be started").
+    while !served_by_discovery(client).await {
+        if Instant::now() > deadline {
+            return Err(Error::Io {
+                what: "waiting for discovery to list prometheuses and alertmanagers".into(),
+                source: std::io::Error::other(format!(
+                    "not listed after {} s",
+                    CRD_TIMEOUT.as_secs()
+                )),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     Ok(())
+}
+
+async fn served_by_discovery(client: &kube::Client) -> bool {
+    client
+        .list_api_group_resources("monitoring.coreos.com/v1")
+        .await
+        .is_ok_and(|list| {
+            ["prometheuses", "alertmanagers"]
+                .iter()
+                .all(|kind| list.resources.iter().any(|r| r.name == *kind))
+        })
 }
 
 async fn established(api: &Api<CustomResourceDefinition>, name: &str) -> bool {
