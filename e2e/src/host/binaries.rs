@@ -113,14 +113,7 @@ pub fn ensure_coredns() -> Result<PathBuf> {
     let binary = cache_root()?.join(key).join("coredns");
     if !binary.exists() {
         build_binary(&coredns_recipe_dir(), &binary, "CoreDNS", |output| {
-            vec![
-                "build".into(),
-                "-ldflags".into(),
-                "-s -w".into(),
-                "-o".into(),
-                output.display().to_string(),
-                ".".into(),
-            ]
+            stripped_build_args(output, "", ".")
         })?;
     }
     Ok(binary)
@@ -148,13 +141,23 @@ pub fn ensure_versitygw() -> Result<PathBuf> {
 /// Upstream's Makefile stamps the version into main.Version; without it `versitygw --version`
 /// says "git".
 fn versitygw_build_args(output: &Path) -> Vec<String> {
+    stripped_build_args(
+        output,
+        &format!("-X main.Version={VERSITYGW_VERSION}"),
+        VERSITYGW_PACKAGE,
+    )
+}
+
+/// `go build` of `package` into `output`, without symbol tables and debug information, with
+/// `stamps` (`-X` flags) added to the linker flags.
+fn stripped_build_args(output: &Path, stamps: &str, package: &str) -> Vec<String> {
     vec![
         "build".into(),
         "-ldflags".into(),
-        format!("-s -w -X main.Version={VERSITYGW_VERSION}"),
+        format!("-s -w {stamps}").trim_end().to_string(),
         "-o".into(),
         output.display().to_string(),
-        VERSITYGW_PACKAGE.into(),
+        package.into(),
     ]
 }
 
@@ -214,25 +217,15 @@ fn ensure_tool(
 /// Upstream's Makefile stamps client-go's version package; without it metrics-server reports
 /// v0.0.0-master in its logs and User-Agent.
 fn metrics_server_build_args(output: &Path) -> Vec<String> {
-    vec![
-        "build".into(),
-        "-ldflags".into(),
-        format!("-s -w -X k8s.io/client-go/pkg/version.gitVersion={METRICS_SERVER_VERSION}"),
-        "-o".into(),
-        output.display().to_string(),
-        METRICS_SERVER_PACKAGE.into(),
-    ]
+    stripped_build_args(
+        output,
+        &format!("-X k8s.io/client-go/pkg/version.gitVersion={METRICS_SERVER_VERSION}"),
+        METRICS_SERVER_PACKAGE,
+    )
 }
 
 fn prometheus_adapter_build_args(output: &Path) -> Vec<String> {
-    vec![
-        "build".into(),
-        "-ldflags".into(),
-        "-s -w".into(),
-        "-o".into(),
-        output.display().to_string(),
-        PROMETHEUS_ADAPTER_PACKAGE.into(),
-    ]
+    stripped_build_args(output, "", PROMETHEUS_ADAPTER_PACKAGE)
 }
 
 pub const PROMETHEUS_OPERATOR_VERSION: &str = "v0.93.0";
@@ -285,14 +278,11 @@ pub fn ensure_prometheus_operator() -> Result<PrometheusOperatorBinaries> {
 /// and writes it into the annotations of what it creates.
 fn prometheus_operator_build_args(output: &Path, package: &str) -> Vec<String> {
     let version = PROMETHEUS_OPERATOR_VERSION.trim_start_matches('v');
-    vec![
-        "build".into(),
-        "-ldflags".into(),
-        format!("-s -w -X github.com/prometheus/common/version.Version={version}"),
-        "-o".into(),
-        output.display().to_string(),
-        format!("{PROMETHEUS_OPERATOR_MODULE}/{package}"),
-    ]
+    stripped_build_args(
+        output,
+        &format!("-X github.com/prometheus/common/version.Version={version}"),
+        &format!("{PROMETHEUS_OPERATOR_MODULE}/{package}"),
+    )
 }
 
 /// Builds `binary` from `recipe` under a temporary name and renames it into place, so an
@@ -401,6 +391,14 @@ mod tests {
         assert!(go_mod.contains(&format!("github.com/versity/versitygw {VERSITYGW_VERSION}")));
         assert!(go_mod.contains(&format!("tool {VERSITYGW_PACKAGE}")));
         let args = versitygw_build_args(Path::new("/tmp/out"));
+        assert_eq!(
+            args[2],
+            format!("-s -w -X main.Version={VERSITYGW_VERSION}")
+        );
+        assert_eq!(
+            stripped_build_args(Path::new("/tmp/out"), "", ".")[2],
+            "-s -w"
+        );
         assert_eq!(args.last().map(String::as_str), Some(VERSITYGW_PACKAGE));
     }
 
