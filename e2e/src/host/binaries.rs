@@ -128,14 +128,13 @@ pub fn versitygw_recipe_dir() -> PathBuf {
 
 /// The S3 server of node clusters (versitygw), from e2e/versitygw-build, cached like CoreDNS.
 pub fn ensure_versitygw() -> Result<PathBuf> {
-    let dir = versitygw_recipe_dir();
-    let recipe = read_recipe_files(&dir, TOOL_RECIPE_FILES)?;
-    let key = keyed_by_recipe(&format!("versitygw-{VERSITYGW_VERSION}"), &recipe);
-    let binary = cache_root()?.join(key).join("versitygw");
-    if !binary.exists() {
-        build_binary(&dir, &binary, "versitygw (S3 server)", versitygw_build_args)?;
-    }
-    Ok(binary)
+    ensure_tool(
+        &versitygw_recipe_dir(),
+        &format!("versitygw-{VERSITYGW_VERSION}"),
+        "versitygw",
+        "versitygw (S3 server)",
+        versitygw_build_args,
+    )
 }
 
 /// Upstream's Makefile stamps the version into main.Version; without it `versitygw --version`
