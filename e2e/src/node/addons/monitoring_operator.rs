@@ -203,10 +203,14 @@ pub async fn start(
     access: &ApiAccess,
 ) -> Result<()> {
     let port = ports::free_port()?;
-    let mut operator = process::spawn_program(
+    // The operator's client prefers $KUBECONFIG to --apiserver, and the calling shell's may name
+    // another cluster (scripts/test exports the shared control plane's): it then looked for its
+    // kinds there and exited. An empty value is the same as none to it.
+    let mut operator = process::spawn_program_with_env(
         &binaries.operator,
         COMPONENT,
         &args(access, port),
+        &[("KUBECONFIG", "")],
         state_dir,
     )?;
     let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
