@@ -1,14 +1,10 @@
 //! The node cluster's monitoring add-on against a control plane of its own (no node, so no pod
 //! runs): the Prometheus Operator's CRDs apply, the operator built from
 //! e2e/prometheus-operator-build starts as a host process and accepts the Prometheus and
-//! Alertmanager objects with flags the images' binaries (Debian's Prometheus 2.42 and
-//! Alertmanager 0.25) know, and Alertmanager 0.25 accepts its generated configuration.
-//!
-//! Prometheus does not: Debian builds Prometheus without Kubernetes service discovery, and every
-//! job the operator generates uses `kubernetes_sd_configs`. The test holds that fact (promtool
-//! of the same package rejects the configuration for it and for nothing else), so the add-on is
-//! not installed by `up --node` until dfr-prometheus is a build with Kubernetes discovery; then
-//! this check turns into "promtool accepts it".
+//! Alertmanager objects with flags the images' binaries (Prometheus 3.13.1 from
+//! e2e/prometheus-build, Debian's Alertmanager 0.25) know, and the promtool built beside that
+//! Prometheus and Alertmanager 0.25's amtool accept the configurations it generates. The node
+//! scenario `monitoring` runs the same stack for real.
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
@@ -100,38 +96,6 @@ fn assert_flags_known(set: &StatefulSet, container: &str, binary: &Path) {
     }
 }
 
-/// See the module's comment: Debian's promtool (the image's Prometheus version and build) has
-/// no `kubernetes_sd_configs`, and rejects the generated configuration for that reason alone.
-fn debian_promtool_rejects_kubernetes_discovery(file: &Path) {
-    let promtool = Path::new("/usr/bin/promtool");
-    if !promtool.exists() {
-        eprintln!("SKIPPED: /usr/bin/promtool is not installed (scripts/prereqs installs it)");
-        return;
-    }
-    let output = Command::new(promtool)
-        .args(["check", "config", "--syntax-only"])
-        .arg(file)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(!output.status.success(), "promtool accepted it:\n{text}");
-    let errors: Vec<&str> = text
-        .lines()
-        .filter(|line| line.trim_start().starts_with("line "))
-        .collect();
-    assert!(!errors.is_empty(), "{text}");
-    assert!(
-        errors
-            .iter()
-            .all(|line| line.contains("kubernetes_sd_configs not found")),
-        "promtool found other problems than the missing Kubernetes discovery:\n{text}"
-    );
-}
-
 #[tokio::test]
 async fn the_prometheus_operator_accepts_the_monitoring_objects() {
     let state = std::env::temp_dir().join(format!(
@@ -142,6 +106,7 @@ async fn the_prometheus_operator_accepts_the_monitoring_objects() {
     plane.up().await.unwrap();
     let client = plane.client().await.unwrap();
     let binaries = binaries::ensure_prometheus_operator().unwrap();
+    let prometheus_binaries = binaries::ensure_prometheus().unwrap();
     let layout = NodeLayout {
         node_name: "dfr-monitoring".into(),
         state_dir: state.clone(),
@@ -170,7 +135,7 @@ async fn the_prometheus_operator_accepts_the_monitoring_objects() {
                 async move { sets.get_opt("prometheus-dfr").await.ok().flatten() }
             })
             .await;
-            assert_flags_known(&prometheus, "prometheus", Path::new("/usr/bin/prometheus"));
+            assert_flags_known(&prometheus, "prometheus", &prometheus_binaries.prometheus);
             assert_flags_known(&prometheus, "config-reloader", &binaries.config_reloader);
             let images: Vec<String> = prometheus
                 .spec
@@ -183,7 +148,7 @@ async fn the_prometheus_operator_accepts_the_monitoring_objects() {
                 .filter_map(|c| c.image.clone())
                 .collect();
             assert!(
-                images.contains(&"dfr-prometheus:2.42.0".to_string()),
+                images.contains(&dfr_e2e::images::monitoring::prometheus_reference()),
                 "{images:?}"
             );
             assert!(
@@ -213,7 +178,8 @@ async fn the_prometheus_operator_accepts_the_monitoring_objects() {
                 assert!(text.contains(job), "{job} in\n{text}");
             }
             assert!(text.contains("scrape_interval: 15s"), "{text}");
-            debian_promtool_rejects_kubernetes_discovery(&file);
+            let promtool = prometheus_binaries.promtool.display().to_string();
+            check(&promtool, &["check", "config", "--syntax-only"], &file);
 
             let generated = eventually("Alertmanager's generated configuration", || {
                 let secrets = secrets.clone();

@@ -29,10 +29,14 @@ struct Build {
     operator_binary: Option<PathBuf>,
     #[arg(long, default_value = "dev")]
     operator_tag: String,
-    /// Also build dfr-prometheus and dfr-alertmanager (Debian's packages), which node clusters
-    /// run under the Prometheus Operator.
+    /// Also build dfr-alertmanager (Debian's package), which node clusters run under the
+    /// Prometheus Operator.
     #[arg(long)]
     monitoring: bool,
+    /// A prometheus binary (dfr-cluster builds it from e2e/prometheus-build) to build
+    /// dfr-prometheus around.
+    #[arg(long)]
+    prometheus_binary: Option<PathBuf>,
     /// A prometheus-config-reloader binary (dfr-cluster builds it from
     /// e2e/prometheus-operator-build) to build dfr-prometheus-config-reloader around.
     #[arg(long)]
@@ -98,8 +102,10 @@ fn build_all(build: &Build) -> Result<Vec<BuiltImage>, images::Error> {
         )?);
     }
     if build.monitoring {
-        built.push(images::monitoring::build_prometheus()?);
         built.push(images::monitoring::build_alertmanager()?);
+    }
+    if let Some(binary) = &build.prometheus_binary {
+        built.push(images::monitoring::build_prometheus(binary)?);
     }
     if let Some(binary) = &build.config_reloader_binary {
         built.push(images::monitoring::build_config_reloader(

@@ -49,6 +49,10 @@ impl Cluster {
             Some(_) => Some(binaries::ensure_versitygw()?),
             None => None,
         };
+        let monitoring_binaries = match node_images {
+            Some(_) => Some(binaries::ensure_prometheus_operator()?),
+            None => None,
+        };
         let metrics_binaries = if metrics_apis {
             Some((
                 binaries::ensure_metrics_server()?,
@@ -98,6 +102,9 @@ impl Cluster {
         if let Some((layout, images)) = node {
             controlplane::start_scheduler(state, &bin_dir)?;
             node::start(&layout, &bin_dir, &client, images).await?;
+            if let Some(binaries) = &monitoring_binaries {
+                node::addons::monitoring::install(&client, &layout, binaries).await?;
+            }
             if let Some(binary) = s3_binary {
                 let endpoint = node::s3::prepare(state)?;
                 node::s3::start(state, &binary, &endpoint).await?;
@@ -105,6 +112,11 @@ impl Cluster {
         }
         if let Some((metrics_server, adapter)) = metrics_binaries {
             node::metrics_apis::start(state, &pki_dir, &client, &metrics_server, &adapter).await?;
+        }
+        if monitoring_binaries.is_some() {
+            // Prometheus and the Alertmanager start while the rest comes up; a cluster is
+            // up once they are Ready too.
+            node::addons::monitoring::wait_ready(&client).await?;
         }
         Ok(Timings {
             build,

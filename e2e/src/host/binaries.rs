@@ -251,37 +251,100 @@ pub struct PrometheusOperatorBinaries {
 }
 
 pub fn ensure_prometheus_operator() -> Result<PrometheusOperatorBinaries> {
-    let dir = prometheus_operator_recipe_dir();
-    let recipe = read_recipe_files(&dir, TOOL_RECIPE_FILES)?;
-    let key = keyed_by_recipe(
+    let [operator, config_reloader] = ensure_commands(
+        &prometheus_operator_recipe_dir(),
         &format!("prometheus-operator-{PROMETHEUS_OPERATOR_VERSION}"),
-        &recipe,
-    );
-    let cache = cache_root()?.join(key);
-    for (name, package) in PROMETHEUS_OPERATOR_COMMANDS {
-        let binary = cache.join(name);
-        if !binary.exists() {
-            let what = format!("{name} {PROMETHEUS_OPERATOR_VERSION}");
-            build_binary(&dir, &binary, &what, |output| {
-                prometheus_operator_build_args(output, package)
-            })?;
-        }
-    }
+        PROMETHEUS_OPERATOR_COMMANDS,
+        prometheus_operator_build_args,
+    )?;
     Ok(PrometheusOperatorBinaries {
-        operator: cache.join(PROMETHEUS_OPERATOR_COMMANDS[0].0),
-        config_reloader: cache.join(PROMETHEUS_OPERATOR_COMMANDS[1].0),
+        operator,
+        config_reloader,
     })
 }
 
-/// Upstream stamps its version into prometheus/common's version package; the operator logs it
-/// and writes it into the annotations of what it creates.
 fn prometheus_operator_build_args(output: &Path, package: &str) -> Vec<String> {
-    let version = PROMETHEUS_OPERATOR_VERSION.trim_start_matches('v');
     stripped_build_args(
         output,
-        &format!("-X github.com/prometheus/common/version.Version={version}"),
+        &version_stamp(PROMETHEUS_OPERATOR_VERSION),
         &format!("{PROMETHEUS_OPERATOR_MODULE}/{package}"),
     )
+}
+
+/// Upstream stamps its version into prometheus/common's version package; the Prometheus
+/// Operator logs it and writes it into the annotations of what it creates, Prometheus reports it
+/// in `prometheus_build_info` and `--version`.
+fn version_stamp(version: &str) -> String {
+    format!(
+        "-X github.com/prometheus/common/version.Version={}",
+        version.trim_start_matches('v')
+    )
+}
+
+/// The commands (binary name, upstream package) of a recipe with several, built into one cache
+/// directory keyed by the recipe; returns their paths in the order given.
+fn ensure_commands<const N: usize>(
+    dir: &Path,
+    prefix: &str,
+    commands: [(&str, &str); N],
+    args: impl Fn(&Path, &str) -> Vec<String>,
+) -> Result<[PathBuf; N]> {
+    let recipe = read_recipe_files(dir, TOOL_RECIPE_FILES)?;
+    let cache = cache_root()?.join(keyed_by_recipe(prefix, &recipe));
+    for (name, package) in commands {
+        let binary = cache.join(name);
+        if !binary.exists() {
+            build_binary(dir, &binary, &format!("{name} ({prefix})"), |output| {
+                args(output, package)
+            })?;
+        }
+    }
+    Ok(commands.map(|(name, _)| cache.join(name)))
+}
+
+/// Prometheus 3 (the version the Prometheus object names) and its promtool.
+pub const PROMETHEUS_VERSION: &str = "v3.13.1";
+const PROMETHEUS_MODULE: &str = "github.com/prometheus/prometheus";
+const PROMETHEUS_COMMANDS: [(&str, &str); 2] = [
+    ("prometheus", "cmd/prometheus"),
+    ("promtool", "cmd/promtool"),
+];
+/// Upstream's build tags that leave out every service discovery but Kubernetes's (see the
+/// recipe's go.mod).
+const PROMETHEUS_TAGS: &str = "remove_all_sd,enable_kubernetes_sd";
+
+pub fn prometheus_recipe_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("prometheus-build")
+}
+
+#[derive(Clone, Debug)]
+pub struct PrometheusBinaries {
+    pub prometheus: PathBuf,
+    pub promtool: PathBuf,
+}
+
+/// Prometheus and promtool from e2e/prometheus-build, cached like the Prometheus Operator.
+pub fn ensure_prometheus() -> Result<PrometheusBinaries> {
+    let [prometheus, promtool] = ensure_commands(
+        &prometheus_recipe_dir(),
+        &format!("prometheus-{PROMETHEUS_VERSION}"),
+        PROMETHEUS_COMMANDS,
+        prometheus_build_args,
+    )?;
+    Ok(PrometheusBinaries {
+        prometheus,
+        promtool,
+    })
+}
+
+fn prometheus_build_args(output: &Path, package: &str) -> Vec<String> {
+    let mut args = stripped_build_args(
+        output,
+        &version_stamp(PROMETHEUS_VERSION),
+        &format!("{PROMETHEUS_MODULE}/{package}"),
+    );
+    args.splice(1..1, ["-tags".to_string(), PROMETHEUS_TAGS.to_string()]);
+    args
 }
 
 /// Builds `binary` from `recipe` under a temporary name and renames it into place, so an
@@ -441,6 +504,23 @@ mod tests {
             let args = prometheus_operator_build_args(Path::new("/tmp/out"), package);
             assert_eq!(args.last(), Some(&full));
             assert!(args[2].contains("version.Version=0.93.0"));
+        }
+    }
+
+    #[test]
+    fn the_prometheus_recipe_pins_the_version_it_builds_with_kubernetes_discovery_only() {
+        let go_mod =
+            std::fs::read_to_string(prometheus_recipe_dir().join("go.mod")).expect("go.mod");
+        // Prometheus 3.x.y is the Go module version v0.3xx.y.
+        assert!(go_mod.contains(&format!("{PROMETHEUS_MODULE} v0.313.1")));
+        assert_eq!(PROMETHEUS_VERSION, "v3.13.1");
+        for (_, package) in PROMETHEUS_COMMANDS {
+            let full = format!("{PROMETHEUS_MODULE}/{package}");
+            assert!(go_mod.contains(&format!("\t{full}\n")), "tool {full}");
+            let args = prometheus_build_args(Path::new("/tmp/out"), package);
+            assert_eq!(args[..3], ["build", "-tags", PROMETHEUS_TAGS]);
+            assert_eq!(args.last(), Some(&full));
+            assert!(args[4].contains("version.Version=3.13.1"));
         }
     }
 

@@ -1,6 +1,7 @@
-//! The images of the local cluster's monitoring: Prometheus and Alertmanager from Debian's
-//! packages (images/dfr-prometheus, images/dfr-alertmanager), and the Prometheus Operator's
-//! config reloader around the binary built from e2e/prometheus-operator-build. The Prometheus
+//! The images of the local cluster's monitoring: Prometheus around the binary built from
+//! e2e/prometheus-build, Alertmanager from Debian's package (images/dfr-alertmanager), and the
+//! Prometheus Operator's config reloader around the binary built from
+//! e2e/prometheus-operator-build. The Prometheus
 //! Operator gives each container only arguments (the reloader a command too), so each image's
 //! entrypoint is its binary.
 
@@ -10,9 +11,11 @@ use super::recipe::Recipe;
 use super::{BuiltImage, ImageConfig, Result, binary_config, build_cached, build_on_base};
 use super::{image_key, images_dir, rootfs};
 
-/// Debian bookworm's versions; the Prometheus and Alertmanager objects name the same ones, which
-/// decide the flags and configuration the Prometheus Operator writes for them.
-pub const PROMETHEUS_VERSION: &str = "v2.42.0";
+/// The Prometheus and Alertmanager objects name these versions, which decide the flags and
+/// configuration the Prometheus Operator writes for them. Prometheus's is the one
+/// e2e/prometheus-build pins (Debian's 2.42 has no Kubernetes service discovery, which every job
+/// the operator writes uses); Alertmanager's is Debian bookworm's.
+pub use crate::host::binaries::PROMETHEUS_VERSION;
 pub const ALERTMANAGER_VERSION: &str = "v0.25.0";
 pub const PROMETHEUS_PATH: &str = "/usr/bin/prometheus";
 /// Debian's name for the binary.
@@ -38,19 +41,17 @@ fn reference(name: &str, version: &str) -> String {
     format!("{name}:{}", version.trim_start_matches('v'))
 }
 
-pub fn prometheus_config() -> ImageConfig {
-    binary_config(PROMETHEUS_PATH)
-}
-
 pub fn alertmanager_config() -> ImageConfig {
     binary_config(ALERTMANAGER_PATH)
 }
 
-pub fn build_prometheus() -> Result<BuiltImage> {
-    build_packaged(
+/// The Prometheus `binary` built from e2e/prometheus-build on the slim base.
+pub fn build_prometheus(binary: &Path) -> Result<BuiltImage> {
+    build_on_base(
         "dfr-prometheus",
         &prometheus_reference(),
-        prometheus_config(),
+        binary,
+        PROMETHEUS_PATH,
     )
 }
 
@@ -101,7 +102,7 @@ mod tests {
 
     #[test]
     fn references_drop_the_v_of_the_version() {
-        assert_eq!(prometheus_reference(), "dfr-prometheus:2.42.0");
+        assert_eq!(prometheus_reference(), "dfr-prometheus:3.13.1");
         assert_eq!(alertmanager_reference(), "dfr-alertmanager:0.25.0");
         assert_eq!(
             config_reloader_reference("v0.93.0"),

@@ -241,28 +241,49 @@ fn binary_images_are_only_ours_and_tags_follow_docker() {
 
 #[test]
 fn the_monitoring_dockerfiles_run_the_local_recipes_with_the_same_config() {
+    use crate::host::binaries::{PROMETHEUS_OPERATOR_VERSION, PROMETHEUS_VERSION};
     use monitoring::*;
-    for (image, config) in [
-        ("dfr-prometheus", prometheus_config()),
-        ("dfr-alertmanager", alertmanager_config()),
-    ] {
-        let context = images_dir().join(image);
-        assert_same_recipe(image, &context, image, PACKAGED_FILES, &config);
-    }
-    let image = "dfr-prometheus-config-reloader";
+    let image = "dfr-alertmanager";
     assert_same_recipe(
         image,
-        &images_dir().join(".."),
-        RUNTIME_RECIPE,
-        BINARY_FILES,
-        &binary_config(CONFIG_RELOADER_PATH),
+        &images_dir().join(image),
+        image,
+        PACKAGED_FILES,
+        &alertmanager_config(),
     );
-    let text = dockerfile(image);
-    let stage = last_stage(&text);
-    assert!(stage.contains(&format!(
-        "COPY --from=build /prometheus-config-reloader {CONFIG_RELOADER_PATH}"
-    )));
-    assert!(text.contains("COPY e2e/prometheus-operator-build/ ./"));
-    let version = crate::host::binaries::PROMETHEUS_OPERATOR_VERSION.trim_start_matches('v');
-    assert!(text.contains(&format!("version.Version={version}")));
+    for (image, binary, recipe, version) in [
+        (
+            "dfr-prometheus-config-reloader",
+            "prometheus-config-reloader",
+            "prometheus-operator-build",
+            PROMETHEUS_OPERATOR_VERSION,
+        ),
+        (
+            "dfr-prometheus",
+            "prometheus",
+            "prometheus-build",
+            PROMETHEUS_VERSION,
+        ),
+    ] {
+        let path = format!("/usr/bin/{binary}");
+        assert_same_recipe(
+            image,
+            &images_dir().join(".."),
+            RUNTIME_RECIPE,
+            BINARY_FILES,
+            &binary_config(&path),
+        );
+        let text = dockerfile(image);
+        let stage = last_stage(&text);
+        assert!(stage.contains(&format!("COPY --from=build /{binary} {path}")));
+        assert!(text.contains(&format!("COPY e2e/{recipe}/ ./")));
+        let version = version.trim_start_matches('v');
+        assert!(
+            text.contains(&format!("version.Version={version}")),
+            "{image}"
+        );
+    }
+    assert_eq!(CONFIG_RELOADER_PATH, "/usr/bin/prometheus-config-reloader");
+    assert_eq!(PROMETHEUS_PATH, "/usr/bin/prometheus");
+    assert!(dockerfile("dfr-prometheus").contains("-tags remove_all_sd,enable_kubernetes_sd"));
 }

@@ -1,6 +1,7 @@
 //! The images a node cluster loads into containerd: the sandbox's pause, CoreDNS, PostgreSQL
-//! with Patroni, and our own binaries as built next to dfr-cluster (`cargo build` puts
-//! dfr-api, dfr-operator and dfr-cluster in the same target directory).
+//! with Patroni, the monitoring pipeline's Prometheus, Alertmanager and config reloader, and our
+//! own binaries as built next to dfr-cluster (`cargo build` puts dfr-api, dfr-operator and
+//! dfr-cluster in the same target directory).
 
 use std::path::{Path, PathBuf};
 
@@ -54,6 +55,14 @@ pub fn build_all() -> Result<Vec<PathBuf>> {
         images::build_coredns(&binaries::ensure_coredns()?, binaries::COREDNS_VERSION)
             .map_err(image_error("dfr-coredns"))?,
         images::build_postgres().map_err(image_error("dfr-postgres"))?,
+        images::monitoring::build_prometheus(&binaries::ensure_prometheus()?.prometheus)
+            .map_err(image_error("dfr-prometheus"))?,
+        images::monitoring::build_alertmanager().map_err(image_error("dfr-alertmanager"))?,
+        images::monitoring::build_config_reloader(
+            &binaries::ensure_prometheus_operator()?.config_reloader,
+            binaries::PROMETHEUS_OPERATOR_VERSION,
+        )
+        .map_err(image_error("dfr-prometheus-config-reloader"))?,
     ];
     for name in images::BINARY_IMAGES {
         let binary = sibling_binary(name)?;

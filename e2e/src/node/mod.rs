@@ -190,7 +190,12 @@ pub fn stop(record: &NodeRecord) -> Result<(Vec<String>, Vec<String>)> {
     let mut stopped = metrics_apis::stop(state)?;
     stopped.extend(process::stop_all(
         state,
-        &[s3::COMPONENT, "kube-proxy", "kubelet"],
+        &[
+            addons::monitoring_operator::COMPONENT,
+            s3::COMPONENT,
+            "kube-proxy",
+            "kubelet",
+        ],
     )?);
     // A frozen process cannot die; a test that froze a pod and failed may have left one.
     pod_cgroups::thaw();

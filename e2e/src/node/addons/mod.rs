@@ -1,7 +1,7 @@
 //! What every cluster needs beyond its nodes: a default StorageClass with local volumes (there is
 //! no cloud to provision disks) and CoreDNS as the cluster DNS, applied server-side as
-//! `dfr-cluster`; and the check that DNS answers. The monitoring pipeline (`monitoring`) is
-//! built but not installed by `install`: see that module for why.
+//! `dfr-cluster`; and the check that DNS answers. The monitoring pipeline (`monitoring`) needs
+//! DNS and the Prometheus Operator's binaries: `dfr-cluster up --node` installs it after these.
 
 pub mod coredns;
 pub mod dns_check;

@@ -11,11 +11,9 @@
 //! backup, certificate, PII key and reconcile alerts read it). Services with stable names:
 //! `PROMETHEUS_URL` and `ALERTMANAGER_URL`.
 //!
-//! Not installed by `up --node` yet: dfr-prometheus is Debian's Prometheus 2.42, which Debian
-//! builds without Kubernetes service discovery, so it refuses the configuration the operator
-//! generates (every job uses `kubernetes_sd_configs`; e2e/tests/monitoring_operator.rs holds
-//! this). `install` is what `node::start` is to call, after DNS answers, once the image is a
-//! Prometheus with Kubernetes discovery.
+//! `dfr-cluster up --node` installs it once DNS answers. Prometheus is 3.13.1 built from
+//! e2e/prometheus-build (Debian's 2.42 has no Kubernetes service discovery, which every job the
+//! operator writes uses); the Alertmanager is Debian's.
 
 use std::collections::BTreeMap;
 
@@ -343,8 +341,8 @@ pub fn dfr_operator_monitor() -> PodMonitor {
     )
 }
 
-/// The CRDs, everything above, then the Prometheus Operator; returns when Prometheus and the
-/// Alertmanager are Ready.
+/// The CRDs, everything above, then the Prometheus Operator, which goes on to create Prometheus
+/// and the Alertmanager: [`wait_ready`] waits for them.
 pub async fn install(
     client: &kube::Client,
     layout: &NodeLayout,
@@ -354,13 +352,13 @@ pub async fn install(
     apply_objects(client, layout).await?;
     // The node's kubeconfig names the API server as pods and the machine reach it.
     let access = monitoring_operator::api_access(&layout.state_dir.join("node.kubeconfig"))?;
-    monitoring_operator::start(&layout.state_dir, binaries, &access).await?;
-    wait_ready(client, READY_TIMEOUT).await
+    monitoring_operator::start(&layout.state_dir, binaries, &access).await
 }
 
 /// Waits for the pods the Prometheus Operator makes, `prometheus-dfr-0` and
 /// `alertmanager-dfr-0`, to be Ready; the error names each one's state.
-pub async fn wait_ready(client: &kube::Client, timeout: Duration) -> Result<()> {
+pub async fn wait_ready(client: &kube::Client) -> Result<()> {
+    let timeout = READY_TIMEOUT;
     let pods: kube::Api<Pod> = kube::Api::namespaced(client.clone(), NAMESPACE);
     let names = [
         format!("prometheus-{INSTANCE}-0"),
@@ -480,8 +478,8 @@ mod tests {
         }
         assert_eq!(spec["scrapeInterval"], "15s");
         assert_eq!(spec["evaluationInterval"], "15s");
-        assert_eq!(spec["image"], "dfr-prometheus:2.42.0");
-        assert_eq!(spec["version"], "v2.42.0");
+        assert_eq!(spec["image"], "dfr-prometheus:3.13.1");
+        assert_eq!(spec["version"], "v3.13.1");
         assert_eq!(json["apiVersion"], "monitoring.coreos.com/v1");
         assert_eq!(json["kind"], "Prometheus");
         let alertmanagers = &spec["alerting"]["alertmanagers"][0];

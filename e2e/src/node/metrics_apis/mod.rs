@@ -34,11 +34,11 @@ use super::config::HOST_IP;
 use crate::host::ports::free_port;
 use crate::host::{Error, Result, kubeconfig, pki, process};
 
-pub const NAMESPACE: &str = "dfr-monitoring";
-/// Where prometheus-adapter asks Prometheus. The Prometheus Operator's governing Service for the
-/// stack in `dfr-monitoring`; being headless, it is reached through a ClusterIP twin (see
-/// `adapter`). Change it here to point the adapter elsewhere.
-pub const PROMETHEUS_URL: &str = "http://prometheus-operated.dfr-monitoring.svc:9090";
+pub use super::addons::monitoring::NAMESPACE;
+/// Where prometheus-adapter asks Prometheus: the Service in front of the node cluster's
+/// Prometheus (`addons::monitoring`). Change it here to point the adapter elsewhere; a headless
+/// Service is reached through a ClusterIP twin (see `adapter`).
+pub use super::addons::monitoring::PROMETHEUS_URL;
 /// The Pods metric the tenants' HPA asks for (operator/src/children/api/hpa.rs).
 pub const LATENCY_METRIC: &str = "dfr_http_request_duration_p95_milliseconds";
 pub const METRICS_SERVER: &str = "metrics-server";
@@ -248,7 +248,8 @@ pub async fn start(
     })?;
     apply(
         kube::Api::<Namespace>::all(client.clone()),
-        &objects::namespace(),
+        // The monitoring stack's: both apply it, so neither depends on the other's order.
+        &super::addons::monitoring::namespace(),
     )
     .await?;
     let rbac = objects::rbac(pki::METRICS_SERVER_USER, pki::PROMETHEUS_ADAPTER_USER);

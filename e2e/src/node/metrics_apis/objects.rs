@@ -6,12 +6,11 @@
 use std::net::IpAddr;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{Namespace, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, RoleBinding, RoleRef, Subject,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::{
     APIService, APIServiceSpec, ServiceReference,
@@ -27,18 +26,6 @@ pub const CUSTOM_METRICS_GROUP: &str = "custom.metrics.k8s.io";
 pub const VERSION: &str = "v1beta1";
 const PORT_NAME: &str = "https";
 const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
-
-/// Shared with the Prometheus stack, which another part of the harness installs there too:
-/// both apply it, so neither depends on the other's order.
-pub fn namespace() -> Namespace {
-    Namespace {
-        metadata: ObjectMeta {
-            name: Some(NAMESPACE.to_string()),
-            ..ObjectMeta::default()
-        },
-        ..Namespace::default()
-    }
-}
 
 fn rule(group: &str, resources: &[&str], verbs: &[&str]) -> PolicyRule {
     PolicyRule {
