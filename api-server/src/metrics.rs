@@ -22,6 +22,9 @@ pub struct Metrics {
     latency: HistogramVec,
     pub registrations: IntCounter,
     pub consents: IntCounterVec,
+    /// Access tokens issued, by the user's role and the grant: the dashboards' measure of who
+    /// is active (a refresh is a session in use).
+    pub tokens_issued: IntCounterVec,
     pool_size: IntGauge,
     pool_idle: IntGauge,
 }
@@ -54,12 +57,20 @@ impl Metrics {
             ),
             &["state"],
         )?;
+        let tokens_issued = IntCounterVec::new(
+            Opts::new(
+                "dfr_tokens_issued_total",
+                "Access tokens issued, by role and grant type",
+            ),
+            &["role", "grant"],
+        )?;
         let pool_size = IntGauge::new("dfr_db_pool_connections", "Open database connections")?;
         let pool_idle = IntGauge::new("dfr_db_pool_idle_connections", "Idle database connections")?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(registrations.clone()))?;
         registry.register(Box::new(consents.clone()))?;
+        registry.register(Box::new(tokens_issued.clone()))?;
         registry.register(Box::new(pool_size.clone()))?;
         registry.register(Box::new(pool_idle.clone()))?;
         Ok(Self {
@@ -68,6 +79,7 @@ impl Metrics {
             latency,
             registrations,
             consents,
+            tokens_issued,
             pool_size,
             pool_idle,
         })

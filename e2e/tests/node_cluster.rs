@@ -24,6 +24,8 @@ mod autoscaling;
 mod backups;
 #[path = "node_cluster/faults.rs"]
 mod faults;
+#[path = "node_cluster/monitoring.rs"]
+mod monitoring;
 #[path = "node_cluster/outage.rs"]
 mod outage;
 #[path = "node_cluster/patroni.rs"]

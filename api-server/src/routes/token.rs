@@ -17,6 +17,7 @@ use uuid::Uuid;
 use crate::auth::{AccessTokens, Claims, ISSUER, Role, verify_password};
 use crate::crypto::KeyRing;
 use crate::error::{ApiError, ApiResult};
+use crate::metrics::Metrics;
 use crate::sessions;
 use crate::state::AppState;
 
@@ -69,35 +70,54 @@ pub async fn token(
     State(pool): State<PgPool>,
     State(tokens): State<AccessTokens>,
     State(ring): State<Arc<KeyRing>>,
+    State(metrics): State<Metrics>,
     Form(request): Form<TokenRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
+    let grant = request.grant_type.clone();
+    let (user, response) = issue(&pool, &tokens, &ring, request).await?;
+    metrics
+        .tokens_issued
+        .with_label_values(&[role_of(&user)?.as_str(), grant.as_str()])
+        .inc();
+    Ok(response)
+}
+
+/// The user the grant authenticates and the tokens it gets.
+async fn issue(
+    pool: &PgPool,
+    tokens: &AccessTokens,
+    ring: &KeyRing,
+    request: TokenRequest,
+) -> ApiResult<(PgRow, Json<TokenResponse>)> {
     match request.grant_type.as_str() {
         "password" => {
             let username = required(request.username, "username")?;
             let password = required(request.password, "password")?;
-            let user = authenticate(&pool, &username, &password, false).await?;
+            let user = authenticate(pool, &username, &password, false).await?;
             let role = role_of(&user)?;
             if role == Role::NationalAdmin {
-                check_second_factor(&ring, &user, request.totp.as_deref())?;
+                check_second_factor(ring, &user, request.totp.as_deref())?;
             }
-            let refresh = sessions::issue_refresh(&pool, user.try_get("id")?, None).await?;
-            respond(&tokens, &user, Some(refresh))
+            let refresh = sessions::issue_refresh(pool, user.try_get("id")?, None).await?;
+            let response = respond(tokens, &user, Some(refresh))?;
+            Ok((user, response))
         }
         "client_credentials" => {
             let client = required(request.client_id, "client_id")?;
             let secret = required(request.client_secret, "client_secret")?;
-            let user = authenticate(&pool, &client, &secret, true).await?;
+            let user = authenticate(pool, &client, &secret, true).await?;
             // Machine clients ask again with their credentials; they get no refresh token.
-            respond(&tokens, &user, None)
+            let response = respond(tokens, &user, None)?;
+            Ok((user, response))
         }
         "refresh_token" => {
             let presented = required(request.refresh_token, "refresh_token")?;
-            let (user_id, family) = sessions::redeem_refresh(&pool, &presented).await?;
+            let (user_id, family) = sessions::redeem_refresh(pool, &presented).await?;
             let user = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "SELECT {USER_COLUMNS} FROM users WHERE id = $1"
             )))
             .bind(user_id)
-            .fetch_one(&pool)
+            .fetch_one(pool)
             .await?;
             if user.try_get::<bool, _>("locked")? {
                 return Err(ApiError::InvalidGrant("the account is locked".into()));
@@ -105,8 +125,9 @@ pub async fn token(
             if user.try_get::<bool, _>("disabled")? {
                 return Err(ApiError::InvalidGrant("the account is disabled".into()));
             }
-            let refresh = sessions::issue_refresh(&pool, user_id, Some(family)).await?;
-            respond(&tokens, &user, Some(refresh))
+            let refresh = sessions::issue_refresh(pool, user_id, Some(family)).await?;
+            let response = respond(tokens, &user, Some(refresh))?;
+            Ok((user, response))
         }
         other => Err(ApiError::field(
             "grant_type",

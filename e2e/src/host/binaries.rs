@@ -147,11 +147,12 @@ fn versitygw_build_args(output: &Path) -> Vec<String> {
     )
 }
 
-/// `go build` of `package` into `output`, without symbol tables and debug information, with
-/// `stamps` (`-X` flags) added to the linker flags.
+/// `go build` of `package` into `output`, without symbol tables, debug information or the
+/// build machine's paths, with `stamps` (`-X` flags) added to the linker flags.
 fn stripped_build_args(output: &Path, stamps: &str, package: &str) -> Vec<String> {
     vec![
         "build".into(),
+        "-trimpath".into(),
         "-ldflags".into(),
         format!("-s -w {stamps}").trim_end().to_string(),
         "-o".into(),
@@ -454,12 +455,12 @@ mod tests {
         assert!(go_mod.contains(&format!("tool {VERSITYGW_PACKAGE}")));
         let args = versitygw_build_args(Path::new("/tmp/out"));
         assert_eq!(
-            args[2],
+            args[3],
             format!("-s -w -X main.Version={VERSITYGW_VERSION}")
         );
         assert_eq!(
-            stripped_build_args(Path::new("/tmp/out"), "", ".")[2],
-            "-s -w"
+            stripped_build_args(Path::new("/tmp/out"), "", ".")[..4],
+            ["build", "-trimpath", "-ldflags", "-s -w"]
         );
         assert_eq!(args.last().map(String::as_str), Some(VERSITYGW_PACKAGE));
     }
@@ -503,7 +504,7 @@ mod tests {
             assert!(go_mod.contains(&format!("\t{full}\n")), "tool {full}");
             let args = prometheus_operator_build_args(Path::new("/tmp/out"), package);
             assert_eq!(args.last(), Some(&full));
-            assert!(args[2].contains("version.Version=0.93.0"));
+            assert!(args[3].contains("version.Version=0.93.0"));
         }
     }
 
@@ -518,9 +519,9 @@ mod tests {
             let full = format!("{PROMETHEUS_MODULE}/{package}");
             assert!(go_mod.contains(&format!("\t{full}\n")), "tool {full}");
             let args = prometheus_build_args(Path::new("/tmp/out"), package);
-            assert_eq!(args[..3], ["build", "-tags", PROMETHEUS_TAGS]);
+            assert_eq!(args[..4], ["build", "-tags", PROMETHEUS_TAGS, "-trimpath"]);
             assert_eq!(args.last(), Some(&full));
-            assert!(args[4].contains("version.Version=3.13.1"));
+            assert!(args[5].contains("version.Version=3.13.1"));
         }
     }
 

@@ -36,7 +36,17 @@ fn country(s3: &S3, name: &str, environment: &str, restore_to: Option<&str>) -> 
     spec["api"]["minReplicas"] = json!(1);
     spec["api"]["maxReplicas"] = json!(1);
     super::small_requests(&mut spec);
-    spec["backup"] = json!({
+    spec["backup"] = s3_backup(s3);
+    if let Some(target) = restore_to {
+        spec["bootstrap"] = json!({"fromBackup": {"country": SOURCE, "targetTime": target}});
+    }
+    country.spec = serde_json::from_value(spec).unwrap();
+    country
+}
+
+/// `spec.backup` for the cluster's S3 server, with the Secrets `create_repository_secrets` makes.
+pub(super) fn s3_backup(s3: &S3) -> serde_json::Value {
+    json!({
         "schedule": "*/10 * * * *",
         "retention": {"daily": 7, "weekly": 4, "monthly": 6, "yearly": 1},
         "destination": {"s3": {
@@ -46,12 +56,7 @@ fn country(s3: &S3, name: &str, environment: &str, restore_to: Option<&str>) -> 
         }},
         "encryptionKeySecretRef": {"name": "backup-encryption", "key": "passphrase"},
         "pointInTimeRecovery": true,
-    });
-    if let Some(target) = restore_to {
-        spec["bootstrap"] = json!({"fromBackup": {"country": SOURCE, "targetTime": target}});
-    }
-    country.spec = serde_json::from_value(spec).unwrap();
-    country
+    })
 }
 
 pub(super) async fn apply(client: &Client, country: &DfrCountry) {
@@ -68,7 +73,7 @@ pub(super) async fn apply(client: &Client, country: &DfrCountry) {
 
 /// The repository's Secrets in the tenant namespace, as a platform team creates them once the
 /// operator has made the namespace.
-async fn create_repository_secrets(s3: &S3, namespace: &str) {
+pub(super) async fn create_repository_secrets(s3: &S3, namespace: &str) {
     eventually(
         &format!("namespace {namespace}"),
         Duration::from_secs(120),

@@ -88,12 +88,17 @@ fn cut_network(pid: i32, action: &str) -> bool {
 
 /// The pod's uid, or None when it does not exist (any more).
 fn current_uid(pod: &str) -> Option<String> {
+    current_uid_in(NAMESPACE, pod)
+}
+
+/// The uid of the pod named `pod` in `namespace`, if it exists.
+pub(super) fn current_uid_in(namespace: &str, pod: &str) -> Option<String> {
     if pod.is_empty() {
         return None;
     }
     let output = dfr_e2e::testing::kubectl(&[
         "-n",
-        NAMESPACE,
+        namespace,
         "get",
         "pod",
         pod,

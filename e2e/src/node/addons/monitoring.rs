@@ -3,7 +3,8 @@
 //! PodMonitors and PrometheusRules the DFR operator makes in each tenant namespace are scraped
 //! and evaluated live.
 //!
-//! Prometheus selects every PodMonitor, ServiceMonitor and PrometheusRule in every namespace,
+//! Prometheus selects every PodMonitor, ServiceMonitor and PrometheusRule in every namespace
+//! (monitors only in namespaces without `UNSCRAPED_NAMESPACE_LABEL`),
 //! scrapes and evaluates every 15 s and sends alerts to the Alertmanager (the operator's default
 //! configuration: one receiver that does nothing; read alerts from its `/api/v2/alerts`). Beside
 //! the tenants' own monitors it scrapes the kubelet's cAdvisor (the CPU rules and dashboards read
@@ -25,7 +26,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::discovery::v1::{Endpoint as SliceEndpoint, EndpointPort, EndpointSlice};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::monitoring_kinds::{
@@ -168,8 +169,21 @@ pub fn prometheus_rbac() -> (ServiceAccount, ClusterRole, ClusterRoleBinding) {
     )
 }
 
+/// A namespace with this label is not scraped: the monitors in it select nothing. Tests use it
+/// to take one tenant off Prometheus's view, as a broken scrape path would, without touching
+/// the others.
+pub const UNSCRAPED_NAMESPACE_LABEL: &str = "dfr-monitoring/unscraped";
+
 pub fn prometheus() -> Prometheus {
     let everything = LabelSelector::default;
+    let scraped_namespaces = || LabelSelector {
+        match_expressions: Some(vec![LabelSelectorRequirement {
+            key: UNSCRAPED_NAMESPACE_LABEL.into(),
+            operator: "DoesNotExist".into(),
+            values: None,
+        }]),
+        ..LabelSelector::default()
+    };
     Prometheus::new(
         meta(INSTANCE, Some(NAMESPACE), "prometheus"),
         PrometheusSpec {
@@ -183,9 +197,9 @@ pub fn prometheus() -> Prometheus {
             // Its data is an emptyDir: tests need hours at most.
             retention: "1d".into(),
             pod_monitor_selector: everything(),
-            pod_monitor_namespace_selector: everything(),
+            pod_monitor_namespace_selector: scraped_namespaces(),
             service_monitor_selector: everything(),
-            service_monitor_namespace_selector: everything(),
+            service_monitor_namespace_selector: scraped_namespaces(),
             rule_selector: everything(),
             rule_namespace_selector: everything(),
             alerting: AlertingSpec {
@@ -467,14 +481,24 @@ mod tests {
         let spec = &json["spec"];
         for field in [
             "podMonitorSelector",
-            "podMonitorNamespaceSelector",
             "serviceMonitorSelector",
-            "serviceMonitorNamespaceSelector",
             "ruleSelector",
             "ruleNamespaceSelector",
         ] {
             // `{}` selects everything; a missing selector would select nothing.
             assert_eq!(spec[field], serde_json::json!({}), "{field}");
+        }
+        for field in [
+            "podMonitorNamespaceSelector",
+            "serviceMonitorNamespaceSelector",
+        ] {
+            assert_eq!(
+                spec[field],
+                serde_json::json!({"matchExpressions": [
+                    {"key": UNSCRAPED_NAMESPACE_LABEL, "operator": "DoesNotExist"}
+                ]}),
+                "{field}"
+            );
         }
         assert_eq!(spec["scrapeInterval"], "15s");
         assert_eq!(spec["evaluationInterval"], "15s");

@@ -28,6 +28,7 @@ pub const METRICS: &[(&str, Source)] = &[
     ("dfr_http_request_duration_seconds_sum", Source::Api),
     ("dfr_registrations_total", Source::Api),
     ("dfr_consent_changes_total", Source::Api),
+    ("dfr_tokens_issued_total", Source::Api),
     ("dfr_db_pool_connections", Source::Api),
     ("dfr_db_pool_idle_connections", Source::Api),
     (

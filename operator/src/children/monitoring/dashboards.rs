@@ -121,9 +121,10 @@ fn boards(tenant: &Tenant, _settings: &Settings) -> Vec<(&'static str, &'static 
             "Roles",
             "short",
             vec![
-                (format!("patroni_primary{{{ns}}} == 1"), "leader {{pod}}"),
+                // 1 or 0 per member, so the panel shows every member, not only the holders.
+                (format!("patroni_primary{{{ns}}}"), "leader {{pod}}"),
                 (
-                    format!("patroni_sync_standby{{{ns}}} == 1"),
+                    format!("patroni_sync_standby{{{ns}}}"),
                     "sync standby {{pod}}",
                 ),
             ],
@@ -167,7 +168,7 @@ fn boards(tenant: &Tenant, _settings: &Settings) -> Vec<(&'static str, &'static 
         panel(
             "Members waiting for a restart",
             "short",
-            vec![(format!("patroni_pending_restart{{{ns}}} == 1"), "{{pod}}")],
+            vec![(format!("patroni_pending_restart{{{ns}}}"), "{{pod}}")],
         ),
         // The rest from the PostgreSQL exporter beside each member (its own member's view).
         panel(
@@ -190,7 +191,7 @@ fn boards(tenant: &Tenant, _settings: &Settings) -> Vec<(&'static str, &'static 
             "short",
             vec![
                 (
-                    format!("sum by (pod, state) (pg_stat_activity_count{{{ns}}}) > 0"),
+                    format!("sum by (pod, state) (pg_stat_activity_count{{{ns}}})"),
                     "{{pod}} {{state}}",
                 ),
                 (
@@ -295,6 +296,14 @@ fn boards(tenant: &Tenant, _settings: &Settings) -> Vec<(&'static str, &'static 
             vec![(
                 format!("sum(increase(dfr_registrations_total{{{ns}}}[1h]))"),
                 "registrations",
+            )],
+        ),
+        panel(
+            "Active users: tokens issued per hour by role",
+            "short",
+            vec![(
+                format!("sum by (role) (increase(dfr_tokens_issued_total{{{ns}}}[1h]))"),
+                "{{role}}",
             )],
         ),
         panel(
