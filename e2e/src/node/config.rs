@@ -214,6 +214,10 @@ pub fn kubelet_args(layout: &NodeLayout, kubeconfig: &Path) -> Vec<String> {
         format!("--root-dir={}", path(&layout.kubelet_root())),
         format!("--hostname-override={}", layout.node_name),
         format!("--node-ip={HOST_IP}"),
+        // cAdvisor inside the kubelet names containers by asking containerd at this address
+        // (a cAdvisor flag the kubelet still takes); at its default, which is not our
+        // containerd's, it reports pod cgroups only and no per-container CPU series.
+        format!("--containerd={}", path(&layout.containerd_socket())),
         "--v=1".into(),
     ]
 }
@@ -276,6 +280,8 @@ mod tests {
         let args = kubelet_args(&layout(), Path::new("/s/node.kubeconfig")).join(" ");
         assert!(args.contains("--root-dir=/s/kubelet"));
         assert!(args.contains("--node-ip=10.234.0.1"));
+        // cAdvisor's containerd: the same socket the kubelet runs pods through.
+        assert!(args.contains("--containerd=/run/dfr/t/containerd.sock"));
     }
 
     #[test]

@@ -96,6 +96,40 @@ async fn settles_at(
     started.elapsed()
 }
 
+/// Waits, showing `watch` the autoscaler each second, until the autoscaler wants two pods and
+/// the Deployment has them available; returns the time since `load_started`.
+async fn until_two_pods(
+    hpas: &Api<HorizontalPodAutoscaler>,
+    deployments: &Api<Deployment>,
+    load_started: Instant,
+    metric: &str,
+    mut watch: impl FnMut(&HorizontalPodAutoscaler),
+) -> Duration {
+    let deadline = load_started + Duration::from_secs(300);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the API did not scale up on {metric} within 300 s of the load"
+        );
+        let mut desired = 0;
+        if let Ok(hpa) = hpas.get("dfr-api").await {
+            watch(&hpa);
+            desired = hpa.status.as_ref().map_or(0, |s| s.desired_replicas);
+        }
+        let available = deployments
+            .get("dfr-api")
+            .await
+            .ok()
+            .and_then(|d| d.status)
+            .and_then(|s| s.available_replicas)
+            .unwrap_or(0);
+        if desired >= 2 && available >= 2 {
+            return load_started.elapsed();
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 /// Clients that call `request` in a loop until `stop`, counting successes.
 fn load<F, Fut>(
     workers: usize,
@@ -208,33 +242,16 @@ async fn the_api_scales_on_cpu_and_on_p95_latency_and_says_when_it_cannot_read_t
     let load_started = Instant::now();
     let mut crossed: Option<Duration> = None;
     let mut asked: Option<Duration> = None;
-    let deadline = load_started + Duration::from_secs(300);
-    let ready = loop {
-        assert!(
-            Instant::now() < deadline,
-            "the API did not scale up within 300 s of the load"
-        );
-        if let Ok(hpa) = hpas.get("dfr-api").await {
-            if crossed.is_none() && cpu_utilization(&hpa).is_some_and(|cpu| cpu > CPU_TARGET) {
-                crossed = Some(load_started.elapsed());
-            }
-            let desired = hpa.status.as_ref().map_or(0, |s| s.desired_replicas);
-            if asked.is_none() && desired >= 2 {
-                asked = Some(load_started.elapsed());
-            }
+    let ready = until_two_pods(&hpas, &deployments, load_started, "CPU", |hpa| {
+        if crossed.is_none() && cpu_utilization(hpa).is_some_and(|cpu| cpu > CPU_TARGET) {
+            crossed = Some(load_started.elapsed());
         }
-        let available = deployments
-            .get("dfr-api")
-            .await
-            .ok()
-            .and_then(|d| d.status)
-            .and_then(|s| s.available_replicas)
-            .unwrap_or(0);
-        if available >= 2 {
-            break load_started.elapsed();
+        let desired = hpa.status.as_ref().map_or(0, |s| s.desired_replicas);
+        if asked.is_none() && desired >= 2 {
+            asked = Some(load_started.elapsed());
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    };
+    })
+    .await;
     finish(&stop, workers).await;
     let crossed = crossed.expect("the autoscaler saw CPU above the target");
     let asked = asked.expect("the autoscaler asked for a second pod");
@@ -320,33 +337,16 @@ async fn the_api_scales_on_cpu_and_on_p95_latency_and_says_when_it_cannot_read_t
     let load_started = Instant::now();
     let mut crossed: Option<(Duration, f64)> = None;
     let mut highest_cpu = 0;
-    let deadline = load_started + Duration::from_secs(170);
-    let ready = loop {
-        assert!(
-            Instant::now() < deadline,
-            "the API did not scale up on latency within 170 s"
-        );
-        if let Ok(hpa) = hpas.get("dfr-api").await {
-            if let Some(latency) = latency_ms(&hpa)
-                && crossed.is_none()
-                && latency > f64::from(LATENCY_TARGET_MS)
-            {
-                crossed = Some((load_started.elapsed(), latency));
-            }
-            highest_cpu = highest_cpu.max(cpu_utilization(&hpa).unwrap_or(0));
+    let ready = until_two_pods(&hpas, &deployments, load_started, "p95 latency", |hpa| {
+        if let Some(latency) = latency_ms(hpa)
+            && crossed.is_none()
+            && latency > f64::from(LATENCY_TARGET_MS)
+        {
+            crossed = Some((load_started.elapsed(), latency));
         }
-        let available = deployments
-            .get("dfr-api")
-            .await
-            .ok()
-            .and_then(|d| d.status)
-            .and_then(|s| s.available_replicas)
-            .unwrap_or(0);
-        if available >= 2 {
-            break load_started.elapsed();
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    };
+        highest_cpu = highest_cpu.max(cpu_utilization(hpa).unwrap_or(0));
+    })
+    .await;
     finish(&stop, workers).await;
     let (crossed, latency) = crossed.expect("the autoscaler saw p95 above the target");
     let messages = rescale_messages();

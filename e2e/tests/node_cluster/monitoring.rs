@@ -281,27 +281,18 @@ async fn prometheus_scrapes_the_tenant_its_dashboards_have_data_and_a_hung_stand
 
     // What one tenant costs Prometheus: samples and time per scrape round, series kept, and
     // the evaluation of its rule group.
-    let samples = scalar(
-        &http,
-        &prometheus,
-        &format!("sum(scrape_samples_scraped{{namespace=\"{NAMESPACE}\"}})"),
-    )
-    .await
-    .unwrap_or_default();
-    let scrape_seconds = scalar(
-        &http,
-        &prometheus,
-        &format!("sum(scrape_duration_seconds{{namespace=\"{NAMESPACE}\"}})"),
-    )
-    .await
-    .unwrap_or_default();
-    let series = scalar(
-        &http,
-        &prometheus,
-        &format!("count({{namespace=\"{NAMESPACE}\"}})"),
-    )
-    .await
-    .unwrap_or_default();
+    let [samples, scrape_seconds, series] = [
+        "sum(scrape_samples_scraped{namespace=\"NS\"})",
+        "sum(scrape_duration_seconds{namespace=\"NS\"})",
+        "count({namespace=\"NS\"})",
+    ]
+    .map(|expr| expr.replace("NS", NAMESPACE));
+    let [samples, scrape_seconds, series] = [
+        scalar(&http, &prometheus, &samples).await,
+        scalar(&http, &prometheus, &scrape_seconds).await,
+        scalar(&http, &prometheus, &series).await,
+    ]
+    .map(Option::unwrap_or_default);
     let rules: Value = http
         .get(format!("{prometheus}/api/v1/rules"))
         .send()

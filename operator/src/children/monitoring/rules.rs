@@ -127,10 +127,12 @@ pub fn desired_rule_spec(tenant: &Tenant, settings: &Settings) -> PrometheusRule
             sel("route!=\"/metrics\"")
         ),
     ));
+    // A counter with no 5xx series yet means none happened: 0, not "no data" (the dashboard's
+    // panel and the alert's history would otherwise be blank on a healthy tenant).
     rules.push(record(
         API_ERRORS,
         format!(
-            "sum(rate(dfr_http_requests_total{}[5m])) / sum(rate(dfr_http_requests_total{}[5m]))",
+            "(sum(rate(dfr_http_requests_total{}[5m])) or vector(0)) / sum(rate(dfr_http_requests_total{}[5m]))",
             sel("status=~\"5..\""),
             sel("")
         ),
