@@ -14,6 +14,7 @@ pub mod extract;
 pub mod geometry;
 pub mod metrics;
 pub mod openapi;
+pub mod reload;
 pub mod retention;
 pub mod rotation;
 pub mod routes;

@@ -693,6 +693,109 @@ async fn after_key_rotation_every_record_reads_back() {
     }
 }
 
+/// Replaces a key ring file the way the kubelet updates a Secret volume: a new file, renamed
+/// over the old one.
+fn publish_ring(path: &std::path::Path, json: &str) {
+    let staged = path.with_extension("new");
+    std::fs::write(&staged, json).unwrap();
+    std::fs::rename(&staged, path).unwrap();
+}
+
+async fn national_id_cipher(app: &TestApp, id: &str) -> String {
+    sqlx::query_scalar("SELECT national_id_cipher FROM persons WHERE id = $1")
+        .bind(Uuid::parse_str(id).unwrap())
+        .fetch_one(&app.owner)
+        .await
+        .unwrap()
+}
+
+async fn read_person(app: &TestApp, token: &str, id: &str) -> reqwest::Response {
+    app.http
+        .get(app.url(&format!("/api/dfr/persons/{id}")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_rotated_ring_file_is_used_without_a_restart() {
+    let dir = std::env::temp_dir().join(format!("dfr-ring-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Two pods' copies of the Secret volume, which the kubelet updates at different moments.
+    let (file_a, file_b) = (dir.join("a.json"), dir.join("b.json"));
+    let blind = support::random_key();
+    let k1 = support::random_key();
+    let old_ring = support::keyring("k1", &[("k1", &k1)], &blind);
+    publish_ring(&file_a, &old_ring);
+    publish_ring(&file_b, &old_ring);
+    let a = TestApp::start_with_ring_file(&file_a).await;
+    let b = a.with_ring_file(&file_b).await;
+    let admin = a.user("national_admin", &[], None, "").await;
+
+    let before = person("TO-01", "Before");
+    let old_id = created(&a, &admin, &before).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(national_id_cipher(&a, &old_id).await.starts_with("k1:"));
+
+    // The operator rotates: k2 active, k1 kept, the blind index key unchanged. Pod A sees it.
+    let new_ring = support::keyring("k2", &[("k1", &k1), ("k2", &support::random_key())], &blind);
+    publish_ring(&file_a, &new_ring);
+    tokio::time::sleep(dfr_api::reload::CHECK_EVERY + std::time::Duration::from_millis(200)).await;
+    let after = person("TO-01", "After");
+    let new_id = created(&a, &admin, &after).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(national_id_cipher(&a, &new_id).await.starts_with("k2:"));
+    let old: Value = read_person(&a, &admin, &old_id).await.json().await.unwrap();
+    assert_eq!(old["nationalId"], before["nationalId"]);
+    // Exact national-ID lookup finds rows of either key.
+    for (id, body) in [(&old_id, &before), (&new_id, &after)] {
+        let found: Value = a
+            .http
+            .get(a.url(&format!(
+                "/api/dfr/persons?nationalIdSystem=TON-NID&nationalId={}",
+                body["nationalId"]["value"].as_str().unwrap()
+            )))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(found["items"][0]["id"], id.as_str());
+    }
+
+    // Pod B's volume still holds the old ring: a row under k2 cannot be read there yet.
+    let looked = std::time::Instant::now();
+    assert_ne!(
+        read_person(&b, &admin, &new_id).await.status(),
+        StatusCode::OK
+    );
+    // B's volume is updated. B looked at its file just now (the refused read), so by the once
+    // a second check it would not look again for a second; the k2 row makes it look at once.
+    publish_ring(&file_b, &new_ring);
+    let response = read_person(&b, &admin, &new_id).await;
+    assert!(
+        looked.elapsed() < dfr_api::reload::CHECK_EVERY,
+        "too slow to tell the re-read on an unknown key from the periodic check"
+    );
+    assert_eq!(response.status(), StatusCode::OK);
+    let read: Value = response.json().await.unwrap();
+    assert_eq!(read["nationalId"], after["nationalId"]);
+    // B now writes under k2 as well.
+    let from_b = created(&b, &admin, &person("TO-01", "FromB")).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(national_id_cipher(&b, &from_b).await.starts_with("k2:"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[tokio::test]
 async fn plots_are_validated_measured_and_area_scoped() {
     let app = TestApp::start().await;

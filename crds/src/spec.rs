@@ -128,6 +128,9 @@ pub struct DfrCountrySpec {
     #[serde(default)]
     pub tls: TlsSpec,
 
+    #[serde(default)]
+    pub pii_keys: PiiKeysSpec,
+
     /// live: real farmer data; masked: a copy with PII masked; synthetic: generated data.
     #[serde(default)]
     pub data_policy: DataPolicy,
@@ -526,6 +529,34 @@ fn default_tls_duration() -> String {
 
 fn default_tls_renew_before() -> String {
     "720h".into()
+}
+
+/// The key ring that encrypts personal data at rest (Secret dfr-api-pii-keys). The operator adds
+/// a new active key once the active one is older than rotationPeriod; older keys stay in the
+/// ring so rows written under them remain readable.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PiiKeysSpec {
+    /// How long a PII encryption key stays active before the operator adds a new one, as a Go
+    /// duration: 1m to 2160h (90 days, the longest a key may be in use). The default, 1440h
+    /// (60 days), rotates well before the DfrPiiKeyOld alert's 75-day warning. Periods of
+    /// minutes are meant for tests.
+    #[serde(default = "default_pii_key_rotation_period")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1m') && duration(self) <= duration('2160h')").message("piiKeys.rotationPeriod must be a duration between 1m and 2160h (90 days, the longest a PII key may stay active), e.g. 1440h"))]
+    #[schemars(length(min = 2, max = 32))]
+    pub rotation_period: String,
+}
+
+impl Default for PiiKeysSpec {
+    fn default() -> Self {
+        Self {
+            rotation_period: default_pii_key_rotation_period(),
+        }
+    }
+}
+
+fn default_pii_key_rotation_period() -> String {
+    "1440h".into()
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

@@ -48,8 +48,21 @@ pub struct DfrCountryStatus {
     /// Earliest expiry among the tenant's certificates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificates_not_after: Option<Time>,
+    /// The PII encryption key new rows are written under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pii_key: Option<PiiKeyStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoints: Option<Endpoints>,
+}
+
+/// The active key of the PII key ring (Secret dfr-api-pii-keys).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PiiKeyStatus {
+    /// Its id in the key ring, e.g. k2; ciphertexts it wrote start with `<id>:`.
+    pub id: String,
+    /// Since when it has been active; the next key is added spec.piiKeys.rotationPeriod later.
+    pub activated_at: Time,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -60,6 +60,9 @@ pub enum Error {
     )]
     CachesNotReady(u64),
 
+    #[error("the PII key ring in Secret {secret} cannot be rotated: {problem}")]
+    PiiKeyRing { secret: String, problem: String },
+
     #[error("cannot restore: {0}")]
     RestoreRefused(String),
 
@@ -88,6 +91,7 @@ impl Error {
             Error::MissingMetadata(_) => "MissingMetadata",
             Error::Finalizer(_) => "FinalizerFailed",
             Error::CachesNotReady(_) => "CachesNotReady",
+            Error::PiiKeyRing { .. } => "PiiKeyRingInvalid",
             Error::RestoreRefused(_) => "RestoreRefused",
             Error::WaitingFor(_) => "WaitingForSecret",
         }
@@ -107,6 +111,7 @@ impl Error {
             Error::MissingMetadata(_) => "missing_metadata",
             Error::Finalizer(_) => "finalizer",
             Error::CachesNotReady(_) => "caches_not_ready",
+            Error::PiiKeyRing { .. } => "pii_key_ring",
             Error::RestoreRefused(_) => "restore_refused",
             Error::WaitingFor(_) => "waiting",
         }
@@ -121,6 +126,7 @@ impl Error {
                 | Error::NamespaceConflict { .. }
                 | Error::ForeignObject { .. }
                 | Error::RestoreRefused(_)
+                | Error::PiiKeyRing { .. }
         )
     }
 }

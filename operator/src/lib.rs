@@ -19,6 +19,7 @@ pub mod monitoring;
 pub mod naming;
 pub mod observe;
 pub mod patroni_state;
+pub mod pii_keys;
 pub mod reconcile;
 pub mod settings;
 pub mod status;

@@ -1,6 +1,6 @@
 //! The explicit steps of a tenant's life: the namespace (adoption of retained data), the
-//! generated Secrets (created once; only certificates are renewed in place) and the deletion
-//! policy.
+//! generated Secrets (created once; only certificates are renewed and the PII key ring rotated
+//! in place) and the deletion policy.
 
 use std::collections::BTreeSet;
 
@@ -271,6 +271,76 @@ pub async fn rotate_certificates(
     Ok(changes)
 }
 
+/// A PII key rotation made by [`rotate_pii_key`].
+#[derive(Debug)]
+pub struct PiiKeyRotation {
+    /// The new active key and since when.
+    pub key: dfr_crds::PiiKeyStatus,
+    /// The key it replaced as the active one.
+    pub previous: String,
+}
+
+/// Adds a new active key to the PII key ring once the active one has been in use for
+/// spec.piiKeys.rotationPeriod, and records the time on the Secret for the age gauge and the
+/// next rotation. Old keys stay in the ring and the blind index key is unchanged (see
+/// [`crate::pii_keys`]). The API pods see the new ring when the kubelet refreshes the Secret
+/// volume.
+pub async fn rotate_pii_key(
+    client: &Client,
+    caches: &Caches,
+    tenant: &Tenant,
+    now: k8s_openapi::jiff::Timestamp,
+) -> Result<Option<PiiKeyRotation>> {
+    let namespace = tenant.namespace.clone();
+    let name = naming::SECRET_API_PII_KEYS;
+    let Some(secret) = caches.get::<Secret>(Some(&namespace), name) else {
+        return Ok(None);
+    };
+    let Some(activated) = crate::tenant_metrics::key_activated(&secret) else {
+        return Ok(None);
+    };
+    if !crate::pii_keys::until_rotation(activated, tenant.pii_key_rotation, now).is_zero() {
+        return Ok(None);
+    }
+    let invalid = |problem: String| Error::PiiKeyRing {
+        secret: format!("{namespace}/{name}"),
+        problem,
+    };
+    let ring = secret_text(&secret, crate::pii_keys::KEYRING_FILE);
+    let previous = crate::pii_keys::active_key_id(&ring).map_err(|e| invalid(e.to_string()))?;
+    let rotated = crate::pii_keys::rotate(&ring, &crate::children::secrets::random_key_base64())
+        .map_err(|e| invalid(e.to_string()))?;
+    // The resourceVersion makes the write conditional: a ring read from a cache that has not
+    // seen the last rotation yet would otherwise drop the key that rotation added.
+    let patch = json!({
+        "metadata": {
+            "resourceVersion": secret.metadata.resource_version,
+            "annotations": {crate::tenant_metrics::PII_KEY_ACTIVATED_AT: now.to_string()},
+        },
+        "data": {crate::pii_keys::KEYRING_FILE: k8s_openapi::ByteString(rotated.json.into_bytes())},
+    });
+    let params = PatchParams {
+        field_manager: Some(naming::FIELD_MANAGER.to_string()),
+        ..PatchParams::default()
+    };
+    let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    match api.patch(name, &params, &Patch::Merge(&patch)).await {
+        Ok(_) => Ok(Some(PiiKeyRotation {
+            key: dfr_crds::PiiKeyStatus {
+                id: rotated.active,
+                activated_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now),
+            },
+            previous,
+        })),
+        // Changed since the cache saw it; the watch brings the new version and another
+        // reconcile.
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(None),
+        Err(error) => Err(Error::kube(format!(
+            "rotating the PII key in Secret {name}"
+        ))(error)),
+    }
+}
+
 /// What deleting the DfrCountry does: Retain keeps the namespace, its volumes and Secrets
 /// (dropping the owner references that would let the garbage collector remove them); Delete
 /// removes the namespace and everything in it.
@@ -519,7 +589,7 @@ fn source_pii_keyring(caches: &Caches, source: &str) -> Result<String> {
     caches
         .get::<Secret>(Some(&namespace), naming::SECRET_API_PII_KEYS)
         .and_then(|secret| secret.data)
-        .and_then(|data| data.get("keyring.json").cloned())
+        .and_then(|data| data.get(crate::pii_keys::KEYRING_FILE).cloned())
         .and_then(|bytes| String::from_utf8(bytes.0).ok())
         .ok_or_else(|| {
             Error::RestoreRefused(format!(

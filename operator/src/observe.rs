@@ -53,6 +53,8 @@ pub async fn observe(caches: &Caches, tenant: &Tenant, settings: &Settings) -> R
         .filter_map(|pem| crate::children::secrets::certificate_not_after(&pem))
         .min();
 
+    let pii_key = pii_key(caches, &namespace);
+
     let backup_pods = caches.in_namespace::<Pod>(
         &namespace,
         &[
@@ -107,6 +109,7 @@ pub async fn observe(caches: &Caches, tenant: &Tenant, settings: &Settings) -> R
         api_deployment_available,
         autoscaler,
         certificates_not_after,
+        pii_key,
         problem: None,
         risk,
         suspended: tenant.spec.suspend,
@@ -116,6 +119,22 @@ pub async fn observe(caches: &Caches, tenant: &Tenant, settings: &Settings) -> R
         backup_runs: Runs::from_pods(&backup_pods),
         monitoring: None,
         maintenance: None,
+    })
+}
+
+/// The active key of the tenant's PII key ring and since when it is active.
+pub fn pii_key(caches: &Caches, namespace: &str) -> Option<dfr_crds::PiiKeyStatus> {
+    let secret = caches.get::<Secret>(Some(namespace), naming::SECRET_API_PII_KEYS)?;
+    let ring = secret
+        .data
+        .as_ref()?
+        .get(crate::pii_keys::KEYRING_FILE)
+        .and_then(|bytes| std::str::from_utf8(&bytes.0).ok())?;
+    Some(dfr_crds::PiiKeyStatus {
+        id: crate::pii_keys::active_key_id(ring).ok()?,
+        activated_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            crate::tenant_metrics::key_activated(&secret)?,
+        ),
     })
 }
 

@@ -185,11 +185,39 @@ async fn apply(country: &DfrCountry, ctx: &Context) -> Result<Action> {
             publish(ctx, country, kind, reason, "Switchover", note).await;
         }
     }
+    let now = now_seconds();
+    let mut rotated = None;
+    if !tenant.spec.suspend {
+        rotated = lifecycle::rotate_pii_key(&ctx.client, &ctx.caches, &tenant, now).await?;
+    }
+    if let Some(rotation) = &rotated {
+        let note = format!(
+            "PII key {} is now active in Secret {} (it replaces {}, which is kept with every older key so existing rows stay readable); next rotation in {}",
+            rotation.key.id,
+            naming::SECRET_API_PII_KEYS,
+            rotation.previous,
+            tenant.spec.pii_keys.rotation_period
+        );
+        info!(key = %rotation.key.id, previous = %rotation.previous, "PII key rotated");
+        publish(
+            ctx,
+            country,
+            EventType::Normal,
+            "PiiKeyRotated",
+            "RotatePiiKey",
+            note,
+        )
+        .await;
+    }
     let mut observed = observe::observe(&ctx.caches, &tenant, &ctx.settings).await?;
     observed.monitoring = monitoring;
+    // The cache may not have seen this reconcile's rotation yet.
+    if let Some(rotation) = rotated {
+        observed.pii_key = Some(rotation.key);
+    }
     if !tenant.spec.suspend {
         let (condition, event) =
-            crate::maintenance::advance(&ctx.client, &ctx.caches, &tenant, now_seconds()).await?;
+            crate::maintenance::advance(&ctx.client, &ctx.caches, &tenant, now).await?;
         observed.maintenance = condition;
         if let Some((reason, note)) = event {
             publish(ctx, country, EventType::Normal, reason, "Maintenance", note).await;
@@ -197,7 +225,7 @@ async fn apply(country: &DfrCountry, ctx: &Context) -> Result<Action> {
     }
     ctx.metrics.tenant.set_pii_key_activated(
         &tenant.name,
-        crate::tenant_metrics::pii_key_activated(&ctx.caches, &tenant),
+        observed.pii_key.as_ref().map(|key| key.activated_at.0),
     );
     if !tenant.spec.suspend {
         let mut backup_events =
@@ -237,7 +265,22 @@ async fn apply(country: &DfrCountry, ctx: &Context) -> Result<Action> {
         )
         .await;
     }
-    Ok(Action::requeue(RESYNC))
+    Ok(Action::requeue(requeue_after(&observed, &tenant, now)))
+}
+
+/// The regular resync, or sooner when the PII key is due for rotation before it. A suspended
+/// tenant is not rotated, so only the resync applies.
+fn requeue_after(
+    observed: &Observed,
+    tenant: &Tenant,
+    now: k8s_openapi::jiff::Timestamp,
+) -> Duration {
+    let Some(key) = observed.pii_key.as_ref().filter(|_| !tenant.spec.suspend) else {
+        return RESYNC;
+    };
+    let until = crate::pii_keys::until_rotation(key.activated_at.0, tenant.pii_key_rotation, now);
+    // A second past the moment, so the reconcile finds the key due rather than just short.
+    RESYNC.min(until + Duration::from_secs(1))
 }
 
 /// The namespace first, then each stage of the kind table (default-deny policies before
@@ -462,6 +505,7 @@ fn observed_from_status(country: &DfrCountry, settings: &Settings) -> Observed {
             problem: None,
         },
         certificates_not_after: status.certificates_not_after.map(|t| t.0),
+        pii_key: status.pii_key.clone(),
         problem: None,
         risk: None,
         suspended: country.spec.suspend,
@@ -532,9 +576,39 @@ fn now_seconds() -> k8s_openapi::jiff::Timestamp {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
-    use super::{backoff, by_kind};
+    use super::{RESYNC, backoff, by_kind, requeue_after};
+    use crate::status::Observed;
     use std::time::Duration;
+
+    #[test]
+    fn a_tenant_comes_back_when_its_pii_key_is_due() {
+        let mut tenant = crate::children::tests::sample("ton-prod.yaml");
+        tenant.pii_key_rotation = Duration::from_secs(120);
+        let activated: k8s_openapi::jiff::Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let observed = Observed {
+            pii_key: Some(dfr_crds::PiiKeyStatus {
+                id: "k1".into(),
+                activated_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(activated),
+            }),
+            ..Observed::default()
+        };
+        let now: k8s_openapi::jiff::Timestamp = "2026-01-01T00:01:30Z".parse().unwrap();
+        assert_eq!(
+            requeue_after(&observed, &tenant, now),
+            Duration::from_secs(31)
+        );
+        // Rotation far off: the regular resync.
+        tenant.pii_key_rotation = Duration::from_secs(1440 * 3600);
+        assert_eq!(requeue_after(&observed, &tenant, now), RESYNC);
+        // Nothing to rotate in a suspended tenant, nor without a key ring.
+        tenant.pii_key_rotation = Duration::from_secs(120);
+        tenant.spec.suspend = true;
+        assert_eq!(requeue_after(&observed, &tenant, now), RESYNC);
+        tenant.spec.suspend = false;
+        assert_eq!(requeue_after(&Observed::default(), &tenant, now), RESYNC);
+    }
 
     #[test]
     fn a_summary_names_each_kind_once_per_run() {

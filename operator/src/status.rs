@@ -25,6 +25,8 @@ pub struct Observed {
     /// What the API's HorizontalPodAutoscaler reports, where autoscaling is on.
     pub autoscaler: crate::autoscaling::Observation,
     pub certificates_not_after: Option<Timestamp>,
+    /// The active PII key and since when, if the key ring Secret can be read.
+    pub pii_key: Option<dfr_crds::PiiKeyStatus>,
     /// A problem that needs a person: (reason, message).
     pub problem: Option<(String, String)>,
     /// A risk while the tenant still serves (no synchronous standby): Degraded, not unready.
@@ -241,6 +243,7 @@ pub fn desired_status(
         backups,
         last_restore_check,
         certificates_not_after: observed.certificates_not_after.map(Time),
+        pii_key: observed.pii_key.clone(),
         endpoints: Some(Endpoints {
             api: format!(
                 "https://{}:{}",

@@ -20,6 +20,8 @@ pub struct Tenant {
     pub generation: Option<i64>,
     pub spec: DfrCountrySpec,
     pub tls: TlsLifetimes,
+    /// spec.piiKeys.rotationPeriod: how long a PII key stays active.
+    pub pii_key_rotation: Duration,
 }
 
 /// spec.tls durations, parsed.

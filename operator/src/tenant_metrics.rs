@@ -6,13 +6,10 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use prometheus::{IntGaugeVec, Opts, Registry};
 
-use crate::cache::Caches;
-use crate::naming;
-use crate::tenant::Tenant;
-
-/// Set by whoever rotates the PII key ring (RFC 3339), since the key ring file carries no dates.
-/// Without it the Secret's creation time counts: the operator made the first key then, and a
-/// rotation that does not set it keeps the alert firing, which is the safe side.
+/// Set by whoever rotates the PII key ring (RFC 3339), since the key ring file carries no dates;
+/// the operator sets it when it rotates on spec.piiKeys.rotationPeriod. Without it the Secret's
+/// creation time counts: the operator made the first key then, and a rotation by hand that does
+/// not set it keeps the alert firing, which is the safe side.
 pub const PII_KEY_ACTIVATED_AT: &str = "dfr.io/pii-key-activated-at";
 
 #[derive(Clone)]
@@ -76,12 +73,6 @@ impl TenantGauges {
             let _ = gauge.remove_label_values(&[tenant]);
         }
     }
-}
-
-/// Since when the tenant's PII key has been active, from its Secret in the watch cache.
-pub fn pii_key_activated(caches: &Caches, tenant: &Tenant) -> Option<Timestamp> {
-    let secret = caches.get::<Secret>(Some(&tenant.namespace), naming::SECRET_API_PII_KEYS)?;
-    key_activated(&secret)
 }
 
 /// Since when the keys in a PII key ring Secret have been active.

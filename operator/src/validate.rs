@@ -40,6 +40,7 @@ pub fn validate(country: &DfrCountry) -> Result<Tenant> {
         duration: duration("tls.duration", &spec.tls.duration)?,
         renew_before: duration("tls.renewBefore", &spec.tls.renew_before)?,
     };
+    let pii_key_rotation = duration("piiKeys.rotationPeriod", &spec.pii_keys.rotation_period)?;
     // The schema refuses these at apply time; a DfrCountry stored under an older schema may
     // still ask for one.
     if !dfr_crds::SUPPORTED_POSTGRES_VERSIONS.contains(&spec.postgres.version) {
@@ -62,6 +63,7 @@ pub fn validate(country: &DfrCountry) -> Result<Tenant> {
         generation: country.metadata.generation,
         spec: spec.clone(),
         tls,
+        pii_key_rotation,
     })
 }
 
@@ -206,6 +208,9 @@ mod tests {
         assert_eq!(tenant.owner.controller, Some(true));
         assert_eq!(tenant.tls.duration.as_secs(), 48 * 3600);
         assert_eq!(tenant.tls.renew_before.as_secs(), 90 * 60);
+        assert_eq!(tenant.pii_key_rotation.as_secs(), 1440 * 3600);
+        let tenant = validate(&country("piiKeys: {rotationPeriod: 2m}\n")).unwrap();
+        assert_eq!(tenant.pii_key_rotation.as_secs(), 120);
     }
 
     #[test]
@@ -224,6 +229,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("tls.renewBefore \"soon\""), "{error}");
+        let error = validate(&country("piiKeys: {rotationPeriod: monthly}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("piiKeys.rotationPeriod \"monthly\""),
+            "{error}"
+        );
         let error = validate(&country("tls: {duration: 1h, renewBefore: 2h}\n"))
             .unwrap_err()
             .to_string();

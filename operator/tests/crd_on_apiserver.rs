@@ -249,6 +249,24 @@ async fn replication_parameters_are_forbidden() {
 }
 
 #[tokio::test]
+async fn the_pii_key_rotation_period_is_between_a_minute_and_ninety_days() {
+    let admin = setup().await;
+    for period in ["2161h", "30s"] {
+        let message = rejection(
+            &admin,
+            "ton-dev.yaml",
+            json!({"spec": {"piiKeys": {"rotationPeriod": period}}}),
+        )
+        .await;
+        assert!(message.contains("spec.piiKeys.rotationPeriod"), "{message}");
+        assert!(
+            message.contains("piiKeys.rotationPeriod must be a duration between 1m and 2160h"),
+            "{period}: {message}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn live_data_only_in_prod_and_dr() {
     let admin = setup().await;
     let message = rejection(

@@ -768,6 +768,126 @@ async fn a_certificate_near_expiry_is_renewed_from_the_tenant_ca() {
 }
 
 #[tokio::test]
+async fn the_pii_key_is_rotated_on_its_period_and_old_keys_are_kept() {
+    let mut t = tenant("vut-test.yaml").await;
+    t.country.spec.pii_keys.rotation_period = "1m".into();
+    let operator = RunningOperator::start(&t.admin, &t.id).await;
+    apply_country(&t.admin, &t.country).await;
+    let secrets: Api<Secret> = t.api();
+    let ring_of = |secret: &Secret| -> serde_json::Value {
+        serde_json::from_slice(&secret.data.as_ref().unwrap()["keyring.json"].0).unwrap()
+    };
+    let country = eventually(WAIT, "status.piiKey k1", || {
+        let countries = t.countries();
+        let name = t.country.name_any();
+        async move {
+            let country = countries.get(&name).await.ok()?;
+            (country.status.as_ref()?.pii_key.as_ref()?.id == "k1").then_some(country)
+        }
+    })
+    .await;
+    let original = secrets.get(naming::SECRET_API_PII_KEYS).await.unwrap();
+    let first = country.status.unwrap().pii_key.unwrap();
+    // Without the annotation the key counts from the Secret's creation.
+    assert_eq!(
+        Some(&first.activated_at),
+        original.metadata.creation_timestamp.as_ref()
+    );
+    let before = ring_of(&original);
+
+    // Nothing else changes: the reconcile the operator scheduled for the due time rotates.
+    let rotated = eventually(
+        Duration::from_secs(120),
+        "the PII key to be rotated",
+        || {
+            let secrets = secrets.clone();
+            async move {
+                let secret = secrets.get(naming::SECRET_API_PII_KEYS).await.ok()?;
+                (ring_of(&secret)["active"] == "k2").then_some(secret)
+            }
+        },
+    )
+    .await;
+    assert_eq!(rotated.uid(), original.uid());
+    let after = ring_of(&rotated);
+    assert_eq!(
+        after["keys"]["k1"], before["keys"]["k1"],
+        "the old key is kept"
+    );
+    assert_eq!(after["blind_index_key"], before["blind_index_key"]);
+    let new_key = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        after["keys"]["k2"].as_str().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(new_key.len(), 32);
+    assert_ne!(after["keys"]["k2"], before["keys"]["k1"]);
+    let activated: k8s_openapi::jiff::Timestamp = rotated.annotations()
+        [dfr_operator::tenant_metrics::PII_KEY_ACTIVATED_AT]
+        .parse()
+        .unwrap();
+    let age = activated.as_second() - first.activated_at.0.as_second();
+    assert!((60..=90).contains(&age), "rotated {age} s after activation");
+
+    // Status and the age gauge follow the new key.
+    let country = eventually(WAIT, "status.piiKey k2", || {
+        let countries = t.countries();
+        let name = t.country.name_any();
+        async move {
+            let country = countries.get(&name).await.ok()?;
+            (country.status.as_ref()?.pii_key.as_ref()?.id == "k2").then_some(country)
+        }
+    })
+    .await;
+    assert_eq!(
+        country.status.unwrap().pii_key.unwrap().activated_at.0,
+        activated
+    );
+    let gauge = operator
+        .metrics
+        .registry
+        .gather()
+        .iter()
+        .filter(|family| family.name() == "dfr_pii_key_activated_timestamp_seconds")
+        .flat_map(|family| family.get_metric().iter())
+        .filter(|metric| {
+            metric
+                .get_label()
+                .iter()
+                .any(|label| label.value() == t.country.name_any())
+        })
+        .map(|metric| metric.get_gauge().value() as i64)
+        .next();
+    assert_eq!(gauge, Some(activated.as_second()));
+    // What happened is an Event on the DfrCountry.
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(t.admin.clone());
+    let name = t.country.name_any();
+    let event = eventually(WAIT, "a PiiKeyRotated Event", || {
+        let events = events.clone();
+        let name = name.clone();
+        async move {
+            events
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .find(|e| {
+                    e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name.as_str())
+                        && e.reason.as_deref() == Some("PiiKeyRotated")
+                })
+        }
+    })
+    .await;
+    let note = event.note.unwrap_or_default();
+    assert!(
+        note.contains("PII key k2") && note.contains("replaces k1"),
+        "{note}"
+    );
+    operator.stop().await;
+}
+
+#[tokio::test]
 async fn a_field_dropped_from_a_builder_is_removed_from_the_live_object() {
     use dfr_operator::apply::apply_if_changed;
     use dfr_operator::children::desired_state;

@@ -30,6 +30,13 @@ pub struct TestApp {
     signing_key: String,
 }
 
+/// Where a test server's key ring comes from.
+enum Ring {
+    Json(String),
+    /// Read again when the file changes, as `dfr-api serve` does.
+    File(std::path::PathBuf),
+}
+
 pub fn random_key() -> String {
     base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())
 }
@@ -64,7 +71,12 @@ impl TestApp {
     }
 
     pub async fn start_with_ring(keyring_json: String) -> TestApp {
-        Self::start_on(PgServer::shared(), keyring_json).await
+        Self::start_on(PgServer::shared(), Ring::Json(keyring_json)).await
+    }
+
+    /// Reading its key ring from `path`, as a pod reads the mounted Secret.
+    pub async fn start_with_ring_file(path: &std::path::Path) -> TestApp {
+        Self::start_on(PgServer::shared(), Ring::File(path.to_path_buf())).await
     }
 
     /// On a PostgreSQL server of its own, for a test whose open transactions would hold back
@@ -72,10 +84,10 @@ impl TestApp {
     pub async fn start_isolated() -> TestApp {
         let server: &'static PgServer = Box::leak(Box::new(PgServer::start("")));
         let ring = keyring("k1", &[("k1", &random_key())], &random_key());
-        Self::start_on(server, ring).await
+        Self::start_on(server, Ring::Json(ring)).await
     }
 
-    async fn start_on(server: &PgServer, keyring_json: String) -> TestApp {
+    async fn start_on(server: &PgServer, ring: Ring) -> TestApp {
         use_ring_for_tls();
         ensure_roles(server).await;
         let database = format!("t_{}", Uuid::new_v4().simple());
@@ -101,18 +113,27 @@ impl TestApp {
             .await
             .unwrap();
         let signing_key = rcgen::KeyPair::generate().unwrap().serialize_pem();
-        Self::serve(owner, app_pool, database, keyring_json, signing_key).await
+        Self::serve(owner, app_pool, database, ring, signing_key).await
     }
 
     /// Another server over the same database with another key ring, as a rolling update after
     /// a key rotation would run.
     pub async fn with_ring(&self, keyring_json: String) -> TestApp {
+        self.with(Ring::Json(keyring_json)).await
+    }
+
+    /// Another server over the same database reading its key ring from `path`, as another pod.
+    pub async fn with_ring_file(&self, path: &std::path::Path) -> TestApp {
+        self.with(Ring::File(path.to_path_buf())).await
+    }
+
+    async fn with(&self, ring: Ring) -> TestApp {
         let (owner, pool) = (self.owner.clone(), self.app_pool.clone());
         Self::serve(
             owner,
             pool,
             self.database.clone(),
-            keyring_json,
+            ring,
             self.signing_key.clone(),
         )
         .await
@@ -122,16 +143,23 @@ impl TestApp {
         owner: PgPool,
         app_pool: PgPool,
         database: String,
-        keyring_json: String,
+        ring: Ring,
         signing_key: String,
     ) -> TestApp {
+        let (ring, keyring_json) = match ring {
+            Ring::Json(json) => (KeyRing::from_json(&json).unwrap(), json),
+            Ring::File(path) => (
+                KeyRing::from_file(&path).unwrap(),
+                std::fs::read_to_string(&path).unwrap(),
+            ),
+        };
         let state = AppState {
             pool: app_pool.clone(),
             tokens: AccessTokens {
                 keys: Arc::new(TokenKeys::from_pem(signing_key.as_bytes()).unwrap()),
                 lifetime_seconds: 600,
             },
-            ring: Arc::new(KeyRing::from_json(&keyring_json).unwrap()),
+            ring: Arc::new(ring),
             metrics: Metrics::new().unwrap(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -1,6 +1,7 @@
 //! Credentials, keys and certificates a tenant needs, generated once with a CSPRNG. The
-//! reconciler creates the Secrets that do not exist and never rewrites one: its passwords and
-//! keys are already in use by the database and the API.
+//! reconciler creates the Secrets that do not exist and never regenerates one: its passwords and
+//! keys are already in use by the database and the API. Certificates are renewed and the PII key
+//! ring gains keys in place (see [`crate::lifecycle`]).
 
 use std::collections::BTreeMap;
 
@@ -70,7 +71,8 @@ fn totp_secret() -> String {
     base32::encode(base32::Alphabet::Rfc4648 { padding: false }, &bytes)
 }
 
-fn random_key_base64() -> String {
+/// 32 random bytes, base64: an AES-256 key or the blind index key of the PII key ring.
+pub fn random_key_base64() -> String {
     let bytes: [u8; 32] = rand::rng().random();
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
@@ -393,7 +395,7 @@ pub fn desired_secrets(tenant: &Tenant, material: &SecretMaterial) -> Vec<Secret
             tenant,
             naming::SECRET_API_PII_KEYS,
             None,
-            &[("keyring.json", &material.pii_keyring_json)],
+            &[(crate::pii_keys::KEYRING_FILE, &material.pii_keyring_json)],
         ),
         secret(
             tenant,

@@ -312,8 +312,8 @@ pub fn desired_deployment(tenant: &Tenant, settings: &Settings) -> Deployment {
                         secret_volume(
                             "pii",
                             naming::SECRET_API_PII_KEYS,
-                            "keyring.json",
-                            "keyring.json",
+                            crate::pii_keys::KEYRING_FILE,
+                            crate::pii_keys::KEYRING_FILE,
                         ),
                         database_ca_volume(),
                         Volume {
