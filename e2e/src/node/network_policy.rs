@@ -14,9 +14,10 @@
 //!   `ensureDefaultNetworkPolicyChain`);
 //! - the jumps into them that it inserts first in INPUT, FORWARD and OUTPUT, with the comment
 //!   "kube-router netpol - <hash>" (`ensureTopLevelChains`);
-//! - one KUBE-POD-FW-<16 base32> chain per local pod under a policy (pod.go,
-//!   `podFirewallChainName`) and one KUBE-NWPLCY-<16 base32> chain per policy (policy.go,
-//!   `networkPolicyChainName`), reached only from the chains above;
+//! - one KUBE-POD-FW-<16 base32> chain per pod on the node, policy or not (pod.go,
+//!   `syncPodFirewallChains`, `podFirewallChainName`) and one KUBE-NWPLCY-<16 base32> chain per
+//!   policy (policy.go, `networkPolicyChainName`), reached only from the chains above; their
+//!   names include the sync's version, so each full sync makes new ones and drops the old;
 //! - ipsets KUBE-SRC-<16 base32> and KUBE-DST-<16 base32> (policy.go, the `policy*IPSetName`
 //!   functions), and TMP-<16 base32>, which pkg/utils/ipset.go `buildIPSetRestore` creates and
 //!   destroys in one `ipset restore` and leaves behind only when that is interrupted.
@@ -138,8 +139,7 @@ pub fn first_sync_applied(filter_save: &str) -> bool {
         });
         let last = rules
             .iter()
-            .filter(|r| r.first() == Some(&chain.to_string()))
-            .next_back();
+            .rfind(|r| r.first() == Some(&chain.to_string()));
         let accepts = last.is_some_and(|r| {
             r.iter().any(|word| word == EXPLICIT_ACCEPT_MARK)
                 && target(r).as_deref() == Some("ACCEPT")
@@ -156,10 +156,9 @@ fn is_base32_hash(suffix: &str) -> bool {
 }
 
 fn has_hashed_name(name: &str, prefixes: &[&str]) -> bool {
-    prefixes.iter().any(|prefix| {
-        name.strip_prefix(prefix)
-            .is_some_and(|suffix| is_base32_hash(suffix))
-    })
+    prefixes
+        .iter()
+        .any(|prefix| name.strip_prefix(prefix).is_some_and(is_base32_hash))
 }
 
 /// A chain kube-router's NetworkPolicy controller creates. Exact names and hash-shaped names
@@ -505,6 +504,8 @@ mod tests {
 -A KUBE-NWPLCY-UE3LLSAT2BJYWKLZ -m comment --comment "rule to ACCEPT traffic from source pods to dest pods selected by policy name allow-api namespace default" -m set --match-set KUBE-SRC-PX3TQI3RM6GGYU5W src -m set --match-set KUBE-DST-Z2J7WDN6LK5IJMBY dst -m tcp -p tcp --dport 8080 -m mark --mark 0x10000/0x10000 -j RETURN
 -A KUBE-POD-FW-7MPZ2RHXBYG3RS3Q -m comment --comment "rule for stateful firewall for pod" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
 -A KUBE-POD-FW-7MPZ2RHXBYG3RS3Q -m comment --comment "rule to drop invalid state for pod" -m conntrack --ctstate INVALID -j DROP
+-A KUBE-POD-FW-7MPZ2RHXBYG3RS3Q -d 10.244.0.5/32 -m comment --comment "rule to permit the traffic traffic to pods when source is the pod's local node" -m addrtype --src-type LOCAL -j ACCEPT
+-A KUBE-POD-FW-7MPZ2RHXBYG3RS3Q -s 10.244.0.5/32 -m comment --comment "run through default egress network policy chain" -j KUBE-NWPLCY-DEFAULT
 -A KUBE-POD-FW-7MPZ2RHXBYG3RS3Q -d 10.244.0.5/32 -m comment --comment "run through nw policy allow-api" -j KUBE-NWPLCY-UE3LLSAT2BJYWKLZ
 -A KUBE-POD-FW-7MPZ2RHXBYG3RS3Q -m comment --comment "rule to log dropped traffic POD name:api-0 namespace: default" -m mark ! --mark 0x10000/0x10000 -m limit --limit 10/min --limit-burst 10 -j NFLOG --nflog-group 100
 -A KUBE-POD-FW-7MPZ2RHXBYG3RS3Q -m comment --comment "rule to REJECT traffic destined for POD name:api-0 namespace: default" -m mark ! --mark 0x10000/0x10000 -j REJECT --reject-with icmp-port-unreachable
