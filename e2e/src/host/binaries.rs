@@ -2,8 +2,9 @@
 //! e2e/kube-build into one multi-call binary, cached outside the repository by version and by
 //! the recipe's content, so a recipe change rebuilds and anything else reuses the binary. CoreDNS
 //! (e2e/coredns-build), the S3 server versitygw (e2e/versitygw-build), metrics-server
-//! (e2e/metrics-server-build), prometheus-adapter (e2e/prometheus-adapter-build) and the
-//! Prometheus Operator (e2e/prometheus-operator-build) are cached the same way.
+//! (e2e/metrics-server-build), prometheus-adapter (e2e/prometheus-adapter-build), the Prometheus
+//! Operator (e2e/prometheus-operator-build) and kube-router (e2e/kube-router-build) are cached
+//! the same way.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -226,6 +227,37 @@ fn metrics_server_build_args(output: &Path) -> Vec<String> {
 
 fn prometheus_adapter_build_args(output: &Path) -> Vec<String> {
     stripped_build_args(output, "", PROMETHEUS_ADAPTER_PACKAGE)
+}
+
+pub const KUBE_ROUTER_VERSION: &str = "v2.1.0";
+const KUBE_ROUTER_MODULE: &str = "github.com/cloudnativelabs/kube-router/v2";
+const KUBE_ROUTER_PACKAGE: &str = "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router";
+
+pub fn kube_router_recipe_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("kube-router-build")
+}
+
+/// kube-router, the NetworkPolicy enforcer of node clusters (firewall-only mode, see
+/// node::network_policy), from e2e/kube-router-build, cached like versitygw.
+pub fn ensure_kube_router() -> Result<PathBuf> {
+    ensure_tool(
+        &kube_router_recipe_dir(),
+        &format!("kube-router-{KUBE_ROUTER_VERSION}"),
+        "kube-router",
+        "kube-router (NetworkPolicy enforcement)",
+        kube_router_build_args,
+    )
+}
+
+/// Upstream's Makefile stamps pkg/version.Version (from `git describe`, so the tag); without it
+/// kube-router logs "Running kube-router version , built on ," at start. BuildDate is left out
+/// so the same recipe always builds the same binary.
+fn kube_router_build_args(output: &Path) -> Vec<String> {
+    stripped_build_args(
+        output,
+        &format!("-X {KUBE_ROUTER_MODULE}/pkg/version.Version={KUBE_ROUTER_VERSION}"),
+        KUBE_ROUTER_PACKAGE,
+    )
 }
 
 pub const PROMETHEUS_OPERATOR_VERSION: &str = "v0.93.0";
@@ -463,6 +495,24 @@ mod tests {
             ["build", "-trimpath", "-ldflags", "-s -w"]
         );
         assert_eq!(args.last().map(String::as_str), Some(VERSITYGW_PACKAGE));
+    }
+
+    #[test]
+    fn the_kube_router_recipe_pins_the_version_it_builds() {
+        let go_mod =
+            std::fs::read_to_string(kube_router_recipe_dir().join("go.mod")).expect("go.mod");
+        assert!(go_mod.contains(&format!("{KUBE_ROUTER_MODULE} {KUBE_ROUTER_VERSION}")));
+        assert!(go_mod.contains(&format!("tool {KUBE_ROUTER_PACKAGE}")));
+        let args = kube_router_build_args(Path::new("/tmp/out"));
+        assert_eq!(
+            args[3],
+            format!(
+                "-s -w -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version={KUBE_ROUTER_VERSION}"
+            )
+        );
+        assert_eq!(args[..3], ["build", "-trimpath", "-ldflags"]);
+        assert_eq!(args.last().map(String::as_str), Some(KUBE_ROUTER_PACKAGE));
+        assert!(args.contains(&"/tmp/out".to_string()));
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod footprint;
 pub mod images;
 pub mod metrics_apis;
 pub mod network;
+pub mod network_policy;
 pub mod pod_cgroups;
 pub mod s3;
 
