@@ -610,6 +610,17 @@ async fn healthy_pair_in(namespace: &str) -> (String, String) {
     .await
 }
 
+/// Deletes a scenario's tenant (deletionPolicy Delete: its namespace goes too) once the
+/// scenario is done with it, so that the scenarios after it find the node's CPU free: the
+/// tenants' pods together request nearly all of it.
+async fn release_tenant(client: &Client, name: &str) {
+    let countries: Api<DfrCountry> = Api::all(client.clone());
+    countries
+        .delete(name, &DeleteParams::default())
+        .await
+        .unwrap();
+}
+
 /// Installs the operator from config/default and waits for it; every scenario calls it (the
 /// apply is idempotent), since they run side by side on the one node cluster.
 fn install_operator() {

@@ -427,4 +427,5 @@ async fn the_api_scales_on_cpu_and_on_p95_latency_and_says_when_it_cannot_read_t
         "figure: Degraded cleared {:.1} s after scraping resumed",
         resumed.elapsed().as_secs_f64()
     );
+    super::release_tenant(&client, NAME).await;
 }

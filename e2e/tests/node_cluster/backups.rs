@@ -679,6 +679,8 @@ async fn backups_are_encrypted_and_restore_to_a_point_in_time() {
         "{}",
         healthy.message
     );
+    super::release_tenant(&client, SOURCE).await;
+    super::release_tenant(&client, RESTORED).await;
 }
 
 /// Starts a restore check now, as a person would, and waits for the status to show it.

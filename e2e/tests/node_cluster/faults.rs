@@ -278,7 +278,7 @@ async fn every_fault_of_the_leader_loses_no_write_and_serves_no_stale_read() {
     restart_needing_parameter_waits_for_the_window_then_rolls(&client, &http, &base, &bearer).await;
     let guard = patronictl(NAMESPACE, &healthy_pair().await.0, &["list"]);
     println!("{guard}");
-    countries.delete(NAME, &Default::default()).await.unwrap();
+    super::release_tenant(&client, NAME).await;
 }
 
 fn maintenance_condition(country: &dfr_crds::DfrCountry) -> Option<(String, String, String)> {

@@ -368,4 +368,5 @@ async fn prometheus_scrapes_the_tenant_its_dashboards_have_data_and_a_hung_stand
         thawed.elapsed().as_secs_f64()
     );
     super::healthy_pair_in(NAMESPACE).await;
+    super::release_tenant(&client, NAME).await;
 }

@@ -207,4 +207,5 @@ async fn the_registry_keeps_writing_while_the_kubernetes_api_is_away() {
             "every acknowledged write on {member}"
         );
     }
+    super::release_tenant(&client, NAME).await;
 }

@@ -122,6 +122,7 @@ async fn spec_changes_reach_running_members_and_a_lost_synchronous_standby_degra
     pgaudit_logs_ddl_writes_and_role_changes(&leader).await;
     let (http, base, bearer) = area_rows_and_pii_stay_sealed_in_raw_sql(&client, &leader).await;
     the_api_rolls_under_load_without_a_failed_request(&client, http, base, bearer).await;
+    super::release_tenant(&client, NAME).await;
 }
 
 /// Four clients read the registry without pause while a spec change rolls the API pods

@@ -233,6 +233,7 @@ async fn a_volume_repository_serves_its_tenant_through_the_repository_host() {
     .await;
     println!("restore check from the volume: {check:?}");
     assert_eq!(check.result, dfr_crds::BackupResult::Succeeded, "{check:?}");
+    super::release_tenant(&client, NAME).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -332,4 +333,5 @@ async fn the_repository_down_fails_backups_not_writes_and_heals_by_itself() {
         back.elapsed().as_secs_f64()
     );
     archived_up_to_now(NAMESPACE).await;
+    super::release_tenant(&client, NAME).await;
 }
