@@ -5,15 +5,27 @@
 #[path = "../../api-server/tests/support/postgres.rs"]
 mod postgres;
 
-use dfr_operator::children::patroni::POST_BOOTSTRAP_SCRIPT;
+use dfr_operator::children::patroni::{
+    MONITOR_ROLE_SCRIPT, MONITOR_ROLE_SCRIPT_KEY, POST_BOOTSTRAP_SCRIPT,
+};
 use std::os::unix::fs::PermissionsExt;
 
 #[tokio::test]
 async fn the_script_creates_the_registry_roles_and_database() {
     let server = postgres::PgServer::start("-c shared_preload_libraries=pgaudit");
+    // Both scripts side by side, as the Patroni ConfigMap mounts them: the post-bootstrap
+    // script runs the exporter's role script from its own directory.
     let script = server.dir.join("post-bootstrap.sh");
-    std::fs::write(&script, POST_BOOTSTRAP_SCRIPT).unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o555)).unwrap();
+    for (path, text) in [
+        (script.clone(), POST_BOOTSTRAP_SCRIPT),
+        (
+            server.dir.join(MONITOR_ROLE_SCRIPT_KEY),
+            MONITOR_ROLE_SCRIPT,
+        ),
+    ] {
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o555)).unwrap();
+    }
     let output = postgres::as_postgres("/bin/sh")
         .arg(&script)
         .arg(format!(
@@ -57,6 +69,15 @@ async fn the_script_creates_the_registry_roles_and_database() {
             .await
             .unwrap();
     assert_eq!(owner, "dfr_owner");
+    // The exporter's role: a login with pg_monitor and nothing more.
+    let (monitor_super, monitor_login, monitor_reads_stats): (bool, bool, bool) = sqlx::query_as(
+        "SELECT rolsuper, rolcanlogin, pg_has_role('dfr_monitor', 'pg_monitor', 'MEMBER') \
+         FROM pg_roles WHERE rolname = 'dfr_monitor'",
+    )
+    .fetch_one(&admin)
+    .await
+    .unwrap();
+    assert!(!monitor_super && monitor_login && monitor_reads_stats);
     // Passwords with quotes survive psql variable quoting, stored as SCRAM.
     let secret: String =
         sqlx::query_scalar("SELECT rolpassword FROM pg_authid WHERE rolname = 'dfr_owner'")

@@ -7,7 +7,9 @@ mod rbac;
 mod services;
 mod statefulset;
 
-pub use bootstrap::{POST_BOOTSTRAP_SCRIPT, SCRIPT_KEY};
+pub use bootstrap::{
+    MONITOR_ROLE_SCRIPT, MONITOR_ROLE_SCRIPT_KEY, POST_BOOTSTRAP_SCRIPT, SCRIPT_KEY,
+};
 pub use config::{
     DATA_DIR, LOOP_WAIT_SECONDS, PATRONI_CONFIG_KEY, SOCKET_DIR, TLS_DIR, desired_config_map,
     patroni_config,
