@@ -46,16 +46,31 @@ fn has_prefix(chain: &str, prefixes: &[&str]) -> bool {
 /// From one table's iptables-save output: the rules in other chains that jump to a chain
 /// named with one of `prefixes` (to delete), and those chains (to flush and delete).
 pub fn chains_and_jumps(save: &str, prefixes: &[&str]) -> (Vec<Vec<String>>, Vec<String>) {
+    let (jumps, chains) = chains_and_jumps_where(save, |name| has_prefix(name, prefixes));
+    (
+        jumps.into_iter().map(|(_, rule)| rule).collect(),
+        chains.into_iter().map(|(_, chain)| chain).collect(),
+    )
+}
+
+/// (table, the rule's words after `-A`).
+pub type Jumps = Vec<(String, Vec<String>)>;
+/// (table, chain).
+pub type Chains = Vec<(String, String)>;
+
+/// The rules outside the chains `is_ours` names that jump into one of them (to delete), and
+/// those chains (to flush and delete), from iptables-save output of one table or several (each
+/// starts with its `*table` line).
+pub fn chains_and_jumps_where(save: &str, is_ours: impl Fn(&str) -> bool) -> (Jumps, Chains) {
     let mut jumps = Vec::new();
     let mut chains = Vec::new();
+    let mut table = String::new();
     for line in save.lines() {
-        if let Some(declaration) = line.strip_prefix(':') {
-            if let Some(name) = declaration
-                .split(' ')
-                .next()
-                .filter(|name| has_prefix(name, prefixes))
-            {
-                chains.push(name.to_string());
+        if let Some(name) = line.strip_prefix('*') {
+            table = name.trim().to_string();
+        } else if let Some(declaration) = line.strip_prefix(':') {
+            if let Some(name) = declaration.split(' ').next().filter(|name| is_ours(name)) {
+                chains.push((table.clone(), name.to_string()));
             }
         } else if let Some(rule) = line.strip_prefix("-A ") {
             let words = split_rule(rule);
@@ -64,8 +79,8 @@ pub fn chains_and_jumps(save: &str, prefixes: &[&str]) -> (Vec<Vec<String>>, Vec
                 .windows(2)
                 .find(|w| w[0] == "-j" || w[0] == "-g")
                 .map(|w| w[1].as_str());
-            if !has_prefix(chain, prefixes) && target.is_some_and(|t| has_prefix(t, prefixes)) {
-                jumps.push(words);
+            if !is_ours(chain) && target.is_some_and(&is_ours) {
+                jumps.push((table.clone(), words));
             }
         }
     }

@@ -36,7 +36,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Ro
 use super::addons::{apply, meta};
 use super::config::NodeLayout;
 use crate::host::command::run;
-use crate::host::iptables::split_rule;
+use crate::host::iptables::{chains_and_jumps_where, split_rule};
 use crate::host::{Error, Result, process};
 
 pub const COMPONENT: &str = "kube-router";
@@ -192,32 +192,8 @@ impl IptablesCleanup {
 /// From `iptables-save` output (every table): kube-router's chains, and the rules outside them
 /// that jump into them. Rules inside its chains go with their chain's flush.
 pub fn plan_iptables_cleanup(save: &str) -> IptablesCleanup {
-    let mut plan = IptablesCleanup::default();
-    let mut table = String::new();
-    for line in save.lines() {
-        if let Some(name) = line.strip_prefix('*') {
-            table = name.trim().to_string();
-        } else if let Some(declaration) = line.strip_prefix(':') {
-            if let Some(chain) = declaration
-                .split(' ')
-                .next()
-                .filter(|c| is_kube_router_chain(c))
-            {
-                plan.chains.push((table.clone(), chain.to_string()));
-            }
-        } else if let Some(rule) = line.strip_prefix("-A ") {
-            let words = split_rule(rule);
-            let Some(chain) = words.first() else { continue };
-            let target = words
-                .windows(2)
-                .find(|w| w[0] == "-j" || w[0] == "-g")
-                .map(|w| w[1].as_str());
-            if !is_kube_router_chain(chain) && target.is_some_and(is_kube_router_chain) {
-                plan.jumps.push((table.clone(), words));
-            }
-        }
-    }
-    plan
+    let (jumps, chains) = chains_and_jumps_where(save, is_kube_router_chain);
+    IptablesCleanup { jumps, chains }
 }
 
 /// kube-router's ipsets among the names `ipset list -n` prints, one a line.
