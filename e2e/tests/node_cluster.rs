@@ -24,6 +24,8 @@ mod autoscaling;
 mod backups;
 #[path = "node_cluster/faults.rs"]
 mod faults;
+#[path = "node_cluster/isolation.rs"]
+mod isolation;
 #[path = "node_cluster/monitoring.rs"]
 mod monitoring;
 #[path = "node_cluster/outage.rs"]
@@ -53,12 +55,17 @@ async fn whole_cluster() -> tokio::sync::SemaphorePermit<'static> {
         .unwrap()
 }
 
-/// Small CPU requests for the scenarios' tenants, so three fit on the node side by side.
-fn small_requests(spec: &mut serde_json::Value) {
+/// What every scenario's tenant needs on the shared node: small CPU requests, so three fit side
+/// by side, and the node's Prometheus (namespace dfr-monitoring) let in to scrape it, which the
+/// tenant's NetworkPolicies, enforced on the node, otherwise keep out.
+fn shared_node_spec(spec: &mut serde_json::Value) {
     spec["postgres"]["resources"] =
         json!({"requests": {"cpu": "50m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}});
     spec["api"]["resources"] =
         json!({"requests": {"cpu": "25m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}});
+    spec["network"]["monitoringNamespaceSelector"] = json!({"matchLabels": {
+        "kubernetes.io/metadata.name": dfr_e2e::node::addons::monitoring::NAMESPACE,
+    }});
 }
 
 const COUNTRY: &str = "ton-e2e";
@@ -114,7 +121,7 @@ fn country() -> DfrCountry {
     spec.api.min_replicas = 2;
     spec.api.max_replicas = 2;
     let mut value = serde_json::to_value(&country.spec).unwrap();
-    small_requests(&mut value);
+    shared_node_spec(&mut value);
     country.spec = serde_json::from_value(value).unwrap();
     country
 }

@@ -191,15 +191,25 @@ async fn run(args: RunArgs) -> Result<(), String> {
         .ready
         .store(true, std::sync::atomic::Ordering::Relaxed);
 
+    let discovered = discover_api_server_endpoints(&client).await;
     let mut kubernetes_api_cidrs = args.kubernetes_api_cidrs.clone();
     if kubernetes_api_cidrs.is_empty() {
-        kubernetes_api_cidrs = discover_api_server_addresses(&client).await;
+        kubernetes_api_cidrs = discovered.addresses;
+    }
+    // The Service's port (443) is not what the policy sees after the DNAT: the endpoint's is,
+    // and an API server may listen on any port, not only the usual 443 or 6443.
+    let mut kubernetes_api_ports = Settings::default().kubernetes_api_ports;
+    for port in discovered.ports {
+        if !kubernetes_api_ports.contains(&port) {
+            kubernetes_api_ports.push(port);
+        }
     }
     let settings = Settings {
         api_image_repository: args.api_image_repository.clone(),
         postgres_image: args.postgres_image.clone(),
         image_pull_policy: args.image_pull_policy.clone(),
         kubernetes_api_cidrs,
+        kubernetes_api_ports,
         cluster_domain: args.cluster_domain.clone(),
         operator_namespace: args.lease_namespace.clone(),
         ..Settings::default()
@@ -260,27 +270,42 @@ async fn run(args: RunArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// The API server's endpoint addresses: NetworkPolicies see traffic after the Service DNAT.
-async fn discover_api_server_addresses(client: &Client) -> Vec<String> {
+/// Where the API server's endpoints are: NetworkPolicies see traffic after the Service DNAT.
+#[derive(Default)]
+struct ApiServerEndpoints {
+    addresses: Vec<String>,
+    ports: Vec<i32>,
+}
+
+/// The `kubernetes` Service's endpoint addresses (as /32 or /128) and ports.
+async fn discover_api_server_endpoints(client: &Client) -> ApiServerEndpoints {
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
     let params = ListParams::default().labels("kubernetes.io/service-name=kubernetes");
     match slices.list(&params).await {
-        Ok(list) => list
-            .items
-            .iter()
-            .flat_map(|slice| slice.endpoints.iter())
-            .flat_map(|endpoint| endpoint.addresses.iter())
-            .map(|address| {
-                if address.contains(':') {
-                    format!("{address}/128")
-                } else {
-                    format!("{address}/32")
-                }
-            })
-            .collect(),
+        Ok(list) => ApiServerEndpoints {
+            addresses: list
+                .items
+                .iter()
+                .flat_map(|slice| slice.endpoints.iter())
+                .flat_map(|endpoint| endpoint.addresses.iter())
+                .map(|address| {
+                    if address.contains(':') {
+                        format!("{address}/128")
+                    } else {
+                        format!("{address}/32")
+                    }
+                })
+                .collect(),
+            ports: list
+                .items
+                .iter()
+                .flat_map(|slice| slice.ports.iter().flatten())
+                .filter_map(|port| port.port)
+                .collect(),
+        },
         Err(error) => {
-            warn!(error = %error, "could not discover the API server addresses; Patroni egress will allow any address on the API ports");
-            Vec::new()
+            warn!(error = %error, "could not discover the API server endpoints; Patroni egress will allow any address on ports 443 and 6443");
+            ApiServerEndpoints::default()
         }
     }
 }

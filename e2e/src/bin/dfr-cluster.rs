@@ -105,7 +105,7 @@ async fn run(command: Command) -> Result<(), dfr_e2e::cluster::Error> {
                     cluster.name,
                     timings.start_to_ready.as_secs_f64(),
                     if node {
-                        "etcd, kube-apiserver, kube-controller-manager, kube-scheduler, containerd, kubelet, kube-proxy, CoreDNS, versitygw (S3), metrics-server, prometheus-adapter, Prometheus Operator, Prometheus, Alertmanager"
+                        "etcd, kube-apiserver, kube-controller-manager, kube-scheduler, containerd, kubelet, kube-proxy, CoreDNS, kube-router (NetworkPolicy), versitygw (S3), metrics-server, prometheus-adapter, Prometheus Operator, Prometheus, Alertmanager"
                     } else if metrics_apis {
                         "etcd, kube-apiserver, kube-controller-manager, metrics-server, prometheus-adapter"
                     } else {

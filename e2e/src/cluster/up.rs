@@ -1,5 +1,5 @@
 //! Bringing a cluster up: the control plane, then (for a node cluster) the scheduler, the
-//! node, the S3 server and the metrics APIs. Everything `down` must undo is recorded before it is changed.
+//! node, its NetworkPolicy enforcer, the S3 server and the metrics APIs. Everything `down` must undo is recorded before it is changed.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
@@ -53,6 +53,10 @@ impl Cluster {
             Some(_) => Some(binaries::ensure_prometheus_operator()?),
             None => None,
         };
+        let policy_binary = match node_images {
+            Some(_) => Some(binaries::ensure_kube_router()?),
+            None => None,
+        };
         let metrics_binaries = if metrics_apis {
             Some((
                 binaries::ensure_metrics_server()?,
@@ -102,6 +106,12 @@ impl Cluster {
         if let Some((layout, images)) = node {
             controlplane::start_scheduler(state, &bin_dir)?;
             node::start(&layout, &bin_dir, &client, images).await?;
+            if let Some(binary) = &policy_binary {
+                // Before any tenant: a NetworkPolicy must be in force from the tenant's first
+                // pod on, or the isolation the operator writes is only objects.
+                node::network_policy::install_rbac(&client, &layout.node_name).await?;
+                node::network_policy::start(&layout, binary, controlplane::SERVICE_CIDR).await?;
+            }
             if let Some(binaries) = &monitoring_binaries {
                 node::addons::monitoring::install(&client, &layout, binaries).await?;
             }

@@ -146,6 +146,77 @@ pub fn stop_all(state_dir: &Path, order: &[&str]) -> Result<Vec<String>> {
     Ok(stopped)
 }
 
+/// Whether a process runs a program from `programs` and names `marker` on its command line:
+/// a tool this project built, started against this cluster.
+/// The state dir or a path under it, not another cluster's whose name starts the same.
+pub fn is_stray(exe: &Path, args: &[&str], programs: &Path, marker: &str) -> bool {
+    let under = format!("{marker}/");
+    exe.starts_with(programs)
+        && args
+            .iter()
+            .any(|arg| arg.ends_with(marker) || arg.contains(&under))
+}
+
+/// Stops processes no pid file records that run a program from `programs` (the cache of built
+/// tools) against the cluster whose state dir this is: a test's own S3 server, whose test was
+/// killed before its Drop ran, would otherwise hold its port on the host interface into the
+/// next cluster. Nothing else is touched, not even a shell that names the state dir.
+pub fn stop_strays(state_dir: &Path, programs: &Path) -> Result<Vec<String>> {
+    let marker = state_dir.display().to_string();
+    let own = std::process::id();
+    // Components with a pid file are stopped in their order by `stop_all`, not here.
+    let recorded: Vec<i32> = std::fs::read_dir(state_dir.join("pids"))
+        .map(|files| {
+            files
+                .flatten()
+                .filter_map(|file| std::fs::read_to_string(file.path()).ok())
+                .filter_map(|text| text.trim().parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut stopped = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Ok(stopped);
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if u32::try_from(pid).ok() == Some(own) || recorded.contains(&pid) {
+            continue;
+        }
+        let (Ok(exe), Ok(cmdline)) = (
+            std::fs::read_link(entry.path().join("exe")),
+            std::fs::read(entry.path().join("cmdline")),
+        ) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        let args: Vec<&str> = cmdline.split('\0').collect();
+        if !is_stray(&exe, &args, programs, &marker) || is_zombie(pid) {
+            continue;
+        }
+        let program = exe
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        signal(&program, pid, Signal::SIGTERM)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while is_ours(pid, &marker) && !is_zombie(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if is_ours(pid, &marker) && !is_zombie(pid) {
+            signal(&program, pid, Signal::SIGKILL)?;
+        }
+        stopped.push(format!("{program} (pid {pid}, not started by up)"));
+    }
+    Ok(stopped)
+}
+
 fn is_zombie(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|stat| {
@@ -181,6 +252,44 @@ mod tests {
         assert_eq!(tail(&log, 2), "c\nd");
         assert_eq!(tail(&dir.join("missing.log"), 2), "");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_stray_is_a_built_tool_that_names_this_cluster() {
+        let programs = Path::new("/root/.cache/dfr");
+        let state = "/var/lib/dfr/clusters/node";
+        let versitygw = Path::new("/root/.cache/dfr/versitygw-v1-abc/versitygw");
+        let line = [
+            "versitygw",
+            "--cert",
+            "/var/lib/dfr/clusters/node/s3/server.crt",
+            "posix",
+            "/data",
+        ];
+        assert!(is_stray(versitygw, &line, programs, state));
+        // Another cluster's server (even one whose name starts the same), a shell tailing the
+        // state dir, and a tool not built here.
+        for other in ["other", "node-2"] {
+            let cert = format!("/var/lib/dfr/clusters/{other}/s3/server.crt");
+            assert!(!is_stray(
+                versitygw,
+                &["versitygw", "--cert", &cert],
+                programs,
+                state
+            ));
+        }
+        assert!(!is_stray(
+            Path::new("/usr/bin/tail"),
+            &line,
+            programs,
+            state
+        ));
+        assert!(!is_stray(
+            Path::new("/usr/bin/bash"),
+            &line,
+            programs,
+            state
+        ));
     }
 
     #[test]

@@ -194,10 +194,15 @@ pub fn stop(record: &NodeRecord) -> Result<(Vec<String>, Vec<String>)> {
         &[
             addons::monitoring_operator::COMPONENT,
             s3::COMPONENT,
+            network_policy::COMPONENT,
             "kube-proxy",
             "kubelet",
         ],
     )?);
+    // What a killed test started against this cluster and no pid file names.
+    if let Ok(programs) = crate::host::binaries::cache_root() {
+        stopped.extend(process::stop_strays(state, &programs)?);
+    }
     // A frozen process cannot die; a test that froze a pod and failed may have left one.
     pod_cgroups::thaw();
     for pid in pod_cgroups::processes() {
@@ -213,11 +218,19 @@ pub fn stop(record: &NodeRecord) -> Result<(Vec<String>, Vec<String>)> {
         std::thread::sleep(Duration::from_millis(100));
     }
     let private_roots = [layout.state_dir.clone(), layout.run_dir.clone()];
-    let mut problems = footprint::restore(&record.footprint, &private_roots, &layout.pod_logs());
+    // kube-router's chains and ipsets: after it stopped (it would put them back) and before the
+    // footprint's restore, which knows nothing of ipsets.
+    let mut problems = network_policy::cleanup();
+    problems.extend(footprint::restore(
+        &record.footprint,
+        &private_roots,
+        &layout.pod_logs(),
+    ));
     let _ = std::fs::remove_dir_all(&layout.run_dir);
     problems.extend(
         footprint::leftovers(&record.footprint, &private_roots)
             .into_iter()
+            .chain(network_policy::leftovers())
             .map(|left| format!("left behind: {left}")),
     );
     Ok((stopped, problems))

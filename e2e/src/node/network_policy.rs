@@ -1,7 +1,7 @@
 //! NetworkPolicy enforcement for the node: kube-router v2.1.0 (built from e2e/kube-router-build)
 //! in firewall-only mode, as a host process beside the CNI bridge plugin and kube-proxy, like
-//! metrics-server and the Prometheus Operator. Not yet started by `dfr-cluster up --node`:
-//! `start`, `stop`, `cleanup` and `leftovers` are ready for `node::start`/`node::stop`.
+//! metrics-server and the Prometheus Operator. `dfr-cluster up --node` starts it once the node
+//! is Ready; `node::stop` stops it, then runs `cleanup` and reports `leftovers`.
 //!
 //! kube-router's network policy controller (pkg/controllers/netpol in v2.1.0) only ever writes
 //! the filter table of iptables (and of ip6tables with IPv6 on, which is off here) and ipsets;

@@ -35,7 +35,7 @@ fn country(s3: &S3, name: &str, environment: &str, restore_to: Option<&str>) -> 
     spec["postgres"]["synchronousMode"] = json!(if restore_to.is_some() { "off" } else { "on" });
     spec["api"]["minReplicas"] = json!(1);
     spec["api"]["maxReplicas"] = json!(1);
-    super::small_requests(&mut spec);
+    super::shared_node_spec(&mut spec);
     spec["backup"] = s3_backup(s3);
     if let Some(target) = restore_to {
         spec["bootstrap"] = json!({"fromBackup": {"country": SOURCE, "targetTime": target}});

@@ -35,7 +35,7 @@ pub(super) fn country(
     spec["postgres"]["synchronousMode"] = json!(if instances > 1 { "on" } else { "off" });
     spec["api"]["minReplicas"] = json!(1);
     spec["api"]["maxReplicas"] = json!(1);
-    super::small_requests(&mut spec);
+    super::shared_node_spec(&mut spec);
     spec["backup"] = backup;
     country.spec = serde_json::from_value(spec).unwrap();
     country

@@ -7,7 +7,7 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction,
     PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecurityContext, Service,
-    ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
+    ServiceAccount, ServicePort, ServiceSpec, Sysctl, Volume, VolumeMount,
 };
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -20,7 +20,11 @@ use crate::node::s3;
 
 pub const COREDNS_IMAGE: &str = "dfr-coredns:1.13.2";
 const DNS_NAMESPACE: &str = "kube-system";
-const DNS_PORT: i32 = 1053;
+/// Port 53 in the pod as well as on the Service, as in any cluster: NetworkPolicies see the
+/// pod's port after the Service's DNAT, and a tenant's DNS policy allows 53.
+const DNS_PORT: i32 = 53;
+/// The label tenants' DNS policies select CoreDNS by (kubeadm's and kind's, among others).
+const DNS_POD_LABEL: (&str, &str) = ("k8s-app", "kube-dns");
 
 /// `hosts` answers the S3 server's name (it runs on the machine, not in a pod, so no Service
 /// names it); it reads /dev/null rather than its default /etc/hosts, which is the pod's own.
@@ -95,7 +99,11 @@ fn coredns_deployment() -> Deployment {
             },
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(labels("coredns")),
+                    labels: Some({
+                        let mut pod_labels = labels("coredns");
+                        pod_labels.insert(DNS_POD_LABEL.0.into(), DNS_POD_LABEL.1.into());
+                        pod_labels
+                    }),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
@@ -107,6 +115,12 @@ fn coredns_deployment() -> Deployment {
                         run_as_non_root: Some(true),
                         run_as_user: Some(65532),
                         run_as_group: Some(65532),
+                        // A non-root CoreDNS may bind 53 in its own network namespace; a safe
+                        // sysctl, which the kubelet allows by default.
+                        sysctls: Some(vec![Sysctl {
+                            name: "net.ipv4.ip_unprivileged_port_start".into(),
+                            value: "0".into(),
+                        }]),
                         seccomp_profile: Some(SeccompProfile {
                             type_: "RuntimeDefault".into(),
                             ..SeccompProfile::default()
@@ -221,8 +235,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn coredns_serves_the_cluster_zone_on_an_unprivileged_port_behind_port_53() {
-        assert!(corefile().starts_with(".:1053 {"));
+    fn coredns_serves_the_cluster_zone_on_port_53_where_dns_policies_expect_it() {
+        assert!(corefile().starts_with(".:53 {"));
+        let pod = coredns_deployment().spec.unwrap().template;
+        assert_eq!(
+            pod.metadata.unwrap().labels.unwrap()["k8s-app"],
+            "kube-dns",
+            "tenant DNS policies select this label"
+        );
+        let container = &pod.spec.unwrap().containers[0];
+        assert!(
+            container
+                .ports
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|p| p.container_port == 53)
+        );
         assert!(corefile().contains("kubernetes cluster.local in-addr.arpa ip6.arpa"));
         assert!(corefile().contains("        10.234.0.1 s3.dfr.internal\n        fallthrough\n"));
         assert!(
