@@ -30,16 +30,22 @@ pub async fn kube_client() -> kube::Client {
 
 /// The bundled kubectl (v1.34.4) against the test control plane.
 pub fn kubectl(args: &[&str]) -> Output {
+    let mut command = kubectl_command();
+    command
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {:?}: {e}", command.get_program()))
+}
+
+/// kubectl against the test cluster, for a test that runs it as a child it talks to.
+pub fn kubectl_command() -> Command {
     let kubectl = match std::env::var_os("DFR_KUBECTL") {
         Some(path) => PathBuf::from(path),
         None => binaries::kubectl(&binaries::bin_dir().unwrap_or_else(|e| panic!("{e}"))),
     };
-    Command::new(&kubectl)
-        .arg("--kubeconfig")
-        .arg(kubeconfig_path())
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {}: {e}", kubectl.display()))
+    let mut command = Command::new(kubectl);
+    command.arg("--kubeconfig").arg(kubeconfig_path());
+    command
 }
 
 const HOW_TO_RUN_S3: &str = "DFR_S3_ENDPOINT is not set: this test needs a node cluster's S3 \

@@ -34,6 +34,8 @@ mod outage;
 mod patroni;
 #[path = "node_cluster/repositories.rs"]
 mod repositories;
+#[path = "node_cluster/rotation.rs"]
+mod rotation;
 
 /// How many scenarios run on the node cluster at once: its two CPUs are what the tenants'
 /// requests must fit in (more wait Pending for CPU).
@@ -292,9 +294,21 @@ async fn api_endpoint_with_timeout(
     let ip: std::net::IpAddr = spec.cluster_ip.unwrap().parse().unwrap();
     let host = format!("dfr-api.{namespace}.svc");
     let ca = secret_value_in(namespace, "dfr-api-tls", "ca.crt");
+    let http = api_client(&ca, &host, std::net::SocketAddr::new(ip, port), timeout);
+    (http, format!("https://{host}:{port}"))
+}
+
+/// An HTTPS client that trusts only the certificates of `ca_bundle` and sends requests for
+/// `host` to `address`.
+fn api_client(
+    ca_bundle: &str,
+    host: &str,
+    address: std::net::SocketAddr,
+    timeout: Duration,
+) -> reqwest::Client {
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
-    for certificate in rustls_pki_types::CertificateDer::pem_slice_iter(ca.as_bytes()) {
+    for certificate in rustls_pki_types::CertificateDer::pem_slice_iter(ca_bundle.as_bytes()) {
         roots.add(certificate.unwrap()).unwrap();
     }
     let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
@@ -304,13 +318,12 @@ async fn api_endpoint_with_timeout(
     .unwrap()
     .with_root_certificates(roots)
     .with_no_client_auth();
-    let http = reqwest::Client::builder()
+    reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
-        .resolve(&host, std::net::SocketAddr::new(ip, port))
+        .resolve(host, address)
         .timeout(timeout)
         .build()
-        .unwrap();
-    (http, format!("https://{host}:{port}"))
+        .unwrap()
 }
 
 async fn api_endpoint(client: &Client, namespace: &str) -> (reqwest::Client, String) {
