@@ -15,6 +15,9 @@ pub mod condition_type {
     pub const MONITORING_READY: &str = "MonitoringReady";
     /// Members wait for a restart (an update or a parameter that needs one), and when it runs.
     pub const MAINTENANCE_PENDING: &str = "MaintenancePending";
+    /// Every running PostgreSQL member serves the certificate its Secret holds, or which ones
+    /// still serve an older one while the operator has them reload.
+    pub const CERTIFICATES_SERVED: &str = "CertificatesServed";
 }
 
 /// What the operator last observed of a tenant. Readable by `kubectl get`, Argo CD and Flux.
@@ -48,11 +51,44 @@ pub struct DfrCountryStatus {
     /// Earliest expiry among the tenant's certificates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificates_not_after: Option<Time>,
+    /// Expiry of every certificate: the tenant CA (and the previous CA while a renewal keeps
+    /// it trusted) and each certificate the CA issued.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<CertificateStatus>,
+    /// A renewal of the tenant CA in progress; absent when none is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_renewal: Option<CaRenewalStatus>,
     /// The PII encryption key new rows are written under.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pii_key: Option<PiiKeyStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoints: Option<Endpoints>,
+}
+
+/// One certificate the operator manages.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateStatus {
+    /// The Secret holding it.
+    pub secret: String,
+    /// The key in the Secret: tls.crt, or previous.crt for the CA a renewal still trusts.
+    pub key: String,
+    pub not_after: Time,
+}
+
+/// Where a renewal of the tenant CA stands. Each phase waits for the operator's trust
+/// propagation delay before the next, so every consumer trusts a CA before a certificate it
+/// issued is served, and stops trusting the previous CA only once nothing serves its
+/// certificates.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CaRenewalStatus {
+    /// TrustPublished: the new CA signs nothing yet, every ca.crt holds both CAs.
+    /// Reissued: every certificate is re-issued from the new CA; the previous CA leaves the
+    /// bundles once every member serves its new certificate.
+    pub phase: String,
+    /// When the phase began (or its bundles or certificates last changed).
+    pub since: Time,
 }
 
 /// The active key of the PII key ring (Secret dfr-api-pii-keys).

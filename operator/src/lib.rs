@@ -3,6 +3,7 @@
 pub mod apply;
 pub mod autoscaling;
 pub mod backup;
+pub mod ca_renewal;
 pub mod cache;
 pub mod children;
 pub mod client;
@@ -26,4 +27,5 @@ pub mod status;
 pub mod switchover;
 pub mod tenant;
 pub mod tenant_metrics;
+pub mod tls_reload;
 pub mod validate;

@@ -14,8 +14,8 @@ use serde_json::json;
 use crate::apply::{Changes, apply_if_changed, owned_by, retained_for};
 use crate::cache::Caches;
 use crate::children::secrets::{
-    LEAF_CERTIFICATE_SECRETS, Pem, SecretMaterial, desired_secrets, lacks_names, reissue,
-    renewal_due, tls_names,
+    LEAF_CERTIFICATE_SECRETS, SecretMaterial, desired_secrets, lacks_names, reissue, renewal_due,
+    tls_names,
 };
 use crate::error::{Error, Result};
 use crate::settings::Settings;
@@ -151,9 +151,13 @@ pub async fn ensure_secrets(
     }
     let mut material = SecretMaterial::generate(tenant, settings)
         .map_err(|error| Error::SecretGeneration(error.to_string()))?;
-    if let Some(ca) = existing_ca(caches, &namespace) {
+    if let Some(ca) = caches.get::<Secret>(Some(&namespace), naming::SECRET_TENANT_CA) {
+        let state = crate::ca_renewal::CaState::from_secret(&ca);
+        // During a CA renewal the new CA may not be trusted everywhere yet; a missing
+        // Secret comes back with the bundle of both, as its siblings have.
+        let bundle = state.bundle();
         material = material
-            .under_ca(tenant, settings, ca)
+            .under_ca(tenant, settings, state.current, bundle)
             .map_err(|error| Error::SecretGeneration(error.to_string()))?;
     }
     let mut key_activated = None;
@@ -215,18 +219,12 @@ fn secret_text(secret: &Secret, key: &str) -> String {
         .unwrap_or_default()
 }
 
-/// The tenant CA already in use, if its Secret exists.
-fn existing_ca(caches: &Caches, namespace: &str) -> Option<Pem> {
-    let ca = caches.get::<Secret>(Some(namespace), naming::SECRET_TENANT_CA)?;
-    Some(Pem {
-        certificate: secret_text(&ca, "tls.crt"),
-        key: secret_text(&ca, "tls.key"),
-    })
-}
-
-/// Renews the certificates the tenant CA issued (PostgreSQL, API, replication and rewind roles) when they are within spec.tls.renewBefore of
-/// expiry, from the tenant CA, so clients keep trusting them. The pods see the new files when
-/// the kubelet refreshes the Secret volume.
+/// Renews the certificates the tenant CA issued (PostgreSQL, API, replication and rewind
+/// roles) when they are within spec.tls.renewBefore of expiry, from the tenant CA, so clients
+/// keep trusting them. The pods see the new files when the kubelet refreshes the Secret volume;
+/// [`crate::tls_reload`] then has the PostgreSQL members reload them. While a renewal of the CA
+/// is due or has published the new CA but not yet waited for every pod to trust it, nothing is
+/// issued: [`crate::ca_renewal`] re-issues every certificate once that is safe.
 pub async fn rotate_certificates(
     client: &Client,
     caches: &Caches,
@@ -236,10 +234,21 @@ pub async fn rotate_certificates(
     let namespace = tenant.namespace.clone();
     let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     let mut changes = Changes::default();
-    let Some(ca) = existing_ca(caches, &namespace) else {
+    let Some(ca_secret) = caches.get::<Secret>(Some(&namespace), naming::SECRET_TENANT_CA) else {
         return Ok(changes);
     };
+    let state = crate::ca_renewal::CaState::from_secret(&ca_secret);
     let now = k8s_openapi::jiff::Timestamp::now();
+    // A CA due for renewal would issue certificates that outlive it; its renewal re-issues
+    // every certificate from the new CA instead.
+    if state.phase == crate::ca_renewal::Phase::TrustPublished
+        || (state.phase == crate::ca_renewal::Phase::Idle
+            && crate::ca_renewal::ca_due(&state.current.certificate, tenant.tls, now))
+    {
+        return Ok(changes);
+    }
+    let bundle = state.bundle();
+    let ca = state.current;
     for &name in LEAF_CERTIFICATE_SECRETS {
         let Some(secret) = caches.get::<Secret>(Some(&namespace), name) else {
             continue;
@@ -257,7 +266,7 @@ pub async fn rotate_certificates(
         let patch = json!({"data": {
             "tls.crt": encode(&renewed.certificate),
             "tls.key": encode(&renewed.key),
-            "ca.crt": encode(&ca.certificate),
+            "ca.crt": encode(&bundle),
         }});
         api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await

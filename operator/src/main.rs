@@ -89,9 +89,24 @@ struct RunArgs {
     /// the cluster, as the local demo does).
     #[arg(long)]
     kubeconfig: Option<std::path::PathBuf>,
+    /// How long a changed certificate Secret takes to reach every pod (Go duration, e.g. 2m):
+    /// a tenant CA renewal waits this long before the new CA's certificates are served and
+    /// again before the previous CA is dropped; members reload a renewed certificate no sooner.
+    #[arg(
+        long,
+        env = "DFR_CERTIFICATE_PROPAGATION_DELAY",
+        default_value = "2m",
+        value_parser = propagation_delay
+    )]
+    certificate_propagation_delay: Duration,
     /// Log format: json or text.
     #[arg(long, env = "DFR_LOG_FORMAT", default_value = "json")]
     log_format: String,
+}
+
+fn propagation_delay(text: &str) -> Result<Duration, String> {
+    dfr_operator::duration::parse_go_duration(text)
+        .ok_or_else(|| format!("{text:?} is not a duration such as 2m or 90s"))
 }
 
 fn main() -> ExitCode {
@@ -212,6 +227,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         kubernetes_api_ports,
         cluster_domain: args.cluster_domain.clone(),
         operator_namespace: args.lease_namespace.clone(),
+        certificate_propagation_delay: args.certificate_propagation_delay,
         ..Settings::default()
     };
     let options = RunOptions {

@@ -180,6 +180,7 @@ impl Metrics {
     pub fn set_backups(&self, tenant: &str, status: &dfr_crds::DfrCountryStatus) {
         self.tenant
             .set_certificate_expiry(tenant, status.certificates_not_after.as_ref().map(|t| t.0));
+        self.tenant.set_certificates(tenant, &status.certificates);
         if let Some(last) = status
             .last_backup
             .as_ref()

@@ -41,16 +41,14 @@ pub async fn observe(caches: &Caches, tenant: &Tenant, settings: &Settings) -> R
                     .any(|c| c.type_ == "Available" && c.status == "True")
             });
 
+    let (certificates, ca_renewal) = certificates(caches, &namespace);
     // The earliest expiry among the tenant CA and every certificate it issued: the one that
-    // would break a connection first.
-    let certificates_not_after = crate::children::secrets::LEAF_CERTIFICATE_SECRETS
+    // would break a connection first. A previous CA a renewal still trusts breaks nothing when
+    // it expires (nothing it signed is left), so it does not count.
+    let certificates_not_after = certificates
         .iter()
-        .chain([&naming::SECRET_TENANT_CA])
-        .filter_map(|name| caches.get::<Secret>(Some(&namespace), name))
-        .filter_map(|secret| secret.data)
-        .filter_map(|data| data.get("tls.crt").cloned())
-        .filter_map(|pem| String::from_utf8(pem.0).ok())
-        .filter_map(|pem| crate::children::secrets::certificate_not_after(&pem))
+        .filter(|certificate| certificate.key == "tls.crt")
+        .map(|certificate| certificate.not_after.0)
         .min();
 
     let pii_key = pii_key(caches, &namespace);
@@ -109,6 +107,9 @@ pub async fn observe(caches: &Caches, tenant: &Tenant, settings: &Settings) -> R
         api_deployment_available,
         autoscaler,
         certificates_not_after,
+        certificates,
+        ca_renewal,
+        certificates_served: None,
         pii_key,
         problem: None,
         risk,
@@ -120,6 +121,50 @@ pub async fn observe(caches: &Caches, tenant: &Tenant, settings: &Settings) -> R
         monitoring: None,
         maintenance: None,
     })
+}
+
+/// The expiry of the tenant CA, the previous CA while a renewal trusts it, and every
+/// certificate the CA issued; and the renewal in progress.
+pub fn certificates(
+    caches: &Caches,
+    namespace: &str,
+) -> (
+    Vec<dfr_crds::CertificateStatus>,
+    Option<dfr_crds::CaRenewalStatus>,
+) {
+    let mut found = Vec::new();
+    let mut renewal = None;
+    let secrets = std::iter::once(naming::SECRET_TENANT_CA).chain(
+        crate::children::secrets::LEAF_CERTIFICATE_SECRETS
+            .iter()
+            .copied(),
+    );
+    for name in secrets {
+        let Some(secret) = caches.get::<Secret>(Some(namespace), name) else {
+            continue;
+        };
+        let mut keys = vec!["tls.crt"];
+        if name == naming::SECRET_TENANT_CA {
+            keys.push(crate::ca_renewal::PREVIOUS_KEY);
+            renewal = crate::ca_renewal::CaState::from_secret(&secret).status();
+        }
+        for key in keys {
+            let not_after = secret
+                .data
+                .as_ref()
+                .and_then(|data| data.get(key))
+                .and_then(|pem| std::str::from_utf8(&pem.0).ok())
+                .and_then(crate::children::secrets::certificate_not_after);
+            if let Some(not_after) = not_after {
+                found.push(dfr_crds::CertificateStatus {
+                    secret: name.to_string(),
+                    key: key.to_string(),
+                    not_after: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(not_after),
+                });
+            }
+        }
+    }
+    (found, renewal)
 }
 
 /// The active key of the tenant's PII key ring and since when it is active.

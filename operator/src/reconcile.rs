@@ -209,8 +209,17 @@ async fn apply(country: &DfrCountry, ctx: &Context) -> Result<Action> {
         )
         .await;
     }
+    let mut served = None;
+    let mut certificates_requeue = None;
+    if !tenant.spec.suspend {
+        let (applied, condition, requeue) = certificates(ctx, country, &tenant, now).await?;
+        changes.extend(applied);
+        served = Some(condition);
+        certificates_requeue = requeue;
+    }
     let mut observed = observe::observe(&ctx.caches, &tenant, &ctx.settings).await?;
     observed.monitoring = monitoring;
+    observed.certificates_served = served;
     // The cache may not have seen this reconcile's rotation yet.
     if let Some(rotation) = rotated {
         observed.pii_key = Some(rotation.key);
@@ -265,7 +274,58 @@ async fn apply(country: &DfrCountry, ctx: &Context) -> Result<Action> {
         )
         .await;
     }
-    Ok(Action::requeue(requeue_after(&observed, &tenant, now)))
+    let requeue = requeue_after(&observed, &tenant, now);
+    Ok(Action::requeue(
+        certificates_requeue.map_or(requeue, |soon| requeue.min(soon)),
+    ))
+}
+
+/// Advances a renewal of the tenant CA (see [`crate::ca_renewal`]) and has every running
+/// member serve the certificate its Secret holds (see [`crate::tls_reload`]). Returns the
+/// writes, the CertificatesServed condition and how soon to look again.
+async fn certificates(
+    ctx: &Context,
+    country: &DfrCountry,
+    tenant: &Tenant,
+    now: k8s_openapi::jiff::Timestamp,
+) -> Result<(Changes, (bool, String, String), Option<Duration>)> {
+    let members = crate::tls_reload::Members::of(&ctx.caches, tenant);
+    let serving = members.serving().await;
+    let renewal = crate::ca_renewal::advance(
+        &ctx.client,
+        &ctx.caches,
+        tenant,
+        &ctx.settings,
+        crate::tls_reload::Members::all_current(&serving),
+        &members,
+        now,
+    )
+    .await?;
+    for (reason, note) in renewal.events {
+        info!(reason, "{note}");
+        publish(ctx, country, EventType::Normal, reason, "RenewCA", note).await;
+    }
+    let report = members
+        .reload_stale(&serving, now, ctx.settings.certificate_propagation_delay)
+        .await;
+    for (warning, reason, note) in report.events {
+        let kind = if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        publish(ctx, country, kind, reason, "ReloadCertificate", note).await;
+    }
+    let requeue = match (renewal.requeue, report.requeue) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let (served, reason, message) = report.condition;
+    Ok((
+        renewal.changes,
+        (served, reason.to_string(), message),
+        requeue,
+    ))
 }
 
 /// The regular resync, or sooner when the PII key is due for rotation before it. A suspended
@@ -505,6 +565,9 @@ fn observed_from_status(country: &DfrCountry, settings: &Settings) -> Observed {
             problem: None,
         },
         certificates_not_after: status.certificates_not_after.map(|t| t.0),
+        certificates: status.certificates.clone(),
+        ca_renewal: status.ca_renewal.clone(),
+        certificates_served: None,
         pii_key: status.pii_key.clone(),
         problem: None,
         risk: None,

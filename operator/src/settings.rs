@@ -19,7 +19,18 @@ pub struct Settings {
     /// The operator's own namespace: its failover guard probes each member's Patroni REST API
     /// from there, which the tenant's NetworkPolicies let in.
     pub operator_namespace: String,
+    /// How long a changed certificate Secret takes to reach every pod that mounts it: the
+    /// kubelet refreshes Secret volumes on its sync period (a minute by default) plus its
+    /// cache's staleness. A renewal of the tenant CA waits this long after publishing the new
+    /// CA before anything it signs is served, and again before the previous CA stops being
+    /// trusted; a member is asked to reload a renewed certificate no sooner than this after it
+    /// was issued.
+    pub certificate_propagation_delay: std::time::Duration,
 }
+
+/// Two kubelet sync periods: the default (1m) plus as much again for the Secret cache.
+pub const DEFAULT_CERTIFICATE_PROPAGATION_DELAY: std::time::Duration =
+    std::time::Duration::from_secs(120);
 
 impl Default for Settings {
     fn default() -> Self {
@@ -32,6 +43,7 @@ impl Default for Settings {
             cluster_domain: "cluster.local".into(),
             latency_metric_name: "dfr_http_request_duration_p95_milliseconds".into(),
             operator_namespace: "dfr-system".into(),
+            certificate_propagation_delay: DEFAULT_CERTIFICATE_PROPAGATION_DELAY,
         }
     }
 }

@@ -25,6 +25,12 @@ pub struct Observed {
     /// What the API's HorizontalPodAutoscaler reports, where autoscaling is on.
     pub autoscaler: crate::autoscaling::Observation,
     pub certificates_not_after: Option<Timestamp>,
+    /// Every certificate's expiry, for status.certificates.
+    pub certificates: Vec<dfr_crds::CertificateStatus>,
+    pub ca_renewal: Option<dfr_crds::CaRenewalStatus>,
+    /// Whether every running member serves its current certificate: (status, reason,
+    /// message); None keeps what the status shows.
+    pub certificates_served: Option<(bool, String, String)>,
     /// The active PII key and since when, if the key ring Secret can be read.
     pub pii_key: Option<dfr_crds::PiiKeyStatus>,
     /// A problem that needs a person: (reason, message).
@@ -222,6 +228,21 @@ pub fn desired_status(
         ),
     }
 
+    match &observed.certificates_served {
+        Some((served, reason, message)) => conditions.push(condition(
+            ct::CERTIFICATES_SERVED,
+            *served,
+            reason,
+            message.clone(),
+        )),
+        None => conditions.extend(
+            previous_conditions
+                .iter()
+                .find(|c| c.type_ == ct::CERTIFICATES_SERVED)
+                .cloned(),
+        ),
+    }
+
     let namespace = &observed.namespace;
     let domain = &observed.cluster_domain;
     DfrCountryStatus {
@@ -243,6 +264,8 @@ pub fn desired_status(
         backups,
         last_restore_check,
         certificates_not_after: observed.certificates_not_after.map(Time),
+        certificates: observed.certificates.clone(),
+        ca_renewal: observed.ca_renewal.clone(),
         pii_key: observed.pii_key.clone(),
         endpoints: Some(Endpoints {
             api: format!(

@@ -1,10 +1,12 @@
 //! Per-tenant gauges the alert rules need and no exporter provides: when the earliest
-//! certificate expires, since when the PII key in use has been active, and how many reconciles
+//! certificate expires (and when each one does), since when the PII key in use has been active, and how many reconciles
 //! in a row have failed. Each is something the operator already knows; exposing it is all.
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use prometheus::{IntGaugeVec, Opts, Registry};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
 /// Set by whoever rotates the PII key ring (RFC 3339), since the key ring file carries no dates;
 /// the operator sets it when it rotates on spec.piiKeys.rotationPeriod. Without it the Secret's
@@ -12,9 +14,17 @@ use prometheus::{IntGaugeVec, Opts, Registry};
 /// not set it keeps the alert firing, which is the safe side.
 pub const PII_KEY_ACTIVATED_AT: &str = "dfr.io/pii-key-activated-at";
 
+/// The (secret, key) label pairs of one tenant's certificate gauges.
+type CertificateSeries = BTreeSet<(String, String)>;
+
 #[derive(Clone)]
 pub struct TenantGauges {
     certificate_expiry: IntGaugeVec,
+    /// Per certificate: tenant, secret, key.
+    certificate_not_after: IntGaugeVec,
+    /// The (secret, key) series set per tenant, so one that is gone (a previous CA pruned)
+    /// is removed rather than left at its last value.
+    certificate_series: Arc<Mutex<HashMap<String, CertificateSeries>>>,
     pii_key_activated: IntGaugeVec,
     reconcile_failures: IntGaugeVec,
 }
@@ -26,7 +36,17 @@ impl TenantGauges {
             registry.register(Box::new(gauge.clone()))?;
             Ok(gauge)
         };
+        let certificate_not_after = IntGaugeVec::new(
+            Opts::new(
+                "dfr_certificate_not_after_timestamp_seconds",
+                "When each certificate of the tenant expires (Unix seconds), by Secret and key: the CA's tls.crt, previous.crt while a CA renewal trusts the previous CA, and each issued certificate",
+            ),
+            &["tenant", "secret", "key"],
+        )?;
+        registry.register(Box::new(certificate_not_after.clone()))?;
         Ok(Self {
+            certificate_not_after,
+            certificate_series: Arc::default(),
             certificate_expiry: gauge(
                 "dfr_certificate_expiry_timestamp_seconds",
                 "When the tenant's earliest certificate expires (Unix seconds)",
@@ -50,6 +70,30 @@ impl TenantGauges {
         }
     }
 
+    /// Every certificate's expiry, as status.certificates lists them.
+    pub fn set_certificates(&self, tenant: &str, certificates: &[dfr_crds::CertificateStatus]) {
+        let Ok(mut series) = self.certificate_series.lock() else {
+            return;
+        };
+        let now: CertificateSeries = certificates
+            .iter()
+            .map(|c| (c.secret.clone(), c.key.clone()))
+            .collect();
+        let before = series
+            .insert(tenant.to_string(), now.clone())
+            .unwrap_or_default();
+        for (secret, key) in before.difference(&now) {
+            let _ = self
+                .certificate_not_after
+                .remove_label_values(&[tenant, secret, key]);
+        }
+        for certificate in certificates {
+            self.certificate_not_after
+                .with_label_values(&[tenant, &certificate.secret, &certificate.key])
+                .set(certificate.not_after.0.as_second());
+        }
+    }
+
     pub fn set_pii_key_activated(&self, tenant: &str, since: Option<Timestamp>) {
         if let Some(since) = since {
             self.pii_key_activated
@@ -65,6 +109,10 @@ impl TenantGauges {
     }
 
     pub fn forget(&self, tenant: &str) {
+        self.set_certificates(tenant, &[]);
+        if let Ok(mut series) = self.certificate_series.lock() {
+            series.remove(tenant);
+        }
         for gauge in [
             &self.certificate_expiry,
             &self.pii_key_activated,
@@ -159,6 +207,27 @@ mod tests {
             Some(Timestamp::from_second(1_790_000_000).unwrap()),
         );
         gauges.set_reconcile_failures("ton-prod", 3);
+        let certificate = |secret: &str, key: &str, second: i64| dfr_crds::CertificateStatus {
+            secret: secret.into(),
+            key: key.into(),
+            not_after: Time(Timestamp::from_second(second).unwrap()),
+        };
+        gauges.set_certificates(
+            "ton-prod",
+            &[
+                certificate("dfr-tenant-ca", "tls.crt", 1_810_000_000),
+                certificate("dfr-tenant-ca", "previous.crt", 1_800_500_000),
+                certificate("postgres-tls", "tls.crt", 1_800_000_000),
+            ],
+        );
+        // The renewal ends: the previous CA's series goes.
+        gauges.set_certificates(
+            "ton-prod",
+            &[
+                certificate("dfr-tenant-ca", "tls.crt", 1_810_000_000),
+                certificate("postgres-tls", "tls.crt", 1_800_000_001),
+            ],
+        );
         let mut text = Vec::new();
         prometheus::Encoder::encode(
             &prometheus::TextEncoder::new(),
@@ -179,6 +248,12 @@ mod tests {
             )
         );
         assert!(text.contains("dfr_operator_tenant_reconcile_failures{tenant=\"ton-prod\"} 3"));
+        assert!(
+            text.contains("dfr_certificate_not_after_timestamp_seconds{key=\"tls.crt\",secret=\"postgres-tls\",tenant=\"ton-prod\"} 1800000001"),
+            "{text}"
+        );
+        assert!(text.contains("dfr_certificate_not_after_timestamp_seconds{key=\"tls.crt\",secret=\"dfr-tenant-ca\",tenant=\"ton-prod\"} 1810000000"));
+        assert!(!text.contains("key=\"previous.crt\""), "{text}");
         gauges.forget("ton-prod");
         assert!(registry.gather().iter().all(|f| f.get_metric().is_empty()));
     }

@@ -767,6 +767,291 @@ async fn a_certificate_near_expiry_is_renewed_from_the_tenant_ca() {
     operator.stop().await;
 }
 
+/// The text of one key of a Secret.
+fn secret_text(secret: &Secret, key: &str) -> String {
+    secret
+        .data
+        .as_ref()
+        .and_then(|data| data.get(key))
+        .map(|bytes| String::from_utf8(bytes.0.clone()).unwrap())
+        .unwrap_or_default()
+}
+
+/// An Event with this reason on the DfrCountry, once there is one.
+async fn event(t: &Tenant, reason: &str) -> k8s_openapi::api::events::v1::Event {
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(t.admin.clone());
+    let name = t.country.name_any();
+    eventually(WAIT, &format!("a {reason} Event"), || {
+        let events = events.clone();
+        let name = name.clone();
+        async move {
+            events
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .find(|e| {
+                    e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name.as_str())
+                        && e.reason.as_deref() == Some(reason)
+                })
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_due_tenant_ca_is_renewed_with_an_overlap_in_which_both_are_trusted() {
+    use dfr_operator::ca_renewal::{PHASE_ANNOTATION, PREVIOUS_KEY, SINCE_ANNOTATION};
+    use dfr_operator::children::secrets::{
+        LEAF_CERTIFICATE_SECRETS, certificate_issued_at, chains_to, generate_ca, pem_certificates,
+        reissue,
+    };
+    const DELAY: Duration = Duration::from_secs(10);
+    let t = tenant("vut-test.yaml").await;
+    let operator = RunningOperator::start_with(&t.admin, &t.id, |settings| {
+        settings.certificate_propagation_delay = DELAY;
+    })
+    .await;
+    apply_country(&t.admin, &t.country).await;
+    t.wait_for_condition("CertificatesValid", "True", "CertificatesCurrent")
+        .await;
+    // No PostgreSQL member runs on a control plane alone: the gate "every member serves the
+    // new certificate" holds trivially, and the condition says why.
+    t.wait_for_condition("CertificatesServed", "True", "NoRunningMembers")
+        .await;
+    let secrets: Api<Secret> = t.api();
+    // Suspended while the Secrets are forged below, so the operator sees them all at once.
+    let suspend = |suspend: bool| {
+        let countries = t.countries();
+        let name = t.country.name_any();
+        async move {
+            countries
+                .patch(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(&json!({"spec": {"suspend": suspend}})),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    suspend(true).await;
+    t.wait_for_condition("Progressing", "False", "Suspended")
+        .await;
+
+    // A CA that expires in 30 minutes, with the tenant's certificates issued from it: what a
+    // tenant looks like when its CA is due (the spec's 2160h certificates could outlive it).
+    let mut short = dfr_operator::validate::validate(&t.live().await).unwrap();
+    short.tls.duration = Duration::from_secs(15 * 60);
+    let old_ca = generate_ca(&short).unwrap();
+    let settings = dfr_operator::settings::Settings::default();
+    let merge = |data: serde_json::Value| json!({ "data": data });
+    let encode = |text: &str| k8s_openapi::ByteString(text.as_bytes().to_vec());
+    let mut old_leaves = BTreeMap::new();
+    for &name in LEAF_CERTIFICATE_SECRETS {
+        let pem = reissue(&short, &settings, name, &old_ca).unwrap();
+        secrets
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(&merge(json!({
+                    "tls.crt": encode(&pem.certificate),
+                    "tls.key": encode(&pem.key),
+                    "ca.crt": encode(&old_ca.certificate),
+                }))),
+            )
+            .await
+            .unwrap();
+        old_leaves.insert(name, pem.certificate);
+    }
+    secrets
+        .patch(
+            naming::SECRET_TENANT_CA,
+            &PatchParams::default(),
+            &Patch::Merge(&merge(json!({
+                "tls.crt": encode(&old_ca.certificate),
+                "tls.key": encode(&old_ca.key),
+            }))),
+        )
+        .await
+        .unwrap();
+    suspend(false).await;
+
+    // Phase 1: a new CA; every ca.crt trusts both, the certificates are still the old CA's.
+    let renewing = eventually(WAIT, "a new CA with the previous one kept", || {
+        let secrets = secrets.clone();
+        let old = old_ca.certificate.clone();
+        async move {
+            let ca = secrets.get(naming::SECRET_TENANT_CA).await.ok()?;
+            (secret_text(&ca, PREVIOUS_KEY) == old).then_some(ca)
+        }
+    })
+    .await;
+    let new_ca = secret_text(&renewing, "tls.crt");
+    assert_ne!(new_ca, old_ca.certificate);
+    assert!(!secret_text(&renewing, "tls.key").is_empty());
+    assert!(!secret_text(&renewing, PREVIOUS_KEY).contains("PRIVATE KEY"));
+    assert_eq!(renewing.annotations()[PHASE_ANNOTATION], "TrustPublished");
+    let started: k8s_openapi::jiff::Timestamp =
+        renewing.annotations()[SINCE_ANNOTATION].parse().unwrap();
+    let both = [
+        pem_certificates(&new_ca)[0].clone(),
+        pem_certificates(&old_ca.certificate)[0].clone(),
+    ];
+    for &name in LEAF_CERTIFICATE_SECRETS {
+        let secret = eventually(WAIT, &format!("{name} to trust both CAs"), || {
+            let secrets = secrets.clone();
+            let both = both.clone();
+            async move {
+                let secret = secrets.get(name).await.ok()?;
+                (pem_certificates(&secret_text(&secret, "ca.crt")) == both).then_some(secret)
+            }
+        })
+        .await;
+        let certificate = secret_text(&secret, "tls.crt");
+        if chains_to(&certificate, &new_ca) {
+            // Re-issued already: only after the delay.
+            let issued = certificate_issued_at(&certificate).unwrap();
+            assert!(
+                issued.as_second() >= started.as_second() + DELAY.as_secs() as i64,
+                "{name} was issued from the new CA at {issued}, before {started} + {DELAY:?}"
+            );
+        } else {
+            assert_eq!(certificate, old_leaves[name], "{name} changed too early");
+        }
+    }
+    let note = event(&t, "CaRenewalStarted").await.note.unwrap_or_default();
+    assert!(note.contains("both CAs"), "{note}");
+
+    // Phase 2, after the delay: every certificate is re-issued from the new CA.
+    for &name in LEAF_CERTIFICATE_SECRETS {
+        let certificate = eventually(WAIT, &format!("{name} re-issued from the new CA"), || {
+            let secrets = secrets.clone();
+            let new_ca = new_ca.clone();
+            async move {
+                let certificate = secret_text(&secrets.get(name).await.ok()?, "tls.crt");
+                chains_to(&certificate, &new_ca).then_some(certificate)
+            }
+        })
+        .await;
+        assert!(!chains_to(&certificate, &old_ca.certificate));
+        let issued = certificate_issued_at(&certificate).unwrap();
+        assert!(
+            issued.as_second() >= started.as_second() + DELAY.as_secs() as i64,
+            "{name} was issued from the new CA at {issued}, before {started} + {DELAY:?}"
+        );
+    }
+    event(&t, "CertificatesReissued").await;
+
+    // Phase 3, after the delay again: the previous CA leaves every bundle and the CA Secret.
+    eventually(WAIT, "the previous CA to be removed", || {
+        let secrets = secrets.clone();
+        async move {
+            let ca = secrets.get(naming::SECRET_TENANT_CA).await.ok()?;
+            let annotations = ca.annotations();
+            (secret_text(&ca, PREVIOUS_KEY).is_empty()
+                && !annotations.contains_key(PHASE_ANNOTATION)
+                && !annotations.contains_key(SINCE_ANNOTATION))
+            .then_some(())
+        }
+    })
+    .await;
+    for &name in LEAF_CERTIFICATE_SECRETS {
+        eventually(WAIT, &format!("{name} to trust the new CA alone"), || {
+            let secrets = secrets.clone();
+            let new_ca = new_ca.clone();
+            async move {
+                let bundle = secret_text(&secrets.get(name).await.ok()?, "ca.crt");
+                (pem_certificates(&bundle) == pem_certificates(&new_ca)).then_some(())
+            }
+        })
+        .await;
+    }
+    event(&t, "CaRenewalCompleted").await;
+
+    // Status lists every certificate's expiry and no renewal; so do the gauges.
+    let country = eventually(WAIT, "status without a CA renewal", || {
+        let countries = t.countries();
+        let name = t.country.name_any();
+        async move {
+            let country = countries.get(&name).await.ok()?;
+            let status = country.status.as_ref()?;
+            (status.ca_renewal.is_none()
+                && status.certificates.len() == 1 + LEAF_CERTIFICATE_SECRETS.len())
+            .then_some(country)
+        }
+    })
+    .await;
+    let status = country.status.unwrap();
+    let ca_entry = status
+        .certificates
+        .iter()
+        .find(|c| c.secret == naming::SECRET_TENANT_CA)
+        .unwrap();
+    assert_eq!(ca_entry.key, "tls.crt");
+    assert_eq!(
+        Some(ca_entry.not_after.0),
+        dfr_operator::children::secrets::certificate_not_after(&new_ca)
+    );
+    let gauges: Vec<String> = operator
+        .metrics
+        .registry
+        .gather()
+        .iter()
+        .filter(|family| family.name() == "dfr_certificate_not_after_timestamp_seconds")
+        .flat_map(|family| family.get_metric().iter())
+        .filter(|m| {
+            m.get_label()
+                .iter()
+                .any(|l| l.value() == t.country.name_any())
+        })
+        .map(|m| {
+            m.get_label()
+                .iter()
+                .map(|l| format!("{}={}", l.name(), l.value()))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect();
+    assert_eq!(
+        gauges.len(),
+        1 + LEAF_CERTIFICATE_SECRETS.len(),
+        "{gauges:?}"
+    );
+    assert!(
+        gauges.iter().all(|g| !g.contains("previous.crt")),
+        "{gauges:?}"
+    );
+
+    // Done: nothing more is written.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let writes = operator.writes();
+    let reconciles = operator.successful_reconciles();
+    // A spec-less change (an annotation) makes the operator reconcile without cause to write.
+    t.countries()
+        .patch(
+            &t.country.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"annotations": {"test.dfr.io/poke": "1"}}})),
+        )
+        .await
+        .unwrap();
+    eventually(WAIT, "another reconcile", || {
+        let done = operator.successful_reconciles();
+        async move { (done > reconciles).then_some(()) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2 * DELAY.as_secs())).await;
+    assert_eq!(
+        operator.writes(),
+        writes,
+        "the operator wrote after the renewal was complete:\n{}",
+        operator.metrics.render().unwrap()
+    );
+    operator.stop().await;
+}
+
 #[tokio::test]
 async fn the_pii_key_is_rotated_on_its_period_and_old_keys_are_kept() {
     let mut t = tenant("vut-test.yaml").await;

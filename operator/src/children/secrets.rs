@@ -29,7 +29,7 @@ pub enum SecretsError {
 }
 
 /// A certificate and its private key, PEM encoded.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Pem {
     pub certificate: String,
     pub key: String,
@@ -46,6 +46,9 @@ pub struct SecretMaterial {
     pub jwt_private_key_pem: String,
     pub pii_keyring_json: String,
     pub ca: Pem,
+    /// What every certificate Secret's ca.crt holds: the CA, and while a CA renewal is in
+    /// progress the previous CA too.
+    pub ca_bundle: String,
     pub postgres_tls: Pem,
     pub api_tls: Pem,
     pub rewind_password: String,
@@ -97,11 +100,37 @@ pub fn service_names(service: &str, namespace: &str, domain: &str) -> Vec<String
     ]
 }
 
+/// How far back a certificate's validity starts, for clocks that run behind.
+const CLOCK_SLACK_SECONDS: i64 = 300;
+
 fn validity(params: &mut CertificateParams, lifetime: std::time::Duration) {
     let now = time::OffsetDateTime::now_utc();
-    // A little slack for clocks that run behind.
-    params.not_before = now - time::Duration::minutes(5);
+    params.not_before = now - time::Duration::seconds(CLOCK_SLACK_SECONDS);
     params.not_after = now + lifetime;
+}
+
+/// A new tenant CA, valid for twice spec.tls.duration: it is renewed (see
+/// [`crate::ca_renewal`]) once a certificate issued under it could outlive it, which is on the
+/// same cadence as its certificates, so the renewal runs regularly rather than once in years.
+/// Its name carries the time it was made, so two CAs of a tenant differ by name as well as by
+/// key.
+pub fn generate_ca(tenant: &Tenant) -> Result<Pem, SecretsError> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name = DistinguishedName::new();
+    let made = k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ");
+    params.distinguished_name.push(
+        DnType::CommonName,
+        format!("dfr {} CA {made}", tenant.namespace),
+    );
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    validity(&mut params, tenant.tls.duration * 2);
+    let certificate = params.self_signed(&key)?;
+    Ok(Pem {
+        certificate: certificate.pem(),
+        key: key.serialize_pem(),
+    })
 }
 
 fn leaf(
@@ -243,24 +272,9 @@ pub fn reissue(
 impl SecretMaterial {
     pub fn generate(tenant: &Tenant, settings: &Settings) -> Result<Self, SecretsError> {
         let lifetime = tenant.tls.duration;
-        let namespace = tenant.namespace.clone();
 
-        let ca_key = KeyPair::generate()?;
-        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-        ca_params.distinguished_name = DistinguishedName::new();
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, format!("dfr {namespace} CA"));
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        // The CA outlives its leaves so a renewal does not need a new trust anchor.
-        validity(&mut ca_params, lifetime * 4);
-        let ca_certificate = ca_params.self_signed(&ca_key)?;
-        let ca = Pem {
-            certificate: ca_certificate.pem(),
-            key: ca_key.serialize_pem(),
-        };
-        let issuer = Issuer::new(ca_params, ca_key);
+        let ca = generate_ca(tenant)?;
+        let issuer = Issuer::from_ca_cert_pem(&ca.certificate, KeyPair::from_pem(&ca.key)?)?;
 
         let postgres_tls = leaf(
             &issuer,
@@ -285,6 +299,7 @@ impl SecretMaterial {
             app_password: password(),
             jwt_private_key_pem: KeyPair::generate()?.serialize_pem(),
             pii_keyring_json: pii_keyring("k1", &random_key_base64(), &random_key_base64()),
+            ca_bundle: ca.certificate.clone(),
             ca,
             postgres_tls,
             api_tls,
@@ -298,11 +313,13 @@ impl SecretMaterial {
 
     /// The same material with every certificate issued by the tenant's existing CA instead: a
     /// Secret added by a newer operator must chain to the CA the members already trust.
+    /// `ca_bundle` is what the existing Secrets' ca.crt holds (both CAs during a renewal).
     pub fn under_ca(
         self,
         tenant: &Tenant,
         settings: &Settings,
         ca: Pem,
+        ca_bundle: String,
     ) -> Result<Self, SecretsError> {
         let issue = |secret: &str| reissue(tenant, settings, secret, &ca);
         Ok(Self {
@@ -311,6 +328,7 @@ impl SecretMaterial {
             replication_tls: issue(naming::SECRET_REPLICATION_TLS)?,
             rewind_tls: issue(naming::SECRET_REWIND_TLS)?,
             ca,
+            ca_bundle,
             ..self
         })
     }
@@ -348,7 +366,7 @@ pub fn desired_secrets(tenant: &Tenant, material: &SecretMaterial) -> Vec<Secret
             &[
                 ("tls.crt", &pem.certificate),
                 ("tls.key", &pem.key),
-                ("ca.crt", &material.ca.certificate),
+                ("ca.crt", &material.ca_bundle),
             ],
         )
     };
@@ -443,6 +461,62 @@ pub fn lacks_names(certificate_pem: &str, wanted: &[String]) -> bool {
         _ => Vec::new(),
     };
     wanted.iter().any(|name| !present.contains(name))
+}
+
+/// The DER of every certificate in a PEM text, in order.
+pub fn pem_certificates(pem: &str) -> Vec<Vec<u8>> {
+    x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes())
+        .filter_map(Result::ok)
+        .filter(|block| block.label == "CERTIFICATE")
+        .map(|block| block.contents)
+        .collect()
+}
+
+/// Whether two PEM texts hold the same certificates in the same order (whitespace and line
+/// ends aside). An empty text matches nothing.
+pub fn same_certificates(a: &str, b: &str) -> bool {
+    let a = pem_certificates(a);
+    !a.is_empty() && a == pem_certificates(b)
+}
+
+/// A ca.crt bundle: the current CA first, then the previous one a renewal still trusts.
+pub fn ca_bundle(current: &str, previous: Option<&str>) -> String {
+    let mut bundle = current.trim_end().to_string();
+    bundle.push('\n');
+    if let Some(previous) = previous {
+        bundle.push_str(previous.trim_end());
+        bundle.push('\n');
+    }
+    bundle
+}
+
+/// Whether the (first) certificate of `leaf_pem` was signed by the CA of `ca_pem`: its issuer
+/// is the CA's subject and the CA's key verifies its signature. A name alone would not tell
+/// two CAs of the same tenant apart.
+pub fn chains_to(leaf_pem: &str, ca_pem: &str) -> bool {
+    let (Some(leaf), Some(ca)) = (
+        pem_certificates(leaf_pem).into_iter().next(),
+        pem_certificates(ca_pem).into_iter().next(),
+    ) else {
+        return false;
+    };
+    let (Ok((_, leaf)), Ok((_, ca))) = (
+        x509_parser::parse_x509_certificate(&leaf),
+        x509_parser::parse_x509_certificate(&ca),
+    ) else {
+        return false;
+    };
+    leaf.issuer() == ca.subject() && leaf.verify_signature(Some(ca.public_key())).is_ok()
+}
+
+/// When the operator issued a certificate: its notBefore plus the clock slack it starts with.
+pub fn certificate_issued_at(pem: &str) -> Option<k8s_openapi::jiff::Timestamp> {
+    let (_, parsed) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?;
+    let certificate = parsed.parse_x509().ok()?;
+    k8s_openapi::jiff::Timestamp::from_second(
+        certificate.validity().not_before.timestamp() + CLOCK_SLACK_SECONDS,
+    )
+    .ok()
 }
 
 /// When a PEM certificate expires, for status.certificatesNotAfter.
@@ -545,7 +619,12 @@ mod tests {
         let settings = Settings::default();
         let existing = material();
         let fresh = material()
-            .under_ca(&tenant, &settings, existing.ca.clone())
+            .under_ca(
+                &tenant,
+                &settings,
+                existing.ca.clone(),
+                existing.ca.certificate.clone(),
+            )
             .unwrap();
         assert_eq!(fresh.ca.certificate, existing.ca.certificate);
         let (_, ca) = x509_parser::pem::parse_x509_pem(existing.ca.certificate.as_bytes()).unwrap();

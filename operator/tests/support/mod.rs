@@ -182,6 +182,12 @@ pub struct RunningOperator {
 
 impl RunningOperator {
     pub async fn start(admin: &Client, id: &str) -> Self {
+        Self::start_with(admin, id, |_| {}).await
+    }
+
+    /// An operator whose settings `adjust` changes from the tests' defaults (a short
+    /// certificate propagation delay, for example).
+    pub async fn start_with(admin: &Client, id: &str, adjust: impl FnOnce(&mut Settings)) -> Self {
         // RUST_LOG=dfr_operator=debug shows what the operator does in a failing test.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -194,10 +200,11 @@ impl RunningOperator {
             metrics.kube_requests.clone(),
         )
         .unwrap();
-        let settings = Settings {
+        let mut settings = Settings {
             kubernetes_api_cidrs: vec!["127.0.0.1/32".into()],
             ..Settings::default()
         };
+        adjust(&mut settings);
         let options = RunOptions {
             tenant_selector: Some(format!("{TEST_RUN_LABEL}={id}")),
             concurrency: 4,
