@@ -41,14 +41,30 @@ pub async fn observe(caches: &Caches, tenant: &Tenant, settings: &Settings) -> R
                     .any(|c| c.type_ == "Available" && c.status == "True")
             });
 
-    // The earliest expiry among the tenant CA and every certificate it issued: the one that
-    // would break a connection first.
-    let certificates_not_after = crate::children::secrets::LEAF_CERTIFICATE_SECRETS
+    // The earliest expiry among the CA and every certificate it issued: the one that would
+    // break a connection first. The operator's own CA is in dfr-tenant-ca; with issuerRef
+    // cert-manager puts the issuing CA in each Secret's ca.crt (where the issuer has one), and
+    // a dfr-tenant-ca left from before is no longer used.
+    let self_issued = crate::children::certificates::self_issued(tenant);
+    let (secret_names, keys): (Vec<&str>, &[&str]) = if self_issued {
+        let mut names = crate::children::secrets::LEAF_CERTIFICATE_SECRETS.to_vec();
+        names.push(naming::SECRET_TENANT_CA);
+        (names, &["tls.crt"])
+    } else {
+        (
+            crate::children::secrets::LEAF_CERTIFICATE_SECRETS.to_vec(),
+            &["tls.crt", "ca.crt"],
+        )
+    };
+    let certificates_not_after = secret_names
         .iter()
-        .chain([&naming::SECRET_TENANT_CA])
         .filter_map(|name| caches.get::<Secret>(Some(&namespace), name))
         .filter_map(|secret| secret.data)
-        .filter_map(|data| data.get("tls.crt").cloned())
+        .flat_map(|data| {
+            keys.iter()
+                .filter_map(|key| data.get(*key).cloned())
+                .collect::<Vec<_>>()
+        })
         .filter_map(|pem| String::from_utf8(pem.0).ok())
         .filter_map(|pem| crate::children::secrets::certificate_not_after(&pem))
         .min();
@@ -109,6 +125,7 @@ pub async fn observe(caches: &Caches, tenant: &Tenant, settings: &Settings) -> R
         api_deployment_available,
         autoscaler,
         certificates_not_after,
+        certificates_not_ready: None,
         pii_key,
         problem: None,
         risk,

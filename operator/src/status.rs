@@ -25,6 +25,9 @@ pub struct Observed {
     /// What the API's HorizontalPodAutoscaler reports, where autoscaling is on.
     pub autoscaler: crate::autoscaling::Observation,
     pub certificates_not_after: Option<Timestamp>,
+    /// With spec.tls.issuerRef: the cert-manager Certificates that are not Ready, for
+    /// CertificatesValid; None when all are (or the operator issues them itself).
+    pub certificates_not_ready: Option<String>,
     /// The active PII key and since when, if the key ring Secret can be read.
     pub pii_key: Option<dfr_crds::PiiKeyStatus>,
     /// A problem that needs a person: (reason, message).
@@ -139,8 +142,10 @@ pub fn desired_status(
             ),
         };
 
-    let certificates =
-        certificates_condition(observed.renew_before, observed.certificates_not_after, now);
+    let certificates = match &observed.certificates_not_ready {
+        Some(message) => ("False", "CertificateNotReady", message.clone()),
+        None => certificates_condition(observed.renew_before, observed.certificates_not_after, now),
+    };
 
     let last_backup = crate::backup::last_backup(
         &observed.backup_runs,
