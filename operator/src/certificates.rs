@@ -19,6 +19,7 @@
 //! cert-manager had written from the tenant CA (created if the tenant never had one) in the same
 //! reconcile, dropping cert-manager's annotations ([`hand_back`]).
 
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
@@ -34,7 +35,6 @@ use crate::error::{Error, Result};
 use crate::naming;
 use crate::settings::Settings;
 use crate::tenant::Tenant;
-use k8s_openapi::api::core::v1::Secret;
 
 /// The prefix of the annotations cert-manager puts on the Secrets it writes.
 const CERT_MANAGER_ANNOTATION_PREFIX: &str = "cert-manager.io/";
