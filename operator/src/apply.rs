@@ -140,6 +140,42 @@ where
     Ok(true)
 }
 
+/// Applies a child of a kind without a watch cache (one the cluster may not serve, see
+/// [`crate::discovery`]): reads the live object, refuses one another owner made, applies only on
+/// a difference. Returns whether it wrote, and the live object as read before (its status, for
+/// the caller).
+pub async fn apply_uncached<K>(
+    client: &Client,
+    tenant: &Tenant,
+    object: &K,
+) -> Result<(bool, Option<K>)>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), &tenant.namespace);
+    let name = object.name_any();
+    let live = api
+        .get_opt(&name)
+        .await
+        .map_err(Error::kube(format!("reading {}", describe::<K>(&name))))?;
+    if let Some(live) = &live
+        && !owned_by(live, &tenant.owner.uid)
+        && !retained_for(live, &tenant.name)
+    {
+        return Err(Error::ForeignObject {
+            kind: K::kind(&()).to_string(),
+            namespace: tenant.namespace.clone(),
+            name,
+        });
+    }
+    let applied = apply_if_changed(&api, object, live.as_ref()).await?;
+    Ok((applied, live))
+}
+
 /// Makes the tenant's objects of kind K in its namespace exactly `desired`, reading what exists
 /// from the watch caches. The objects are independent of each other, so they are applied at once.
 pub async fn sync_namespaced<K>(

@@ -122,7 +122,13 @@ macro_rules! own_child_kinds {
         ) -> Controller<DeserializeGuard<DfrCountry>> {
             let controller = controller
                 .watches_shared_stream(subscriptions.namespaces, controlling_tenant)
-                .watches_shared_stream(subscriptions.secrets, controlling_tenant)
+                // cert-manager writes the Secrets of spec.tls.issuerRef without an owner
+                // reference (unless its --enable-certificate-owner-ref is set), with the tenant
+                // labels of the Certificate's secretTemplate.
+                .watches_shared_stream(subscriptions.secrets, |secret| {
+                    let by_label = secret.labels().get(labels::TENANT).cloned();
+                    controlling_tenant(secret).or_else(|| by_label.map(|t| ObjectRef::new(&t)))
+                })
                 $(.watches_shared_stream(subscriptions.$field, controlling_tenant))*;
             // A DfrBackup belongs to the tenant whose namespace it is in.
             let namespaces = caches.namespaces.clone();

@@ -69,6 +69,24 @@ pub enum Error {
     /// Something a person is about to create (a Secret in the new namespace): retried soon.
     #[error("{0}")]
     WaitingFor(String),
+
+    /// spec.tls.issuerRef is set and cert-manager has not written a Certificate's Secret yet.
+    #[error(
+        "waiting for cert-manager to issue Certificate {namespace}/{name} into Secret {name}: \
+         {readiness}; the database and the API start once the Secret exists"
+    )]
+    CertificateNotIssued {
+        namespace: String,
+        name: String,
+        readiness: String,
+    },
+
+    #[error(
+        "spec.tls.issuerRef is set but the cluster does not serve {0} Certificates: install \
+         cert-manager, or remove spec.tls.issuerRef to let the operator issue the certificates \
+         from its own tenant CA"
+    )]
+    CertManagerAbsent(&'static str),
 }
 
 impl Error {
@@ -94,6 +112,8 @@ impl Error {
             Error::PiiKeyRing { .. } => "PiiKeyRingInvalid",
             Error::RestoreRefused(_) => "RestoreRefused",
             Error::WaitingFor(_) => "WaitingForSecret",
+            Error::CertificateNotIssued { .. } => "WaitingForCertificate",
+            Error::CertManagerAbsent(_) => "CertManagerNotInstalled",
         }
     }
 
@@ -114,6 +134,8 @@ impl Error {
             Error::PiiKeyRing { .. } => "pii_key_ring",
             Error::RestoreRefused(_) => "restore_refused",
             Error::WaitingFor(_) => "waiting",
+            Error::CertificateNotIssued { .. } => "waiting_for_certificate",
+            Error::CertManagerAbsent(_) => "cert_manager_absent",
         }
     }
 
@@ -127,6 +149,7 @@ impl Error {
                 | Error::ForeignObject { .. }
                 | Error::RestoreRefused(_)
                 | Error::PiiKeyRing { .. }
+                | Error::CertManagerAbsent(_)
         )
     }
 }

@@ -143,10 +143,9 @@ pub async fn ensure_secrets(
         .map(ResourceExt::name_any)
         .collect();
     let mut changes = Changes::default();
-    if naming::GENERATED_SECRETS
-        .iter()
-        .all(|name| existing.contains(*name))
-    {
+    // With spec.tls.issuerRef, cert-manager writes the certificate Secrets (crate::certificates).
+    let wanted = crate::children::certificates::operator_generated_secrets(tenant);
+    if wanted.iter().all(|name| existing.contains(*name)) {
         return Ok(changes);
     }
     let mut material = SecretMaterial::generate(tenant, settings)
@@ -177,7 +176,7 @@ pub async fn ensure_secrets(
         if name == naming::SECRET_API_PII_KEYS {
             crate::tenant_metrics::mark_key_activated(&mut secret, key_activated);
         }
-        if existing.contains(&name) {
+        if existing.contains(&name) || !wanted.contains(&name.as_str()) {
             continue;
         }
         match api.create(&params, &secret).await {

@@ -1,70 +1,30 @@
 //! Applies a tenant's PodMonitors and PrometheusRule where the cluster serves the Prometheus
 //! Operator's kinds, and says on the status when it does not. Whether the kinds exist is asked
-//! of the API server's discovery at most every few minutes for all tenants together, so
-//! installing kube-prometheus-stack later is noticed without a restart.
+//! of the API server's discovery (see [`crate::discovery`]), so installing
+//! kube-prometheus-stack later is noticed without a restart.
 //!
 //! These kinds have no watch cache (a watch on a kind that is not installed fails), so each
 //! reconcile reads the few objects; it writes only where they differ, like every other child.
 //! A failure here is reported on MonitoringReady rather than failing the reconcile: the
 //! registry runs the same without its alerts.
 
-use std::fmt::Debug;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use kube::{Client, ResourceExt};
 
-use k8s_openapi::NamespaceResourceScope;
-use kube::api::Api;
-use kube::{Client, Resource, ResourceExt};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-
-use crate::apply::{Changes, apply_if_changed, owned_by, retained_for};
+use crate::apply::{Changes, apply_uncached};
 use crate::children::monitoring::{self, MonitoringState};
-use crate::error::{Error, Result};
+use crate::discovery::Discovery;
+use crate::error::Result;
 use crate::settings::Settings;
 use crate::tenant::Tenant;
 
 pub const GROUP_VERSION: &str = "monitoring.coreos.com/v1";
-/// How long an answer of discovery is reused.
-const RECHECK: Duration = Duration::from_secs(300);
-
 pub const REASON_CONFIGURED: &str = "MonitoringConfigured";
 pub const REASON_CRDS_ABSENT: &str = "MonitoringCRDsAbsent";
 pub const REASON_FAILED: &str = "MonitoringApplyFailed";
 
-/// The cached answer to "does the cluster serve PodMonitor and PrometheusRule?".
-#[derive(Default)]
-pub struct Discovery {
-    answer: Mutex<Option<(Instant, bool)>>,
-}
-
-impl Discovery {
-    pub async fn installed(&self, client: &Client) -> Result<bool> {
-        if let Ok(answer) = self.answer.lock()
-            && let Some((at, installed)) = *answer
-            && at.elapsed() < RECHECK
-        {
-            return Ok(installed);
-        }
-        let installed = match client.list_api_group_resources(GROUP_VERSION).await {
-            Ok(list) => served(&list),
-            Err(kube::Error::Api(status)) if status.code == 404 => false,
-            Err(error) => {
-                return Err(Error::kube(format!("discovering {GROUP_VERSION}"))(error));
-            }
-        };
-        if let Ok(mut answer) = self.answer.lock() {
-            *answer = Some((Instant::now(), installed));
-        }
-        Ok(installed)
-    }
-}
-
-/// Both kinds the operator creates are served.
-fn served(list: &k8s_openapi::apimachinery::pkg::apis::meta::v1::APIResourceList) -> bool {
-    ["podmonitors", "prometheusrules"]
-        .iter()
-        .all(|plural| list.resources.iter().any(|r| r.name == *plural))
+/// Asks whether the cluster serves both kinds the operator creates.
+pub fn discovery() -> Discovery {
+    Discovery::new(GROUP_VERSION, &["podmonitors", "prometheusrules"])
 }
 
 /// Applies the tenant's monitoring objects when the kinds exist; the state for its condition.
@@ -125,78 +85,18 @@ async fn try_sync(
     }
     let mut changes = Changes::default();
     for monitor in monitoring::desired_pod_monitors(tenant, settings) {
-        if apply_one(client, tenant, &monitor).await? {
+        if apply_uncached(client, tenant, &monitor).await?.0 {
             changes
                 .applied
                 .push(format!("PodMonitor/{}", monitor.name_any()));
         }
     }
     for rule in monitoring::desired_prometheus_rules(tenant, settings) {
-        if apply_one(client, tenant, &rule).await? {
+        if apply_uncached(client, tenant, &rule).await?.0 {
             changes
                 .applied
                 .push(format!("PrometheusRule/{}", rule.name_any()));
         }
     }
     Ok(Some(changes))
-}
-
-/// Reads the live object, refuses one another owner made, applies only on a difference.
-async fn apply_one<K>(client: &Client, tenant: &Tenant, object: &K) -> Result<bool>
-where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + Debug,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), &tenant.namespace);
-    let name = object.name_any();
-    let kind = K::kind(&()).to_string();
-    let live = api
-        .get_opt(&name)
-        .await
-        .map_err(Error::kube(format!("reading {kind}/{name}")))?;
-    if let Some(live) = &live
-        && !owned_by(live, &tenant.owner.uid)
-        && !retained_for(live, &tenant.name)
-    {
-        return Err(Error::ForeignObject {
-            kind,
-            namespace: tenant.namespace.clone(),
-            name,
-        });
-    }
-    apply_if_changed(&api, object, live.as_ref()).await
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{APIResource, APIResourceList};
-
-    fn list(plurals: &[&str]) -> APIResourceList {
-        APIResourceList {
-            group_version: GROUP_VERSION.into(),
-            resources: plurals
-                .iter()
-                .map(|name| APIResource {
-                    name: name.to_string(),
-                    ..APIResource::default()
-                })
-                .collect(),
-        }
-    }
-
-    #[test]
-    fn both_kinds_must_be_served() {
-        assert!(served(&list(&[
-            "podmonitors",
-            "prometheusrules",
-            "servicemonitors"
-        ])));
-        assert!(!served(&list(&["servicemonitors", "prometheusrules"])));
-        assert!(!served(&list(&[])));
-    }
 }

@@ -41,13 +41,14 @@ pub async fn observe(caches: &Caches, tenant: &Tenant, settings: &Settings) -> R
                     .any(|c| c.type_ == "Available" && c.status == "True")
             });
 
-    let (certificates, ca_renewal) = certificates(caches, &namespace);
-    // The earliest expiry among the tenant CA and every certificate it issued: the one that
-    // would break a connection first. A previous CA a renewal still trusts breaks nothing when
-    // it expires (nothing it signed is left), so it does not count.
+    let self_issued = crate::children::certificates::self_issued(tenant);
+    let (certificates, ca_renewal) = certificates(caches, &namespace, self_issued);
+    // The earliest expiry among the CA and every certificate it issued: the one that would
+    // break a connection first. A previous CA a renewal still trusts breaks nothing when it
+    // expires (nothing it signed is left), so it does not count.
     let certificates_not_after = certificates
         .iter()
-        .filter(|certificate| certificate.key == "tls.crt")
+        .filter(|certificate| certificate.key != crate::ca_renewal::PREVIOUS_KEY)
         .map(|certificate| certificate.not_after.0)
         .min();
 
@@ -110,6 +111,7 @@ pub async fn observe(caches: &Caches, tenant: &Tenant, settings: &Settings) -> R
         certificates,
         ca_renewal,
         certificates_served: None,
+        certificates_not_ready: None,
         pii_key,
         problem: None,
         risk,
@@ -125,16 +127,22 @@ pub async fn observe(caches: &Caches, tenant: &Tenant, settings: &Settings) -> R
 
 /// The expiry of the tenant CA, the previous CA while a renewal trusts it, and every
 /// certificate the CA issued; and the renewal in progress.
+/// Every certificate's expiry, and the CA renewal under way. The operator's own CA is in
+/// dfr-tenant-ca (with the previous one during a renewal); with issuerRef cert-manager puts the
+/// issuing CA in each Secret's ca.crt (where the issuer has one), and a dfr-tenant-ca left from
+/// before is no longer used.
 pub fn certificates(
     caches: &Caches,
     namespace: &str,
+    self_issued: bool,
 ) -> (
     Vec<dfr_crds::CertificateStatus>,
     Option<dfr_crds::CaRenewalStatus>,
 ) {
     let mut found = Vec::new();
     let mut renewal = None;
-    let secrets = std::iter::once(naming::SECRET_TENANT_CA).chain(
+    let own_ca = self_issued.then_some(naming::SECRET_TENANT_CA);
+    let secrets = own_ca.into_iter().chain(
         crate::children::secrets::LEAF_CERTIFICATE_SECRETS
             .iter()
             .copied(),
@@ -144,6 +152,9 @@ pub fn certificates(
             continue;
         };
         let mut keys = vec!["tls.crt"];
+        if !self_issued {
+            keys.push("ca.crt");
+        }
         if name == naming::SECRET_TENANT_CA {
             keys.push(crate::ca_renewal::PREVIOUS_KEY);
             renewal = crate::ca_renewal::CaState::from_secret(&secret).status();

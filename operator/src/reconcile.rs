@@ -44,7 +44,9 @@ pub struct Context {
     /// The last problem reported on an object that could not be read, so it is written once.
     reported_invalid: Mutex<HashMap<String, String>>,
     /// Whether the cluster serves the Prometheus Operator's kinds, asked now and then.
-    monitoring: crate::monitoring::Discovery,
+    monitoring: crate::discovery::Discovery,
+    /// Whether the cluster serves cert-manager's Certificate, asked now and then.
+    cert_manager: crate::discovery::Discovery,
 }
 
 impl Context {
@@ -63,7 +65,8 @@ impl Context {
             metrics,
             failures: Mutex::default(),
             reported_invalid: Mutex::default(),
-            monitoring: crate::monitoring::Discovery::default(),
+            monitoring: crate::monitoring::discovery(),
+            cert_manager: crate::certificates::discovery(),
         }
     }
 }
@@ -167,9 +170,10 @@ async fn apply(country: &DfrCountry, ctx: &Context) -> Result<Action> {
     let tenant = validate::validate(country)?;
     let mut changes = Changes::default();
     let mut monitoring = None;
+    let mut certificates = crate::certificates::Readiness::default();
     if !tenant.spec.suspend {
         let desired = desired_state(&tenant, &ctx.settings);
-        changes = apply_children(&tenant, &desired, ctx).await?;
+        (changes, certificates) = apply_children(&tenant, &desired, ctx).await?;
         let (state, applied) =
             crate::monitoring::sync(&ctx.client, &ctx.monitoring, &tenant, &ctx.settings).await;
         changes.extend(applied);
@@ -212,7 +216,8 @@ async fn apply(country: &DfrCountry, ctx: &Context) -> Result<Action> {
     let mut served = None;
     let mut certificates_requeue = None;
     if !tenant.spec.suspend {
-        let (applied, condition, requeue) = certificates(ctx, country, &tenant, now).await?;
+        let (applied, condition, requeue) =
+            certificate_lifecycle(ctx, country, &tenant, now).await?;
         changes.extend(applied);
         served = Some(condition);
         certificates_requeue = requeue;
@@ -220,6 +225,7 @@ async fn apply(country: &DfrCountry, ctx: &Context) -> Result<Action> {
     let mut observed = observe::observe(&ctx.caches, &tenant, &ctx.settings).await?;
     observed.monitoring = monitoring;
     observed.certificates_served = served;
+    observed.certificates_not_ready = certificates.not_ready_message();
     // The cache may not have seen this reconcile's rotation yet.
     if let Some(rotation) = rotated {
         observed.pii_key = Some(rotation.key);
@@ -281,9 +287,10 @@ async fn apply(country: &DfrCountry, ctx: &Context) -> Result<Action> {
 }
 
 /// Advances a renewal of the tenant CA (see [`crate::ca_renewal`]) and has every running
-/// member serve the certificate its Secret holds (see [`crate::tls_reload`]). Returns the
+/// member serve the certificate its Secret holds (see [`crate::tls_reload`]), cert-manager's
+/// renewals included. Returns the
 /// writes, the CertificatesServed condition and how soon to look again.
-async fn certificates(
+async fn certificate_lifecycle(
     ctx: &Context,
     country: &DfrCountry,
     tenant: &Tenant,
@@ -291,16 +298,22 @@ async fn certificates(
 ) -> Result<(Changes, (bool, String, String), Option<Duration>)> {
     let members = crate::tls_reload::Members::of(&ctx.caches, tenant);
     let serving = members.serving().await;
-    let renewal = crate::ca_renewal::advance(
-        &ctx.client,
-        &ctx.caches,
-        tenant,
-        &ctx.settings,
-        crate::tls_reload::Members::all_current(&serving),
-        &members,
-        now,
-    )
-    .await?;
+    // With issuerRef the CA is cert-manager's issuer's; a dfr-tenant-ca left from before is
+    // not renewed, or its bundle would overwrite the ca.crt cert-manager writes.
+    let renewal = if crate::children::certificates::self_issued(tenant) {
+        crate::ca_renewal::advance(
+            &ctx.client,
+            &ctx.caches,
+            tenant,
+            &ctx.settings,
+            crate::tls_reload::Members::all_current(&serving),
+            &members,
+            now,
+        )
+        .await?
+    } else {
+        crate::ca_renewal::Outcome::default()
+    };
     for (reason, note) in renewal.events {
         info!(reason, "{note}");
         publish(ctx, country, EventType::Normal, reason, "RenewCA", note).await;
@@ -345,19 +358,39 @@ fn requeue_after(
 
 /// The namespace first, then each stage of the kind table (default-deny policies before
 /// anything runs), with the generated Secrets in place before the workloads that mount them.
-/// Within a stage every object is applied at once.
-async fn apply_children(tenant: &Tenant, desired: &Desired, ctx: &Context) -> Result<Changes> {
+/// Within a stage every object is applied at once. Also returns what the tenant's cert-manager
+/// Certificates report, where spec.tls.issuerRef is set.
+async fn apply_children(
+    tenant: &Tenant,
+    desired: &Desired,
+    ctx: &Context,
+) -> Result<(Changes, crate::certificates::Readiness)> {
     let client = &ctx.client;
     let caches = &ctx.caches;
+    let settings = &ctx.settings;
     let mut changes = lifecycle::sync_namespace(client, caches, tenant, &desired.namespace).await?;
+    let mut certificates = crate::certificates::Readiness::default();
     for stage in Stage::ALL {
         if stage == Stage::Identity {
-            changes.extend(lifecycle::ensure_secrets(client, caches, tenant, &ctx.settings).await?);
-            changes.extend(
-                lifecycle::rotate_certificates(client, caches, tenant, &ctx.settings).await?,
-            );
+            changes.extend(lifecycle::ensure_secrets(client, caches, tenant, settings).await?);
+            if crate::children::certificates::self_issued(tenant) {
+                changes.extend(
+                    crate::certificates::hand_back(client, caches, tenant, settings).await?,
+                );
+                changes.extend(
+                    lifecycle::rotate_certificates(client, caches, tenant, settings).await?,
+                );
+            } else {
+                // cert-manager issues and renews them; the operator's CA is not used.
+                let (applied, readiness) =
+                    crate::certificates::sync(client, &ctx.cert_manager, tenant, settings).await?;
+                changes.extend(applied);
+                certificates = readiness;
+            }
         }
         if stage == Stage::Workload {
+            // The pods mount the Secrets cert-manager writes.
+            crate::certificates::check_issued(caches, tenant, &certificates)?;
             // A restore runs once, when the first member starts: it must have what it needs.
             lifecycle::check_restore_target(client, caches, tenant).await?;
             // Before the Deployment is applied without `replicas`.
@@ -367,7 +400,7 @@ async fn apply_children(tenant: &Tenant, desired: &Desired, ctx: &Context) -> Re
     }
     changes
         .extend(crate::patroni_state::apply_dynamic_configuration(client, caches, tenant).await?);
-    Ok(changes)
+    Ok((changes, certificates))
 }
 
 /// `Kind/a, Kind/b, Other/c` as `Kind/a, b, Other/c`: a new tenant's first reconcile applies
@@ -568,6 +601,7 @@ fn observed_from_status(country: &DfrCountry, settings: &Settings) -> Observed {
         certificates: status.certificates.clone(),
         ca_renewal: status.ca_renewal.clone(),
         certificates_served: None,
+        certificates_not_ready: None,
         pii_key: status.pii_key.clone(),
         problem: None,
         risk: None,

@@ -31,6 +31,9 @@ pub struct Observed {
     /// Whether every running member serves its current certificate: (status, reason,
     /// message); None keeps what the status shows.
     pub certificates_served: Option<(bool, String, String)>,
+    /// With spec.tls.issuerRef: the cert-manager Certificates that are not Ready, for
+    /// CertificatesValid; None when all are (or the operator issues them itself).
+    pub certificates_not_ready: Option<String>,
     /// The active PII key and since when, if the key ring Secret can be read.
     pub pii_key: Option<dfr_crds::PiiKeyStatus>,
     /// A problem that needs a person: (reason, message).
@@ -145,8 +148,10 @@ pub fn desired_status(
             ),
         };
 
-    let certificates =
-        certificates_condition(observed.renew_before, observed.certificates_not_after, now);
+    let certificates = match &observed.certificates_not_ready {
+        Some(message) => ("False", "CertificateNotReady", message.clone()),
+        None => certificates_condition(observed.renew_before, observed.certificates_not_after, now),
+    };
 
     let last_backup = crate::backup::last_backup(
         &observed.backup_runs,

@@ -159,6 +159,14 @@ pub const EXPLICIT_GRANTS: &[Grant] = &[
         resource: "prometheusrules",
         verbs: &["get", "create", "patch"],
     },
+    // cert-manager's Certificates, for tenants with spec.tls.issuerRef (crate::certificates):
+    // no watch, for the same reason; read by name for their status, applied, deleted when
+    // issuerRef is removed.
+    Grant {
+        group: "cert-manager.io",
+        resource: "certificates",
+        verbs: &["get", "create", "patch", "delete"],
+    },
     Grant {
         group: "events.k8s.io",
         resource: "events",

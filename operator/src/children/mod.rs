@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod backup;
+pub mod certificates;
 pub mod kinds;
 pub mod monitoring;
 pub mod namespace;
