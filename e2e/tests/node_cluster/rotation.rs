@@ -349,8 +349,8 @@ async fn certificates_and_the_ca_rotate_under_load_without_a_failed_request_or_d
             for name in [
                 "postgres-tls",
                 "dfr-api-tls",
-                "replication-tls",
-                "rewind-tls",
+                "postgres-replication-tls",
+                "postgres-rewind-tls",
             ] {
                 let secret = secrets.get(name).await.ok()?;
                 let blocks = pem_blocks(&bundle(&secret));
