@@ -256,12 +256,7 @@ pub trait Reloader {
 }
 
 fn secret_text(secret: &Secret, key: &str) -> String {
-    secret
-        .data
-        .as_ref()
-        .and_then(|data| data.get(key))
-        .and_then(|bytes| String::from_utf8(bytes.0.clone()).ok())
-        .unwrap_or_default()
+    crate::children::secrets::secret_text(secret, key).unwrap_or_default()
 }
 
 /// Reads the CA state and certificate Secrets from the cache, takes the step [`decide`] names

@@ -210,12 +210,7 @@ pub async fn ensure_secrets(
 }
 
 fn secret_text(secret: &Secret, key: &str) -> String {
-    secret
-        .data
-        .as_ref()
-        .and_then(|data| data.get(key))
-        .and_then(|bytes| String::from_utf8(bytes.0.clone()).ok())
-        .unwrap_or_default()
+    crate::children::secrets::secret_text(secret, key).unwrap_or_default()
 }
 
 /// Renews the certificates the tenant CA issued (PostgreSQL, API, replication and rewind

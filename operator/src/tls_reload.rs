@@ -91,14 +91,6 @@ pub struct Members {
     issued_at: Option<Timestamp>,
 }
 
-fn secret_text(secret: &Secret, key: &str) -> Option<String> {
-    secret
-        .data
-        .as_ref()?
-        .get(key)
-        .and_then(|bytes| String::from_utf8(bytes.0.clone()).ok())
-}
-
 impl Members {
     pub fn of(caches: &Caches, tenant: &Tenant) -> Self {
         let namespace = &tenant.namespace;
@@ -124,18 +116,22 @@ impl Members {
             })
             .collect();
         let tls = caches.get::<Secret>(Some(namespace), naming::SECRET_POSTGRES_TLS);
-        let certificate = tls.as_ref().and_then(|s| secret_text(s, "tls.crt"));
+        let certificate = tls
+            .as_ref()
+            .and_then(|s| crate::children::secrets::secret_text(s, "tls.crt"));
         let patroni = (|| {
             let tls = tls
                 .as_ref()
                 .ok_or(format!("Secret {} is missing", naming::SECRET_POSTGRES_TLS))?;
-            let bundle = secret_text(tls, "ca.crt").unwrap_or_default();
+            let bundle = crate::children::secrets::secret_text(tls, "ca.crt").unwrap_or_default();
             let probe = PatroniProbe::new(bundle.as_bytes(), namespace, DEADLINE)?;
             let login = caches
                 .get::<Secret>(Some(namespace), naming::SECRET_PATRONI_API)
                 .ok_or(format!("Secret {} is missing", naming::SECRET_PATRONI_API))?;
-            let user = secret_text(&login, "username").unwrap_or_default();
-            let password = secret_text(&login, "password").unwrap_or_default();
+            let user =
+                crate::children::secrets::secret_text(&login, "username").unwrap_or_default();
+            let password =
+                crate::children::secrets::secret_text(&login, "password").unwrap_or_default();
             Ok((probe, user, password))
         })();
         Self {

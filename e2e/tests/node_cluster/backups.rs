@@ -135,13 +135,22 @@ pub(super) async fn wait_backup(client: &Client, name: &str, after: Option<&str>
 
 /// The pod labelled leader, or "" while there is none (during a failover).
 pub(super) fn leader_pod(namespace: &str) -> String {
+    pod_with_role(namespace, "primary")
+}
+
+/// A member Patroni labelled replica, or "" when there is none.
+pub(super) fn replica_pod(namespace: &str) -> String {
+    pod_with_role(namespace, "replica")
+}
+
+fn pod_with_role(namespace: &str, role: &str) -> String {
     run_kubectl(&[
         "-n",
         namespace,
         "get",
         "pods",
         "-l",
-        "role=primary",
+        &format!("role={role}"),
         "-o",
         "jsonpath={.items[*].metadata.name}",
     ])

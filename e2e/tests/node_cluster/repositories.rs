@@ -194,16 +194,7 @@ async fn a_volume_repository_serves_its_tenant_through_the_repository_host() {
     );
 
     // A switchover: the new leader archives to the same host.
-    let replica = run_kubectl(&[
-        "-n",
-        NAMESPACE,
-        "get",
-        "pods",
-        "-l",
-        "role=replica",
-        "-o",
-        "jsonpath={.items[0].metadata.name}",
-    ]);
+    let replica = super::backups::replica_pod(NAMESPACE);
     super::patronictl(
         NAMESPACE,
         &leader,

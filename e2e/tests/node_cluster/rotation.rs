@@ -176,24 +176,6 @@ fn open_session(standby: &str, password: &str, seconds: u64) -> Child {
     session
 }
 
-/// A member Patroni labelled replica.
-fn standby_pod() -> String {
-    super::run_kubectl(&[
-        "-n",
-        NAMESPACE,
-        "get",
-        "pods",
-        "-l",
-        "role=replica",
-        "-o",
-        "jsonpath={.items[*].metadata.name}",
-    ])
-    .split_whitespace()
-    .next()
-    .expect("a standby")
-    .to_string()
-}
-
 /// Counters of the load.
 #[derive(Default)]
 struct Load {
@@ -309,7 +291,7 @@ async fn certificates_and_the_ca_rotate_under_load_without_a_failed_request_or_d
         }));
     }
 
-    let standby = standby_pod();
+    let standby = super::backups::replica_pod(NAMESPACE);
     let app_password = super::secret_value_in(NAMESPACE, "dfr-db-app", "password");
     let session = open_session(&standby, &app_password, ROTATION_TIMEOUT.as_secs() + 120);
     let started = Instant::now();

@@ -439,6 +439,15 @@ pub fn desired_secrets(tenant: &Tenant, material: &SecretMaterial) -> Vec<Secret
     ]
 }
 
+/// The UTF-8 text under `key` of a Secret, if it has one.
+pub fn secret_text(secret: &Secret, key: &str) -> Option<String> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|data| data.get(key))
+        .and_then(|bytes| String::from_utf8(bytes.0.clone()).ok())
+}
+
 /// Whether a certificate misses one of the DNS names it must now carry (a name added by a newer
 /// operator, such as the repository host's), or cannot be read: it is then reissued.
 pub fn lacks_names(certificate_pem: &str, wanted: &[String]) -> bool {
