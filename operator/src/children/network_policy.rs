@@ -399,14 +399,17 @@ mod tests {
         assert_eq!(deny.pod_selector, Some(LabelSelector::default()));
         assert_eq!(deny.policy_types.as_deref().unwrap(), ["Ingress", "Egress"]);
         assert_eq!(deny.ingress.as_deref(), Some(&[][..]));
-        // ton-dev sets no ingress or monitoring selector: those flows do not exist.
+        // ton-dev sets no ingress selector: that flow does not exist; without a monitoring
+        // selector, neither do the metrics flows.
         assert!(
             policies
                 .iter()
                 .all(|p| p.metadata.name.as_deref() != Some("api-ingress"))
         );
+        let mut unscraped = sample("ton-dev.yaml");
+        unscraped.spec.network.monitoring_namespace_selector = None;
         assert!(
-            policies
+            desired_network_policies(&unscraped, &Settings::default())
                 .iter()
                 .all(|p| p.metadata.name.as_deref() != Some("api-metrics"))
         );
