@@ -155,11 +155,18 @@ async fn reconcile_country(country: Arc<DfrCountry>, ctx: &Arc<Context>) -> Resu
             finalizer::Event::Cleanup(country) => cleanup(&country, ctx).await,
         }
     })
-    .await
-    .map_err(|error| match error {
-        finalizer::Error::ApplyFailed(error) | finalizer::Error::CleanupFailed(error) => error,
-        other => Error::Finalizer(other.to_string()),
-    });
+    .await;
+    let result = match result {
+        // A second cleanup of a tenant whose first one already removed the finalizer (its
+        // event raced the cache): the resource is gone, which is what the cleanup was for.
+        Err(finalizer::Error::RemoveFinalizer(kube::Error::Api(status))) if status.code == 404 => {
+            Ok(Action::await_change())
+        }
+        other => other.map_err(|error| match error {
+            finalizer::Error::ApplyFailed(error) | finalizer::Error::CleanupFailed(error) => error,
+            other => Error::Finalizer(other.to_string()),
+        }),
+    };
     if let Err(error) = &result {
         report_problem(&country, error, ctx).await;
     }
