@@ -303,13 +303,7 @@ pub async fn advance(
         Step::TrimBundles(names) => {
             for name in names {
                 if let Some(secret) = leaf(&name)
-                    && write(
-                        &api,
-                        secret,
-                        json!({"ca.crt": encode(&ca.current.certificate)}),
-                        Value::Null,
-                    )
-                    .await?
+                    && write_trust(&api, secret, &ca.current.certificate).await?
                 {
                     outcome
                         .changes
@@ -340,13 +334,7 @@ pub async fn advance(
             }
             let bundle = ca_bundle(&new.certificate, Some(&previous));
             for secret in &leaf_secrets {
-                write(
-                    &api,
-                    secret,
-                    json!({"ca.crt": encode(&bundle)}),
-                    Value::Null,
-                )
-                .await?;
+                write_trust(&api, secret, &bundle).await?;
             }
             outcome.changes.applied.push(format!(
                 "Secret/{} (CA renewed; both CAs trusted)",
@@ -368,13 +356,7 @@ pub async fn advance(
             let bundle = ca.bundle();
             for name in &names {
                 if let Some(secret) = leaf(name) {
-                    write(
-                        &api,
-                        secret,
-                        json!({"ca.crt": encode(&bundle)}),
-                        Value::Null,
-                    )
-                    .await?;
+                    write_trust(&api, secret, &bundle).await?;
                 }
             }
             let phase = if ca.phase == Phase::Idle {
@@ -461,13 +443,7 @@ pub async fn advance(
             }
             for secret in &leaf_secrets {
                 if chains_to(&secret_text(secret, "tls.crt"), &ca.current.certificate) {
-                    write(
-                        &api,
-                        secret,
-                        json!({"ca.crt": encode(&ca.current.certificate)}),
-                        Value::Null,
-                    )
-                    .await?;
+                    write_trust(&api, secret, &ca.current.certificate).await?;
                 }
             }
             outcome.changes.applied.push(format!(
@@ -507,6 +483,11 @@ async fn write_phase(
         json!({PHASE_ANNOTATION: phase.as_str(), SINCE_ANNOTATION: now.to_string()}),
     )
     .await
+}
+
+/// The CA bundle a certificate Secret's clients trust, written to its ca.crt.
+async fn write_trust(api: &Api<Secret>, secret: &Secret, bundle: &str) -> Result<bool> {
+    write(api, secret, json!({"ca.crt": encode(bundle)}), Value::Null).await
 }
 
 /// A merge patch of `data` and `annotations` (null removes a key), conditional on the
